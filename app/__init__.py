@@ -1,0 +1,1 @@
+"""PipeScope's web dashboard: FastAPI server, websocket stream and pages."""
