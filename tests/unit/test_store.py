@@ -1,0 +1,72 @@
+"""The SQLite store keeps runs across a restart, in order, within its retention caps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.store import Store
+
+
+def _events(run: str, n: int, start: int = 1) -> list[dict[str, Any]]:
+    return [
+        {"run": run, "seq": s, "kind": "output", "t": s, "pid": 7, "text": f"line {s} 收到"}
+        for s in range(start, start + n)
+    ]
+
+
+def test_a_run_survives_reopening_the_database(tmp_path: Path) -> None:
+    path = str(tmp_path / "runs.sqlite3")
+    store = Store(path)
+    store.save_run({"id": "r1", "started": 10.0, "state": "running"})
+    store.append_events(_events("r1", 3))
+    store.append_events(_events("r1", 2, start=4))
+    store.save_run({"id": "r1", "started": 10.0, "state": "completed"})
+    store.close()
+
+    again = Store(path)
+    try:
+        assert again.run("r1") == {"id": "r1", "started": 10.0, "state": "completed"}
+        assert [e["seq"] for e in again.events("r1")] == [1, 2, 3, 4, 5]
+        assert again.events("r1")[0]["text"] == "line 1 收到"
+    finally:
+        again.close()
+
+
+def test_flush_makes_queued_writes_visible(tmp_path: Path) -> None:
+    store = Store(":memory:")
+    try:
+        store.save_run({"id": "r1", "started": 1.0})
+        store.append_events(_events("r1", 1000))
+        store.flush()
+        assert len(store.events("r1")) == 1000
+        assert [e["seq"] for e in store.iter_events("r1", batch=7)] == list(range(1, 1001))
+    finally:
+        store.close()
+
+
+def test_oldest_runs_go_first_when_over_the_run_cap() -> None:
+    store = Store(":memory:", max_runs=2)
+    try:
+        for i, started in enumerate([3.0, 1.0, 2.0]):
+            store.save_run({"id": f"r{i}", "started": started})
+            store.append_events(_events(f"r{i}", 2))
+        store.flush()
+        assert [r["id"] for r in store.runs()] == ["r0", "r2"]
+        assert store.events("r1") == []
+    finally:
+        store.close()
+
+
+def test_event_cap_drops_whole_old_runs_but_keeps_the_newest() -> None:
+    store = Store(":memory:", max_events=10)
+    try:
+        store.save_run({"id": "old", "started": 1.0})
+        store.append_events(_events("old", 8))
+        store.save_run({"id": "new", "started": 2.0})
+        store.append_events(_events("new", 8))
+        store.flush()
+        assert [r["id"] for r in store.runs()] == ["new"]
+        assert len(store.events("new")) == 8
+    finally:
+        store.close()
