@@ -1,0 +1,199 @@
+// Pure layout: where process boxes and pipe tubes go, in columns for pipelines, else on a circle.
+
+const MAX_COLUMNS = 6;
+const MAX_PER_COLUMN = 8;
+const MIN_STAGE_W = 240; // a box plus a pipe long enough to show a few messages
+
+/** The pid drawn at an end: its first holder still open, else the last one that held it. */
+export function endPid(end) {
+  if (!end) return null;
+  const live = end.pids.filter((p) => end.open.includes(p));
+  return live.length ? live[0] : end.pids[end.pids.length - 1] ?? null;
+}
+
+function edgesOf(state) {
+  const edges = [];
+  for (const pipe of Object.values(state.pipes)) {
+    const a = endPid(pipe.ends.a);
+    const b = endPid(pipe.ends.b);
+    if (a == null || b == null) continue;
+    // Every holder of an end is placed as if it alone held it: two writers sit side by side.
+    const pairs = [...pipe.ends.a.pids.map((p) => [p, b]), ...pipe.ends.b.pids.map((p) => [a, p])];
+    for (const [pa, pb] of pairs) {
+      if (pa === pb) continue;
+      // One-way pipes flow from the writer (b) to the reader (a); a duplex pipe from a to b.
+      const edge = pipe.duplex ? [pa, pb] : [pb, pa];
+      if (!edges.some(([f, t]) => f === edge[0] && t === edge[1])) edges.push(edge);
+    }
+  }
+  return edges;
+}
+
+function ranksOf(pids, edges) {
+  const out = new Map(pids.map((p) => [p, []]));
+  for (const [from, to] of edges) if (out.has(from) && out.has(to)) out.get(from).push(to);
+  // Drop the edges that close a cycle (found by depth-first search), then rank by longest path.
+  const colour = new Map();
+  const dag = new Map(pids.map((p) => [p, []]));
+  const visit = (p) => {
+    colour.set(p, 1);
+    for (const q of out.get(p)) {
+      if (colour.get(q) === 1) continue;
+      dag.get(p).push(q);
+      if (!colour.has(q)) visit(q);
+    }
+    colour.set(p, 2);
+  };
+  for (const p of pids) if (!colour.has(p)) visit(p);
+  const rank = new Map();
+  const rankOf = (p) => {
+    if (rank.has(p)) return rank.get(p);
+    rank.set(p, 0);
+    let r = 0;
+    for (const [from, tos] of dag) if (tos.includes(p)) r = Math.max(r, rankOf(from) + 1);
+    rank.set(p, r);
+    return r;
+  };
+  for (const p of pids) rankOf(p);
+  return rank;
+}
+
+/**
+ * Lay out a run's processes and pipes in a width × height box.
+ * Returns {kind: 'columns'|'snake'|'circle', boxes: {pid: {x, y, w, h}} (centres),
+ * pipes: {id: {a: pid, b: pid, extra: {a: [pid], b: [pid]}, slot, slots}}}.
+ * Parallel pipes between one pair of processes get slots so they can be drawn side by side.
+ */
+export function layoutRun(state, width, height) {
+  const pids = Object.values(state.processes)
+    .sort((p, q) => p.order - q.order).map((p) => p.pid);
+  const edges = edgesOf(state);
+  const linked = new Set(edges.flat());
+  // Processes with no pipe to another process (a parent that only starts and joins) go in a
+  // strip along the top, so the pipes get the room.
+  const strip = linked.size ? pids.filter((p) => !linked.has(p)) : [];
+  const main = linked.size ? pids.filter((p) => linked.has(p)) : pids;
+  const stripH = strip.length ? 60 : 0;
+  const boxes = {};
+  strip.forEach((pid, i) => {
+    const w = Math.min(150, (width - 16) / strip.length - 12);
+    boxes[pid] = { x: ((i + 0.5) * width) / strip.length, y: stripH / 2 + 2, w, h: 48 };
+  });
+  const kind = placeMain(boxes, main, edges, width, height - stripH, stripH);
+  const pipes = {};
+  const pairs = new Map();
+  for (const pipe of Object.values(state.pipes).sort((p, q) => p.order - q.order)) {
+    const a = endPid(pipe.ends.a);
+    const b = endPid(pipe.ends.b);
+    const key = [a, b].sort().join('|');
+    const slot = pairs.get(key) || 0;
+    pairs.set(key, slot + 1);
+    const extra = {
+      a: pipe.ends.a.pids.filter((p) => p !== a && pipe.ends.a.open.includes(p)),
+      b: pipe.ends.b.pids.filter((p) => p !== b && pipe.ends.b.open.includes(p)),
+    };
+    pipes[pipe.id] = { a, b, extra, slot, key, lanes: Object.keys(pipe.lanes).length };
+  }
+  for (const p of Object.values(pipes)) p.slots = pairs.get(p.key);
+  if (kind !== 'circle') assignPorts(boxes, pipes, height - stripH);
+  return { kind, boxes, pipes, width, height };
+}
+
+// In columns every pipe leaves a box sideways: spread the pipes on each side of a box along
+// that side (growing the box when it has many), ordered by where their other end is.
+function assignPorts(boxes, pipes, height) {
+  const sides = new Map();
+  for (const [id, lp] of Object.entries(pipes)) {
+    const ba = boxes[lp.a];
+    const bb = boxes[lp.b];
+    if (!ba || !bb || lp.a === lp.b || ba.x === bb.x) continue;
+    for (const [end, box, other] of [['a', ba, bb], ['b', bb, ba]]) {
+      const key = `${end === 'a' ? lp.a : lp.b}|${other.x > box.x ? 1 : -1}`;
+      if (!sides.has(key)) sides.set(key, []);
+      sides.get(key).push({ id, end, box, other });
+    }
+  }
+  const perColumn = new Map();
+  for (const box of Object.values(boxes)) perColumn.set(box.x, (perColumn.get(box.x) || 0) + 1);
+  for (const [key, ports] of sides) {
+    const dir = Number(key.split('|')[1]);
+    const box = ports[0].box;
+    const room = height / perColumn.get(box.x) - 14;
+    // Each tube needs its lanes plus room for its gauges beside it.
+    const pitch = (p) => pipes[p.id].lanes * 26 + 26;
+    const total = ports.reduce((sum, p) => sum + pitch(p), 0);
+    box.h = Math.max(box.h, Math.min(room, total));
+    const scale = Math.min(1, (box.h - 6) / total);
+    ports.sort((p, q) => p.other.y - q.other.y || p.id.localeCompare(q.id));
+    let y = box.y - (total * scale) / 2;
+    for (const p of ports) {
+      const dy = ports.length === 1 ? 0 : y + (pitch(p) * scale) / 2 - box.y;
+      (pipes[p.id].ports ||= {})[p.end] = { x: box.x + dir * (box.w / 2 + 10), y: box.y + dy };
+      y += pitch(p) * scale;
+    }
+  }
+}
+
+function placeMain(boxes, pids, edges, width, height, top) {
+  const n = pids.length;
+  const rank = ranksOf(pids, edges);
+  const columns = [];
+  for (const p of pids) (columns[rank.get(p)] ||= []).push(p);
+  const cols = columns.filter(Boolean);
+  const fits = cols.length <= MAX_COLUMNS && cols.every((c) => c.length <= MAX_PER_COLUMN);
+  // Columns read well only when every pipe joins neighbouring columns: a pipe that skips a
+  // column or runs backwards would cross the boxes between, so those graphs go on a circle.
+  const adjacent = edges.every(([f, t]) => !rank.has(f) || !rank.has(t)
+    || rank.get(t) - rank.get(f) === 1 || f === t);
+  const kind = n <= 2 || (fits && adjacent && cols.length > 1) ? 'columns' : 'circle';
+  const across = kind === 'columns' ? cols.length * 1.8 : Math.sqrt(n) * 2.6;
+  const tall = kind === 'columns' ? Math.max(...cols.map((c) => c.length)) : n / 2;
+  // Many processes get compact boxes (name and pid; the border shows a wait) so pipes keep room.
+  const compact = n > 8 || tall > 7;
+  const w = compact ? 88 : Math.max(96, Math.min(170, width / Math.max(2, across)));
+  const h = compact ? 38 : Math.max(48, Math.min(64, height / (tall + 1) - 14));
+  const perRow = Math.max(2, Math.floor(width / MIN_STAGE_W));
+  if (kind === 'columns' && cols.every((c) => c.length === 1) && cols.length > perRow) {
+    // A long chain: wrap it into rows, each row running the other way (a snake), so every
+    // pipe keeps room for its queue.
+    const rows = Math.ceil(cols.length / perRow);
+    const bw = Math.max(90, Math.min(120, width / perRow - 160));
+    const slotW = width / perRow;
+    cols.forEach(([pid], i) => {
+      const row = Math.floor(i / perRow);
+      const k = row % 2 ? perRow - 1 - (i % perRow) : i % perRow;
+      boxes[pid] = { x: slotW * (k + 0.5), y: top + ((row + 0.5) * height) / rows, w: bw, h: 54 };
+    });
+    return 'snake';
+  }
+  if (kind === 'columns') {
+    const padX = w / 2 + 16;
+    cols.forEach((col, i) => {
+      const x = cols.length === 1 ? width / 2 : padX + (i * (width - 2 * padX)) / (cols.length - 1);
+      col.forEach((pid, j) => {
+        boxes[pid] = { x, y: top + ((j + 1) * height) / (col.length + 1), w, h };
+      });
+    });
+    return kind;
+  }
+  // An ellipse filling the area: boxes are wider than tall, so it spreads them evenly.
+  const rx = Math.max(60, width / 2 - w / 2 - 16);
+  const ry = Math.max(40, height / 2 - h / 2 - 24);
+  pids.forEach((pid, i) => {
+    const angle = Math.PI + (2 * Math.PI * i) / n; // the first process on the left
+    boxes[pid] = { x: width / 2 + rx * Math.cos(angle), y: top + height / 2 + ry * Math.sin(angle), w, h };
+  });
+  return kind;
+}
+
+/** Where the segment from the centre of box to (tx, ty) leaves the box's border. */
+export function boxExit(box, tx, ty, margin = 0) {
+  const dx = tx - box.x;
+  const dy = ty - box.y;
+  const hw = box.w / 2 + margin;
+  const hh = box.h / 2 + margin;
+  if (dx === 0 && dy === 0) return { x: box.x + hw, y: box.y };
+  const s = Math.min(Math.abs(dx) > 1e-9 ? hw / Math.abs(dx) : Infinity,
+    Math.abs(dy) > 1e-9 ? hh / Math.abs(dy) : Infinity);
+  return { x: box.x + dx * s, y: box.y + dy * s };
+}

@@ -1,0 +1,183 @@
+// Live view: a canvas of process boxes joined by pipe tubes with messages flowing FIFO.
+
+import { endPid, layoutRun } from './layout.js';
+import { withDefaults } from './liveview_text.js';
+import { COLOURS, deadlockMembers, drawDeadlock, drawProcess,
+  processColour } from './render_process.js';
+import { drawFocus, drawHolder, trackDeliveries } from './render_anim.js';
+import { drawLane, drawLeavers, hitToken } from './render_tokens.js';
+import { drawTubeBody, drawTubeLabels, tubeGeometry } from './render_tube.js';
+const LIVE = new Set(['starting', 'running']);
+
+function layoutKey(state, w, h) {
+  const parts = [w, h, Object.keys(state.processes).join(',')];
+  for (const p of Object.values(state.pipes)) {
+    parts.push(`${p.id}:${endPid(p.ends.a)}:${endPid(p.ends.b)}:${p.ends.a.open}:${p.ends.b.open}`);
+  }
+  return parts.join('|');
+}
+
+/**
+ * Create the live view inside `container`.
+ * update(state, nowMs) draws the run model's state; nowMs drives every animation, so a test
+ * can step it frame by frame. onTokenClick(token) fires for a click (or Enter) on a message.
+ */
+export function createLiveView(container, { t, onTokenClick } = {}) {
+  const tt = withDefaults(t);
+  const element = document.createElement('div');
+  element.className = 'liveview';
+  const canvas = document.createElement('canvas');
+  canvas.className = 'liveview-canvas';
+  canvas.tabIndex = 0;
+  canvas.setAttribute('role', 'img');
+  canvas.setAttribute('aria-label', tt('liveview_label'));
+  element.append(canvas);
+  container.append(element);
+  const ctx = canvas.getContext('2d');
+  let size = { w: 0, h: 0, dpr: 1 };
+  let layout = null;
+  let key = '';
+  let hits = [];
+  let focus = -1;
+  let last = null; // [state, nowMs] for redraws on resize
+  const anim = { pos: new Map(), leavers: [], seen: 0, lastNow: null, tNow: null, tNowWall: 0,
+    corrupt: -1, corruptByPipe: new Map() };
+
+  function measure() {
+    const w = Math.max(200, Math.round(element.clientWidth || container.clientWidth || 640));
+    const h = Math.max(240, Math.round(element.clientHeight || container.clientHeight || 420));
+    const dpr = window.devicePixelRatio || 1;
+    if (w !== size.w || h !== size.h || dpr !== size.dpr) {
+      size = { w, h, dpr };
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+      canvas.style.width = `${w}px`;
+      canvas.style.height = `${h}px`;
+    }
+  }
+
+  function draw(state, nowMs) {
+    measure();
+    const k = layoutKey(state, size.w, size.h);
+    if (k !== key || !layout) {
+      key = k;
+      layout = layoutRun(state, size.w, size.h - 40);
+      layout.geoms = {};
+      for (const pipe of Object.values(state.pipes)) {
+        const g = layout.pipes[pipe.id] && tubeGeometry(layout.pipes[pipe.id], layout.boxes, pipe);
+        if (g) layout.geoms[pipe.id] = g;
+      }
+    }
+    trackDeliveries(anim, state, nowMs, layout.geoms);
+    const dt = anim.lastNow == null ? 1000 : Math.max(0, nowMs - anim.lastNow);
+    anim.lastNow = nowMs;
+    const live = LIVE.has(state.status) && !state.deadlock;
+    const liveMs = live ? nowMs - anim.tNowWall : 0;
+    const waitMs = (since) => (anim.tNow - since) / 1e6 + liveMs;
+    const dl = deadlockMembers(state.deadlock);
+    const colourOf = (pid) => processColour(state.processes[pid]);
+    const info = { t: tt, nowMs, waitMs, deadlockEnds: dl.ends, corruptByPipe: anim.corruptByPipe };
+    ctx.setTransform(size.dpr, 0, 0, size.dpr, 0, 0);
+    ctx.clearRect(0, 0, size.w, size.h);
+    hits = [];
+    const procs = Object.values(state.processes);
+    if (!procs.length) {
+      ctx.fillStyle = COLOURS.muted;
+      ctx.font = '14px system-ui, sans-serif';
+      ctx.textAlign = 'center';
+      ctx.fillText(tt('no_processes'), size.w / 2, size.h / 2);
+      return;
+    }
+    const laneInfo = { state, anim, nowMs, dt, colourOf, hits, t: tt };
+    // Three passes, so a tube never hides another pipe's messages or labels.
+    for (const pass of ['body', 'lanes', 'labels']) {
+      for (const pipe of Object.values(state.pipes)) {
+        const g = layout.geoms[pipe.id];
+        if (!g) continue;
+        if (pass === 'body') {
+          const lp = layout.pipes[pipe.id];
+          for (const end of ['a', 'b']) {
+            for (const pid of lp.extra[end]) {
+              drawHolder(ctx, layout.boxes[pid], g, end, colourOf(pid), tt);
+            }
+          }
+        }
+        ctx.save();
+        ctx.translate(g.p0.x, g.p0.y);
+        ctx.rotate(g.angle);
+        if (pass === 'body') drawTubeBody(ctx, g, pipe, info);
+        else if (pass === 'labels') drawTubeLabels(ctx, g, pipe, info);
+        else {
+          for (const dir of Object.keys(pipe.lanes)) {
+            drawLane(ctx, g, pipe, dir, laneInfo);
+            drawLeavers(ctx, g, pipe, dir, laneInfo);
+          }
+        }
+        ctx.restore();
+      }
+    }
+    for (const proc of procs) {
+      const box = layout.boxes[proc.pid];
+      if (!box) continue;
+      const waitedMs = proc.blocked ? waitMs(proc.blocked.since) : 0;
+      drawProcess(ctx, proc, box, { t: tt, nowMs, waitedMs, inDeadlock: dl.pids.has(proc.pid) });
+    }
+    if (focus >= 0 && hits[focus]) drawFocus(ctx, hits[focus]);
+    ctx.fillStyle = COLOURS.muted;
+    ctx.font = '11px system-ui, sans-serif';
+    ctx.textAlign = 'left';
+    ctx.textBaseline = 'bottom';
+    if (!state.deadlock) ctx.fillText(tt('legend'), 10, size.h - 8);
+    if (state.deadlock) drawDeadlock(ctx, size.w, size.h, state.deadlock, tt, nowMs);
+  }
+
+  function point(ev) {
+    const r = canvas.getBoundingClientRect();
+    return [ev.clientX - r.left, ev.clientY - r.top];
+  }
+  const onClick = (ev) => {
+    const token = hitToken(hits, ...point(ev));
+    if (token && onTokenClick) onTokenClick(token);
+  };
+  const onMove = (ev) => {
+    canvas.style.cursor = hitToken(hits, ...point(ev)) ? 'pointer' : '';
+  };
+  const onKey = (ev) => {
+    if (!hits.length) return;
+    if (ev.key === 'ArrowRight' || ev.key === 'ArrowLeft') {
+      focus = (focus + (ev.key === 'ArrowRight' ? 1 : hits.length - 1)) % hits.length;
+      ev.preventDefault();
+    } else if ((ev.key === 'Enter' || ev.key === ' ') && hits[focus] && onTokenClick) {
+      onTokenClick(hits[focus].token);
+      ev.preventDefault();
+    }
+  };
+  canvas.addEventListener('click', onClick);
+  canvas.addEventListener('mousemove', onMove);
+  canvas.addEventListener('keydown', onKey);
+  const observer = new ResizeObserver(() => { if (last) draw(...last); });
+  observer.observe(element);
+
+  return {
+    element,
+    update(state, nowMs) {
+      last = [state, nowMs];
+      draw(state, nowMs);
+      element.dataset.processes = String(Object.keys(state.processes).length);
+      element.dataset.pipes = String(Object.keys(state.pipes).length);
+      element.dataset.tokensShown = String(hits.length);
+      element.dataset.deadlock = state.deadlock ? 'true' : 'false';
+    },
+    /** The message drawn at (x, y) in the view's CSS pixels, or null. */
+    tokenAt: (x, y) => hitToken(hits, x, y),
+    /** Centres of the messages drawn in the last frame (for tests and keyboard focus). */
+    hits: () => hits.map((h) => ({ x: h.x, y: h.y, seq: h.token.seq })),
+    destroy() {
+      observer.disconnect();
+      canvas.removeEventListener('click', onClick);
+      canvas.removeEventListener('mousemove', onMove);
+      canvas.removeEventListener('keydown', onKey);
+      element.remove();
+    },
+  };
+}

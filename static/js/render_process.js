@@ -1,0 +1,134 @@
+// Canvas drawing of process boxes, the deadlock banner and the shared palette.
+
+const PALETTE = ['#2563eb', '#d97706', '#059669', '#7c3aed', '#db2777', '#0891b2', '#65a30d',
+  '#9333ea', '#ea580c', '#0d9488', '#4f46e5', '#ca8a04', '#be185d', '#15803d', '#0369a1',
+  '#a16207'];
+
+export const COLOURS = {
+  ink: '#1f2937', muted: '#6b7280', line: '#cbd5e1', tube: '#f1f5f9', tubeEdge: '#94a3b8',
+  blocked: '#f59e0b', corrupt: '#dc2626', deadlock: '#b91c1c', closed: '#334155', paper: '#ffffff',
+};
+
+export function processColour(proc) {
+  return proc ? PALETTE[proc.order % PALETTE.length] : COLOURS.muted;
+}
+
+export function roundRect(ctx, x, y, w, h, r) {
+  ctx.beginPath();
+  ctx.moveTo(x + r, y);
+  ctx.arcTo(x + w, y, x + w, y + h, r);
+  ctx.arcTo(x + w, y + h, x, y + h, r);
+  ctx.arcTo(x, y + h, x, y, r);
+  ctx.arcTo(x, y, x + w, y, r);
+  ctx.closePath();
+}
+
+export function fitText(ctx, text, maxWidth) {
+  const s = String(text);
+  if (ctx.measureText(s).width <= maxWidth) return s;
+  let lo = 0;
+  let hi = s.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (ctx.measureText(`${s.slice(0, mid)}…`).width <= maxWidth) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo > 0 ? `${s.slice(0, lo)}…` : '';
+}
+
+export function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KiB`;
+  return `${(n / 1048576).toFixed(1)} MiB`;
+}
+
+export function formatWait(ms) {
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  return `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
+}
+
+function statusLine(proc, t, waitedMs) {
+  if (proc.exited) {
+    const code = proc.exitcode;
+    if (code != null && code < 0) return [`${t('killed')} (${t('signal')} ${-code})`, COLOURS.corrupt];
+    if (proc.killed) return [t('killed'), COLOURS.corrupt];
+    return [`${t('exited')} (${code ?? '?'})`, COLOURS.muted];
+  }
+  if (proc.blocked) {
+    const key = ['send', 'send_bytes'].includes(proc.blocked.op) ? 'blocked_send' : 'blocked_recv';
+    const label = proc.blocked.op === 'poll' ? t('blocked_poll') : t(key);
+    return [`${label} · ${formatWait(waitedMs)}`, '#b45309'];
+  }
+  return [t('running'), COLOURS.muted];
+}
+
+/** Draw one process box centred at box.x, box.y; pulses while the process is blocked. */
+export function drawProcess(ctx, proc, box, { t, nowMs, waitedMs, inDeadlock }) {
+  const x = box.x - box.w / 2;
+  const y = box.y - box.h / 2;
+  const colour = processColour(proc);
+  ctx.save();
+  if (proc.blocked && !proc.exited) {
+    const pulse = 0.5 + 0.5 * Math.sin(nowMs / 180);
+    ctx.shadowColor = inDeadlock ? COLOURS.deadlock : COLOURS.blocked;
+    ctx.shadowBlur = 6 + 10 * pulse;
+  }
+  roundRect(ctx, x, y, box.w, box.h, 8);
+  ctx.fillStyle = proc.exited ? '#f3f4f6' : COLOURS.paper;
+  ctx.fill();
+  ctx.shadowBlur = 0;
+  ctx.lineWidth = proc.blocked && !proc.exited ? 2.5 : 1.5;
+  ctx.strokeStyle = inDeadlock ? COLOURS.deadlock : proc.blocked ? COLOURS.blocked : colour;
+  if (proc.exited) ctx.setLineDash([4, 3]);
+  ctx.stroke();
+  ctx.setLineDash([]);
+  ctx.fillStyle = colour;
+  roundRect(ctx, x, y, 6, box.h, 3);
+  ctx.fill();
+  const inner = box.w - 16;
+  ctx.textBaseline = 'alphabetic';
+  ctx.textAlign = 'left';
+  ctx.fillStyle = proc.exited ? COLOURS.muted : COLOURS.ink;
+  ctx.font = '600 12.5px system-ui, sans-serif';
+  ctx.fillText(fitText(ctx, proc.name, inner), x + 12, y + 16);
+  ctx.font = '11px system-ui, sans-serif';
+  ctx.fillStyle = COLOURS.muted;
+  ctx.fillText(`pid ${proc.pid}`, x + 12, y + 30);
+  if (box.h >= 46) {
+    const [line, c] = statusLine(proc, t, waitedMs);
+    ctx.fillStyle = c;
+    ctx.fillText(fitText(ctx, line, inner), x + 12, y + 44);
+  }
+  ctx.restore();
+}
+
+/** A red frame and a banner naming the deadlock, over the whole view. */
+export function drawDeadlock(ctx, width, height, verdict, t, nowMs) {
+  ctx.save();
+  const pulse = 0.6 + 0.4 * Math.sin(nowMs / 300);
+  ctx.strokeStyle = `rgba(185, 28, 28, ${pulse})`;
+  ctx.lineWidth = 4;
+  ctx.strokeRect(2, 2, width - 4, height - 4);
+  ctx.font = '600 13px system-ui, sans-serif';
+  const text = fitText(ctx, `${t('deadlock')}: ${verdict.message || ''}`, width - 40);
+  const w = Math.min(width - 16, ctx.measureText(text).width + 24);
+  roundRect(ctx, (width - w) / 2, height - 34, w, 26, 6);
+  ctx.fillStyle = COLOURS.deadlock;
+  ctx.fill();
+  ctx.fillStyle = '#fff';
+  ctx.textAlign = 'center';
+  ctx.textBaseline = 'middle';
+  ctx.fillText(text, width / 2, height - 21);
+  ctx.restore();
+}
+
+/** Cycle members of a deadlock verdict as a Set of "pipe/end" and of pids. */
+export function deadlockMembers(verdict) {
+  const ends = new Set();
+  const pids = new Set();
+  for (const w of (verdict && verdict.cycle) || []) {
+    ends.add(`${w.pipe}/${w.end}`);
+    pids.add(w.pid);
+  }
+  return { ends, pids };
+}

@@ -1,0 +1,200 @@
+// Sequence chart: one lifeline per process, an arrow from each send to its recv, waits as bars.
+
+import { endPid } from './layout.js';
+import { withDefaults } from './liveview_text.js';
+import { processColour } from './render_process.js';
+
+const SVG = 'http://www.w3.org/2000/svg';
+const MAX_MESSAGES = 150; // the chart shows the latest messages; older ones scroll away
+const ROW_H = 24;
+const COL_W = 150;
+const LEFT = 64; // room for the time column
+const HEAD_H = 34;
+
+const ENTITIES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' };
+const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ENTITIES[c]);
+const cut = (s, n) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+
+function receiverOf(state, token) {
+  if (token.toPid != null) return token.toPid;
+  const pipe = state.pipes[token.pipe];
+  return pipe ? endPid(pipe.ends[token.dir[2]]) : null;
+}
+
+// Rows are the calls worth a line, in stream order; the y of a time between rows is
+// interpolated so waits line up with the calls around them.
+function buildRows(state) {
+  const queued = [];
+  for (const pipe of Object.values(state.pipes)) {
+    for (const lane of Object.values(pipe.lanes)) {
+      queued.push(...lane.tokens.slice(0, MAX_MESSAGES));
+    }
+  }
+  const seqs = state.delivered.slice(-MAX_MESSAGES).concat(queued.sort((a, b) => a - b))
+    .slice(-MAX_MESSAGES);
+  const tokens = seqs.map((s) => state.tokens[s]).filter(Boolean);
+  const from = tokens.length ? Math.min(...tokens.map((tk) => tk.seq)) : 0;
+  const rows = [];
+  for (const tk of tokens) {
+    if (tk.tSend != null) rows.push({ seq: tk.seq, t: tk.tSend });
+    if (tk.recvSeq != null) rows.push({ seq: tk.recvSeq, t: tk.tRecv });
+  }
+  const marks = state.marks.filter((m) => m.seq >= from);
+  for (const m of marks) rows.push({ seq: m.seq, t: m.t });
+  rows.sort((a, b) => a.seq - b.seq);
+  for (let i = rows.length - 1; i > 0; i -= 1) {
+    if (rows[i].seq === rows[i - 1].seq) rows.splice(i, 1); // a recv that also failed
+  }
+  const index = new Map(rows.map((r, i) => [r.seq, i]));
+  return { tokens, marks, rows, index };
+}
+
+function yOfTime(rows, t) {
+  if (!rows.length) return 0;
+  let lo = 0;
+  let hi = rows.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (rows[mid].t < t) lo = mid + 1;
+    else hi = mid;
+  }
+  return 12 + Math.max(0, lo - 0.5) * ROW_H;
+}
+
+// One SVG element as text; attribute values and text are escaped.
+function tag(name, attrs, inner = '') {
+  const list = Object.entries(attrs).map(([k, v]) => ` ${k}="${esc(v)}"`).join('');
+  return `<${name}${list}>${inner}</${name}>`;
+}
+
+const DEFS = tag('defs', {}, tag('marker', { id: 'seq-arrow', viewBox: '0 0 10 10', refX: 9,
+  refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
+tag('path', { d: 'M0,0 L10,5 L0,10 z', fill: 'context-stroke' })));
+
+function waitBar(x, y0, y1, cls, title) {
+  return tag('rect', { class: cls, x: x - 4, y: y0, width: 8, height: y1 - y0 },
+    title ? tag('title', {}, esc(title)) : '');
+}
+
+function arrow(state, tk, x0, x1, y0, y1, tt) {
+  const queued = tk.status !== 'delivered';
+  const cls = tk.corrupt ? 'seq-msg seq-corrupt' : queued ? 'seq-msg seq-queued' : 'seq-msg';
+  const colour = tk.corrupt ? '#dc2626' : processColour(state.processes[tk.fromPid]);
+  const label = `${tk.corrupt ? '✕ ' : ''}${cut(tk.preview || tk.type || '', 22)}`;
+  const tip = [tk.preview, `${tk.nbytes} B`, tk.corrupt, queued ? tt('seq_queued') : null]
+    .filter(Boolean).join(' · ');
+  return tag('g', { class: cls, 'data-seq': tk.seq }, tag('title', {}, esc(tip))
+    + tag('line', { x1: x0, y1: y0, x2: x1, y2: y1, stroke: colour,
+      'marker-end': 'url(#seq-arrow)' })
+    + tag('text', { x: (x0 + x1) / 2, y: (y0 + y1) / 2 - 5, fill: colour }, esc(label)));
+}
+
+function render(state, tt) {
+  const procs = Object.values(state.processes).sort((p, q) => p.order - q.order);
+  const col = new Map(procs.map((p, i) => [p.pid, LEFT + COL_W / 2 + i * COL_W]));
+  const { tokens, marks, rows, index } = buildRows(state);
+  const width = LEFT + procs.length * COL_W;
+  const height = Math.max(60, 24 + rows.length * ROW_H);
+  const y = (seq) => 12 + index.get(seq) * ROW_H;
+  const parts = [DEFS];
+  for (const r of rows) {
+    const ms = state.t0 == null ? 0 : (r.t - state.t0) / 1e6;
+    const at = { class: 'seq-time', x: LEFT - 8, y: y(r.seq) + 4 };
+    parts.push(tag('text', at, `${ms.toFixed(1)} ms`));
+  }
+  for (const p of procs) {
+    const x = col.get(p.pid);
+    const stroke = processColour(p);
+    parts.push(tag('line', { class: 'seq-life', x1: x, y1: 0, x2: x, y2: height, stroke }));
+  }
+  const first = rows.length ? rows[0].t : Infinity;
+  for (const s of state.spans) {
+    if (!col.has(s.pid) || s.until < first) continue;
+    const [y0, y1] = [yOfTime(rows, s.since), yOfTime(rows, s.until)];
+    const key = s.op === 'send' || s.op === 'send_bytes' ? 'blocked_send' : 'blocked_recv';
+    const title = `${tt(key)} ${((s.until - s.since) / 1e6).toFixed(1)} ms`;
+    if (y1 - y0 >= 2) parts.push(waitBar(col.get(s.pid), y0, y1, 'seq-wait', title));
+  }
+  for (const p of procs) {
+    if (!p.blocked || !rows.length) continue;
+    const y0 = yOfTime(rows, p.blocked.since);
+    parts.push(waitBar(col.get(p.pid), y0, Math.max(y0 + 8, height), 'seq-wait seq-wait-now'));
+  }
+  for (const tk of tokens) {
+    const x0 = col.get(tk.fromPid);
+    const x1 = col.get(receiverOf(state, tk));
+    if (x0 == null || x1 == null || !index.has(tk.seq)) continue;
+    const y1 = tk.status !== 'delivered' ? height - 6 : y(tk.recvSeq);
+    parts.push(arrow(state, tk, x0, x1, y(tk.seq), y1, tt));
+  }
+  for (const m of marks) {
+    const x = col.get(m.pid);
+    if (x == null || !index.has(m.seq)) continue;
+    const yy = y(m.seq);
+    parts.push(tag('g', { class: `seq-mark seq-${m.kind}` },
+      tag('line', { x1: x - 8, y1: yy, x2: x + 8, y2: yy })
+      + tag('text', { x: x + 11, y: yy + 4 }, esc(`${m.text} ${m.end}`))));
+  }
+  const head = procs.map((p) => tag('text', { class: 'seq-name', x: col.get(p.pid), y: 14,
+    fill: processColour(p) }, esc(cut(p.name, 20)))
+    + tag('text', { class: 'seq-pid', x: col.get(p.pid), y: 28 }, `pid ${p.pid}`)).join('');
+  return { width, height, head, body: parts.join(''), empty: !tokens.length && !marks.length };
+}
+
+/**
+ * Create the sequence chart inside `container`.
+ * update(state) redraws from the run model when it changed, at most every `minIntervalMs`
+ * (a later redraw catches up); the newest message stays in view unless the reader scrolled up.
+ */
+export function createSequenceChart(container, { t, now = () => performance.now(),
+  minIntervalMs = 200 } = {}) {
+  const tt = withDefaults(t);
+  const element = document.createElement('div');
+  element.className = 'seqchart';
+  element.innerHTML = `<svg class="seqchart-head" xmlns="${SVG}" height="${HEAD_H}"></svg>`
+    + '<div class="seqchart-body"><svg xmlns="http://www.w3.org/2000/svg"></svg></div>'
+    + '<p class="seqchart-empty"></p>';
+  container.append(element);
+  const head = element.querySelector('.seqchart-head');
+  const body = element.querySelector('.seqchart-body');
+  const svg = body.querySelector('svg');
+  const empty = element.querySelector('.seqchart-empty');
+  let signature = '';
+  let drawnAt = -Infinity;
+  let timer = null;
+  const onScroll = () => { head.style.transform = `translateX(${-body.scrollLeft}px)`; };
+  body.addEventListener('scroll', onScroll);
+  const api = {
+    element,
+    update(state) {
+      const sig = `${state.counts.events}|${Object.keys(state.processes).length}|${state.status}`;
+      if (sig === signature) return;
+      const wait = drawnAt + minIntervalMs - now();
+      if (wait > 0) {
+        // Rebuilding the chart costs tens of ms: under a flood, redraw a few times a second.
+        clearTimeout(timer);
+        timer = setTimeout(() => api.update(state), wait);
+        return;
+      }
+      clearTimeout(timer);
+      signature = sig;
+      drawnAt = now();
+      const atBottom = body.scrollTop + body.clientHeight >= body.scrollHeight - 30;
+      const out = render(state, tt);
+      head.setAttribute('width', out.width);
+      head.innerHTML = out.head;
+      svg.setAttribute('width', out.width);
+      svg.setAttribute('height', out.height);
+      svg.innerHTML = out.body;
+      empty.textContent = out.empty ? tt('seq_empty') : '';
+      element.dataset.messages = String(svg.querySelectorAll('.seq-msg').length);
+      if (atBottom) body.scrollTop = body.scrollHeight;
+    },
+    destroy() {
+      clearTimeout(timer);
+      body.removeEventListener('scroll', onScroll);
+      element.remove();
+    },
+  };
+  return api;
+}

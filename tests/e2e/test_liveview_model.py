@@ -1,0 +1,523 @@
+"""The live view's modules (model, playback, token detail, canvas, sequence chart) in chromium."""
+
+import functools
+import http.server
+import itertools
+import json
+import pickle
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = Path("/tmp/shots")
+BLANK = (
+    b"<!doctype html><html><head><meta charset='utf-8'>"
+    b"<link rel='stylesheet' href='/static/css/liveview.css'></head>"
+    b"<body style='margin:0;font-family:sans-serif'>"
+    b"<div id='host' style='width:900px;height:520px'></div></body></html>"
+)
+
+
+class StaticOnly(http.server.SimpleHTTPRequestHandler):
+    """Serves a blank page at / and the repository's static/ directory, nothing else."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(BLANK)))
+            self.end_headers()
+            self.wfile.write(BLANK)
+        elif self.path.startswith("/static/"):
+            super().do_GET()
+        else:
+            self.send_error(404)
+
+
+def fixture(name: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = json.loads((FIXTURES / f"{name}.json").read_text("utf-8"))
+    return events
+
+
+@pytest.fixture(scope="module")
+def lv_origin() -> Iterator[str]:
+    handler = functools.partial(StaticOnly, directory=str(REPO))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="liveview-static", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def lv_browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"expected Debian's chromium at {CHROMIUM}, found nothing")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def lv_page(lv_browser: Any, lv_origin: str) -> Iterator[Any]:
+    page = lv_browser.new_page(viewport={"width": 920, "height": 540}, device_scale_factor=2)
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(f"{lv_origin}/")
+    try:
+        yield page
+    finally:
+        page.close()
+    assert errors == [], f"expected no page errors, got {errors}"
+
+
+APPLY = """async (events) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const model = createRunModel();
+  model.apply(events);
+  return model.state;
+}"""
+
+
+def apply(page: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
+    state: dict[str, Any] = page.evaluate(APPLY, events)
+    return state
+
+
+def test_pingpong_messages_are_delivered_in_order_to_the_other_end(lv_page: Any) -> None:
+    events = fixture("pingpong")
+    state = apply(lv_page, events)
+    sends = [e["seq"] for e in events if e.get("op") == "send" and e.get("phase") == "end"]
+    assert state["delivered"] == sends
+    first, second = (state["tokens"][str(s)] for s in sends)
+    assert (first["fromPid"], first["toPid"], first["dir"], first["preview"]) == (
+        101,
+        102,
+        "a>b",
+        "'proc1'",
+    )
+    assert (second["fromPid"], second["toPid"], second["dir"]) == (102, 101, "b>a")
+    assert {t["status"] for t in (first, second)} == {"delivered"}
+    assert state["status"] == "completed"
+    assert state["counts"]["messages"] == 2
+    assert state["processes"]["102"]["lines"][0]["text"].endswith("收到 proc1")
+    pipe = state["pipes"]["100.1"]
+    assert pipe["ends"]["a"]["pids"] == [101] and pipe["ends"]["b"]["pids"] == [102]
+    # Every process holding an end exited, so the kernel closed both ends.
+    assert (pipe["ends"]["a"]["state"], pipe["ends"]["b"]["state"]) == ("closed", "closed")
+    assert all(lane["tokens"] == [] for lane in pipe["lanes"].values())
+
+
+def test_a_process_waiting_in_recv_is_blocked_and_the_message_queued(lv_page: Any) -> None:
+    events = fixture("pingpong")
+    cut = next(i for i, e in enumerate(events) if e.get("op") == "send") + 1
+    state = apply(lv_page, events[:cut])
+    assert state["processes"]["102"]["blocked"]["op"] == "recv"
+    assert state["processes"]["101"]["blocked"] is None
+    pipe = state["pipes"]["100.1"]
+    assert pipe["ends"]["b"]["state"] == "blocked_recv"
+    assert pipe["lanes"]["a>b"]["tokens"] == [events[cut - 1]["seq"]]
+    assert pipe["lanes"]["a>b"]["queued"] == events[cut - 1]["nbytes"]
+    assert pipe["lanes"]["a>b"]["capacity"] == 212992
+
+
+def call(seq: int, pid: int, end: str, op: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "run": "r1",
+        "seq": seq,
+        "kind": "call",
+        "t": seq * 1_000_000,
+        "pid": pid,
+        "process": f"P{pid}",
+        "pipe": "1.1",
+        "pipe_name": "p",
+        "end": end,
+        "op": op,
+        "phase": "end",
+        **extra,
+    }
+
+
+def test_receives_take_the_oldest_frame_or_the_one_the_analysis_matched(lv_page: Any) -> None:
+    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
+    pipe |= {"pipe": "1.1", "pipe_name": "p", "duplex": True, "capacity": 100}
+    events = [pipe] + [call(s, 1, "a", "send", nbytes=10, preview=f"m{s}") for s in (2, 3, 4)]
+    events += [call(5, 2, "b", "recv", nbytes=10), call(6, 2, "b", "recv", match=4, nbytes=10)]
+    state = apply(lv_page, events)
+    assert state["delivered"] == [2, 4]
+    assert state["pipes"]["1.1"]["lanes"]["a>b"]["tokens"] == [3]
+    assert state["pipes"]["1.1"]["lanes"]["a>b"]["queued"] == 10
+    assert state["tokens"]["4"]["recvSeq"] == 6
+
+
+def test_a_corrupt_frame_is_flagged_with_its_explanation(lv_page: Any) -> None:
+    events = fixture("corrupt")
+    state = apply(lv_page, events)
+    bad = next(e for e in events if e.get("corrupt"))
+    token = state["tokens"][str(bad["match"])]
+    assert token["status"] == "delivered"
+    assert token["corrupt"] == bad["corrupt"]
+    assert state["counts"]["corrupt"] == 1
+    assert state["pipes"]["200.1"]["ends"]["a"]["error"]["type"] == "UnpicklingError"
+    # Two writers share end b; the frame sent after the corrupt one is still queued.
+    assert state["pipes"]["200.1"]["ends"]["b"]["pids"] == [201, 202]
+    assert len(state["pipes"]["200.1"]["lanes"]["b>a"]["tokens"]) == 1
+
+
+def test_a_deadlock_verdict_is_kept_with_both_processes_blocked(lv_page: Any) -> None:
+    state = apply(lv_page, fixture("deadlock"))
+    assert state["deadlock"]["verdict"] == "deadlock"
+    assert [w["pid"] for w in state["deadlock"]["cycle"]] == [300, 301]
+    assert state["status"] == "deadlock"
+    assert {p["blocked"]["op"] for p in state["processes"].values()} == {"recv"}
+    ends = state["pipes"]["300.1"]["ends"]
+    assert (ends["a"]["state"], ends["b"]["state"]) == ("blocked_recv", "blocked_recv")
+
+
+def test_a_closed_end_keeps_what_was_sent_before_close(lv_page: Any) -> None:
+    state = apply(lv_page, fixture("closed"))
+    pipe = state["pipes"]["400.1"]
+    assert pipe["duplex"] is False and list(pipe["lanes"]) == ["b>a"]
+    assert pipe["ends"]["b"]["state"] == "closed"
+    assert pipe["ends"]["a"]["state"] == "idle"
+    assert len(pipe["lanes"]["b>a"]["tokens"]) == 2
+    assert state["counts"]["messages"] == 1
+
+
+def test_a_recorded_pingpong_pairs_a_receive_recorded_before_its_send(lv_page: Any) -> None:
+    events = fixture("recorded_pingpong")
+    state = apply(lv_page, events)
+    sends = [e for e in events if e.get("op") == "send" and e.get("phase") == "end"]
+    early = next(e for e in events if e.get("match", 0) > e["seq"])
+    assert state["delivered"] == [e["seq"] for e in sends]
+    token = state["tokens"][str(early["match"])]
+    assert (token["status"], token["toPid"], token["recvSeq"]) == (
+        "delivered",
+        early["pid"],
+        early["seq"],
+    )
+    assert all(ln["tokens"] == [] for p in state["pipes"].values() for ln in p["lanes"].values())
+    assert state["pendingRecv"] == {}
+
+
+def test_delivery_order_is_receive_order_even_when_a_send_is_recorded_late(
+    lv_page: Any,
+) -> None:
+    # Recorded: proc1's send returned (and was recorded) only after proc2 had already
+    # received it and answered, so the answer's send has the smaller seq.
+    events = fixture("recorded_pingpong_late_send")
+    state = apply(lv_page, events)
+    recvs = [e for e in events if e.get("op") == "recv" and e.get("phase") == "end"]
+    assert [r["match"] for r in recvs] != sorted(r["match"] for r in recvs)
+    assert state["delivered"] == [r["match"] for r in recvs]
+    assert [state["tokens"][str(r["match"])]["preview"] for r in recvs] == ["'proc1'", "'proc2'"]
+
+
+def test_a_recorded_race_shows_the_interleaved_frame_and_the_shared_end(lv_page: Any) -> None:
+    events = fixture("recorded_race")
+    state = apply(lv_page, events)
+    bad = next(e for e in events if e.get("corrupt"))
+    assert state["tokens"][str(bad["match"])]["corrupt"] == bad["corrupt"]
+    assert state["counts"]["corrupt"] == 1
+    writers = next(p for p in state["pipes"].values() if p["name"] == "two writers")
+    assert len(writers["ends"]["b"]["pids"]) == 2
+    readers = next(p for p in state["pipes"].values() if p["name"] == "two readers")
+    assert len(readers["ends"]["a"]["pids"]) == 2
+
+
+def test_a_recorded_deadlock_keeps_the_cycle_after_the_processes_are_killed(lv_page: Any) -> None:
+    events = fixture("recorded_deadlock")
+    state = apply(lv_page, events)
+    verdict = next(e for e in events if e.get("verdict") == "deadlock")
+    assert state["deadlock"]["cycle"] == verdict["cycle"]
+    assert state["status"] == "deadlock"
+    killed = {e["pid"] for e in events if e.get("op") == "exit" and e.get("killed")}
+    assert killed and all(state["processes"][str(pid)]["killed"] for pid in killed)
+    before = apply(lv_page, events[: verdict["seq"]])
+    waiting = {w["pid"]: w["op"] for w in verdict["cycle"]}
+    assert {pid: before["processes"][str(pid)]["blocked"]["op"] for pid in waiting} == waiting
+
+
+PACE = """async ({ speed, frames }) => {
+  const { createPlayback } = await import('/static/js/playback.js');
+  const pb = createPlayback({ live: false });
+  pb.setSpeed(speed);
+  const events = [];
+  for (let i = 0; i < 200; i++) events.push({ seq: i + 1, kind: 'call', t: 5e9 + i * 10e6 });
+  pb.push(events);
+  let released = 0;
+  for (let f = 0; f <= frames; f++) released += pb.advance(1000 + f * 16).length;
+  return { released, backlog: pb.backlog };
+}"""
+
+
+def test_playback_paces_recorded_time_and_half_speed_halves_the_rate(lv_page: Any) -> None:
+    full = lv_page.evaluate(PACE, {"speed": 1, "frames": 50})
+    half = lv_page.evaluate(PACE, {"speed": 0.5, "frames": 50})
+    # 800 ms of injected clock: 81 events at 1x (one per 10 ms, the first at once), 41 at 0.5x.
+    assert full["released"] == 81
+    assert half["released"] == 41
+    assert full["backlog"] == 200 - 81
+
+
+FLOOD = """async () => {
+  const { createPlayback } = await import('/static/js/playback.js');
+  const pb = createPlayback();
+  const events = [];
+  for (let i = 0; i < 10000; i++) events.push({ seq: i + 1, kind: 'call', t: 1e9 + i * 1e6 });
+  pb.push(events);
+  const first = pb.advance(0).length;
+  const live = createPlayback();
+  let maxBacklog = 0;
+  let maxDelay = 0;
+  let released = 0;
+  // Live input at its own pace, arriving in frames 33 ms late: the view keeps up.
+  for (let f = 0; f < 300; f++) {
+    const now = f * 16;
+    live.push(events.filter((e) => (e.t - 1e9) / 1e6 <= now - 33 && (e.t - 1e9) / 1e6 > now - 49));
+    released += live.advance(now).length;
+    maxBacklog = Math.max(maxBacklog, live.backlog);
+    maxDelay = Math.max(maxDelay, live.delayMs);
+  }
+  return { first, backlog: pb.backlog, caughtUp: pb.caughtUp, released, maxBacklog, maxDelay };
+}"""
+
+
+def test_playback_catches_up_under_a_flood_and_keeps_live_input_close(lv_page: Any) -> None:
+    out = lv_page.evaluate(FLOOD)
+    assert (out["first"], out["backlog"], out["caughtUp"]) == (10000, 0, 10000)
+    assert out["maxBacklog"] <= 40, out
+    assert out["maxDelay"] <= 50, out
+
+
+def test_speed_outside_the_range_is_clamped_and_nonsense_refused(lv_page: Any) -> None:
+    out = lv_page.evaluate(
+        """async () => {
+          const { createPlayback } = await import('/static/js/playback.js');
+          const pb = createPlayback();
+          pb.setSpeed(100); const hi = pb.speed; pb.setSpeed(0.01); const lo = pb.speed;
+          let message = '';
+          try { pb.setSpeed('fast'); } catch (err) { message = err.message; }
+          return { hi, lo, message };
+        }"""
+    )
+    assert (out["hi"], out["lo"]) == (4, 0.1)
+    assert out["message"] == "speed must be a positive number, got fast"
+
+
+DESCRIBE = """async (token) => {
+  const { describeToken } = await import('/static/js/tokendetail.js');
+  return describeToken(token);
+}"""
+
+
+def test_token_detail_decodes_a_real_pickle_head(lv_page: Any) -> None:
+    head = pickle.dumps("proc1", protocol=5)
+    token = {"head": head.hex(), "nbytes": len(head), "op": "send", "preview": "'proc1'"}
+    detail = lv_page.evaluate(DESCRIBE, token)
+    assert [op["name"] for op in detail["opcodes"]] == [
+        "PROTO",
+        "FRAME",
+        "SHORT_BINUNICODE",
+        "MEMOIZE",
+        "STOP",
+    ]
+    assert detail["opcodes"][2]["arg"] == "proc1"
+    assert (detail["protocol"], detail["complete"], detail["size"]) == (5, True, len(head))
+    assert detail["hex"].split(" ")[:2] == ["80", "05"]
+
+
+def test_token_detail_stops_cleanly_where_the_head_ends(lv_page: Any) -> None:
+    data = pickle.dumps({"job": 7, "blob": "x" * 500, "ok": True}, protocol=5)
+    framed = len(data).to_bytes(4, "big") + data  # a head that kept the length prefix
+    detail = lv_page.evaluate(DESCRIBE, {"head": framed[:64].hex(), "nbytes": len(data)})
+    names = [op["name"] for op in detail["opcodes"]]
+    assert names[:4] == ["PROTO", "FRAME", "EMPTY_DICT", "MEMOIZE"]
+    assert detail["complete"] is False
+    last = detail["opcodes"][-1]
+    assert last["name"] == "BINUNICODE" and last["truncated"] is True and last["length"] == 500
+
+
+RENDER = """async ({ events, cut }) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const { createLiveView } = await import('/static/js/render.js');
+  const host = document.getElementById('host');
+  host.innerHTML = '';
+  const model = createRunModel();
+  model.apply(cut ? events.slice(0, cut) : events);
+  window.clicked = [];
+  const onTokenClick = (tk) => window.clicked.push(tk.seq);
+  const view = createLiveView(host, { t: (k) => k, onTokenClick });
+  for (let f = 0; f < 60; f++) view.update(model.state, 5000 + f * 16);
+  window.view = view;
+  return { hits: view.hits(), data: { ...view.element.dataset } };
+}"""
+
+
+@pytest.mark.parametrize(
+    ("name", "cut"),
+    [
+        ("pingpong", 12),
+        ("pingpong", 0),
+        ("corrupt", 0),
+        ("deadlock", 0),
+        ("closed", 0),
+        ("pipeline", 0),
+        ("recorded_race", 100),
+    ],
+)
+def test_live_view_draws_a_fixture_and_a_click_opens_the_message(
+    lv_page: Any, name: str, cut: int
+) -> None:
+    events = fixture(name)
+    out = lv_page.evaluate(RENDER, {"events": events, "cut": cut})
+    SHOTS.mkdir(exist_ok=True)
+    lv_page.locator("#host").screenshot(path=str(SHOTS / f"liveview-{name}-{cut or 'end'}.png"))
+    state = apply(lv_page, events[:cut] if cut else events)
+    shown = {h["seq"] for h in out["hits"]}
+    for pipe in state["pipes"].values():
+        for lane in pipe["lanes"].values():
+            # Each lane shows its oldest messages (all of them when they fit), never a gap.
+            drawn = [s for s in lane["tokens"] if s in shown]
+            assert drawn == lane["tokens"][: len(drawn)]
+            assert bool(drawn) == bool(lane["tokens"])
+            if len(lane["tokens"]) <= 4:
+                assert drawn == lane["tokens"]
+    every = [s for p in state["pipes"].values() for ln in p["lanes"].values() for s in ln["tokens"]]
+    assert shown <= set(every)
+    assert out["data"]["deadlock"] == ("true" if state["deadlock"] else "false")
+    if out["hits"]:
+        box = lv_page.locator("#host canvas").bounding_box()
+        hit = out["hits"][0]
+        lv_page.mouse.click(box["x"] + hit["x"], box["y"] + hit["y"])
+        assert lv_page.evaluate("window.clicked") == [hit["seq"]]
+
+
+def test_live_view_aggregates_a_flooded_lane(lv_page: Any) -> None:
+    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
+    pipe |= {"pipe": "1.1", "pipe_name": "flood", "duplex": True, "capacity": 65536}
+    attach = {"run": "r1", "seq": 2, "kind": "attach", "t": 1, "pid": 2, "process": "P2"}
+    attach |= {"pipe": "1.1", "pipe_name": "flood", "end": "b"}
+    sends = [call(s, 1, "a", "send", nbytes=64, preview=str(s)) for s in range(3, 5003)]
+    out = lv_page.evaluate(RENDER, {"events": [pipe, attach, *sends], "cut": 0})
+    lv_page.locator("#host").screenshot(path=str(SHOTS / "liveview-flood.png"))
+    assert 3 <= len(out["hits"]) <= 40
+    assert [h["seq"] for h in out["hits"]] == list(range(3, 3 + len(out["hits"])))
+
+
+def test_sequence_chart_draws_an_arrow_per_message(lv_page: Any) -> None:
+    events = fixture("corrupt")
+    out = lv_page.evaluate(
+        """async (events) => {
+          const { createRunModel } = await import('/static/js/model.js');
+          const { createSequenceChart } = await import('/static/js/seqchart.js');
+          const host = document.getElementById('host');
+          host.innerHTML = '';
+          const model = createRunModel();
+          model.apply(events);
+          const chart = createSequenceChart(host, { t: (k) => k });
+          chart.update(model.state);
+          const seqs = (sel) => [...host.querySelectorAll(sel)].map((g) => Number(g.dataset.seq));
+          const names = [...host.querySelectorAll('.seq-name')].map((n) => n.textContent);
+          return { all: seqs('.seq-msg'), corrupt: seqs('.seq-corrupt'),
+                   queued: seqs('.seq-queued'), names };
+        }""",
+        events,
+    )
+    lv_page.locator("#host").screenshot(path=str(SHOTS / "seqchart-corrupt.png"))
+    sends = [e["seq"] for e in events if e.get("op") == "send" and e.get("phase") == "end"]
+    assert sorted(out["all"]) == sends
+    assert out["corrupt"] == [next(e["match"] for e in events if e.get("corrupt"))]
+    assert out["queued"] == [sends[-1]]
+    assert out["names"] == ["MainProcess", "Writer-1", "Writer-2"]
+
+
+def test_a_sent_message_slides_from_the_sender_to_the_head_of_the_queue(lv_page: Any) -> None:
+    events = fixture("pingpong")
+    cut = next(i for i, e in enumerate(events) if e.get("op") == "send") + 1
+    out = lv_page.evaluate(
+        """async (events) => {
+          const { createRunModel } = await import('/static/js/model.js');
+          const { createLiveView } = await import('/static/js/render.js');
+          const host = document.getElementById('host');
+          host.innerHTML = '';
+          const model = createRunModel();
+          model.apply(events);
+          const view = createLiveView(host, { t: (k) => k });
+          const xs = [];
+          for (let f = 0; f <= 40; f++) {
+            view.update(model.state, 1000 + f * 16);
+            xs.push(view.hits()[0].x);
+          }
+          return { xs, width: host.clientWidth };
+        }""",
+        events[:cut],
+    )
+    xs = out["xs"]
+    # Process-1 (the sender, end a) is drawn on the left, Process-2 on the right.
+    assert xs[0] < out["width"] / 2 < xs[-1]
+    assert all(b >= a for a, b in itertools.pairwise(xs))
+    assert xs[-1] - xs[-2] < 0.5  # arrived: it rests at the head of the queue
+
+
+def test_reset_starts_over_in_the_same_state_object(lv_page: Any) -> None:
+    out = lv_page.evaluate(
+        """async (events) => {
+          const { createRunModel } = await import('/static/js/model.js');
+          const model = createRunModel();
+          const held = model.state;
+          model.apply(events);
+          model.reset({ id: 'r2', state: 'running', message: '' });
+          return { same: held === model.state, pipes: Object.keys(held.pipes).length,
+                   run: held.run.id, status: held.status, events: held.counts.events };
+        }""",
+        fixture("pingpong"),
+    )
+    assert out == {"same": True, "pipes": 0, "run": "r2", "status": "running", "events": 0}
+
+
+def test_events_seen_twice_are_applied_once(lv_page: Any) -> None:
+    events = fixture("pingpong")
+    out = lv_page.evaluate(
+        """async (events) => {
+          const { createRunModel } = await import('/static/js/model.js');
+          const model = createRunModel();
+          model.apply(events.slice(0, 14));
+          model.apply(events);
+          return model.state;
+        }""",
+        events,
+    )
+    assert out["counts"]["events"] == len(events)
+    assert out["counts"]["messages"] == 2
+    assert out["delivered"] == [
+        e["seq"] for e in events if e.get("op") == "send" and e.get("phase") == "end"
+    ]
