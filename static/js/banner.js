@@ -1,0 +1,115 @@
+// Banners above the live view: the run's outcome, deadlock with who waits where, corruption, notices.
+
+const TERMINAL = new Set(['completed', 'failed', 'stopped', 'timeout', 'deadlock', 'killed']);
+const MAX_LISTED = 50; // beyond this a banner only counts
+
+/** Plain-data banners for a state: [{kind, tone, title, lines}] (tested without a DOM). */
+export function bannersFor(state, t) {
+  const out = [];
+  const pipeName = (id) => state.pipes?.[id]?.name ?? id;
+  if (state.deadlock) {
+    const cycle = state.deadlock.cycle ?? [];
+    out.push({
+      kind: 'deadlock', tone: 'bad', title: t('banner.deadlock'),
+      lines: [
+        ...cycle.map((w) => t('banner.waits', {
+          process: w.process, pid: w.pid, op: w.op, pipe: pipeName(w.pipe), end: w.end,
+        })),
+        // The server's own sentence repeats the cycle; it is the fallback when none is named.
+        cycle.length ? '' : state.deadlock.message ?? '',
+      ].filter(Boolean),
+    });
+  }
+  const byKind = (kind) => (state.verdicts ?? []).filter((v) => v.verdict === kind);
+  const corrupt = byKind('corrupt');
+  if (corrupt.length) {
+    const lines = corrupt.slice(0, MAX_LISTED).map((v) => v.message ?? '');
+    if (corrupt.length > MAX_LISTED) lines.push(`… (+${corrupt.length - MAX_LISTED})`);
+    out.push({ kind: 'corrupt', tone: 'bad', title: `${t('banner.corrupt')} ×${corrupt.length}`, lines });
+  }
+  for (const kind of ['killed', 'eof']) {
+    const found = byKind(kind);
+    if (found.length) {
+      const title = `${t(`banner.${kind}`)}${found.length > 1 ? ` ×${found.length}` : ''}`;
+      out.push({ kind, tone: 'warn', title, lines: found.map((v) => v.message ?? '') });
+    }
+  }
+  const ok = state.status === 'completed';
+  // A clean completion gets its banner; after a verdict the status chip says it.
+  if (TERMINAL.has(state.status) && state.status !== 'deadlock' && !(ok && out.length)) {
+    out.push({
+      kind: `status-${state.status}`, tone: ok ? 'good' : 'warn',
+      title: ok ? t('banner.completed') : t(`status.${state.status}`),
+      lines: ok ? [] : [state.message].filter(Boolean),
+    });
+  }
+  return out;
+}
+
+/** The banner area: update(state) shows the run's banners; notice(text, tone) adds a dismissible one. */
+export function createBanners(container, { t }) {
+  let notices = [];
+  let drawnKey = '';
+  let last = null;
+
+  function draw(state, force = false) {
+    last = state;
+    const banners = [...(state ? bannersFor(state, t) : []), ...notices];
+    const key = JSON.stringify(banners);
+    if (key === drawnKey && !force) return;
+    drawnKey = key;
+    container.replaceChildren(...banners.map((b, index) => {
+      const box = document.createElement('div');
+      box.className = `banner banner-${b.tone}`;
+      box.dataset.banner = b.kind;
+      box.setAttribute('role', b.tone === 'bad' ? 'alert' : 'status');
+      const title = document.createElement('strong');
+      title.textContent = b.title;
+      box.append(title);
+      // The first lines are shown; the rest fold away so the live view keeps its room.
+      const shown = b.kind === 'deadlock' ? 2 : 1;
+      const list = (lines) => {
+        const ul = document.createElement('ul');
+        for (const line of lines) {
+          const li = document.createElement('li');
+          li.textContent = line;
+          ul.append(li);
+        }
+        return ul;
+      };
+      if (b.lines?.length) box.append(list(b.lines.slice(0, shown)));
+      if (b.lines?.length > shown) {
+        const more = document.createElement('details');
+        const summary = document.createElement('summary');
+        summary.textContent = t('banner.more', { count: b.lines.length - shown });
+        more.append(summary, list(b.lines.slice(shown)));
+        box.append(more);
+      }
+      if (b.notice) {
+        const close = document.createElement('button');
+        close.type = 'button';
+        close.className = 'banner-close';
+        close.textContent = '×';
+        close.setAttribute('aria-label', t('banner.dismiss'));
+        close.addEventListener('click', () => {
+          notices = notices.filter((_, i) => i !== index - (banners.length - notices.length));
+          draw(last, true);
+        });
+        box.append(close);
+      }
+      return box;
+    }));
+  }
+
+  return {
+    element: container,
+    update: (state) => draw(state),
+    refresh: () => draw(last, true),
+    notice(text, tone = 'info', title = null) {
+      notices = [...notices.slice(-2), { kind: 'notice', tone, title: title ?? t('banner.notice'), lines: [text], notice: true }];
+      draw(last, true);
+    },
+    clearNotices() { notices = []; draw(last, true); },
+    destroy() { container.replaceChildren(); },
+  };
+}

@@ -1,0 +1,154 @@
+// The filterable event log: a virtualised list that draws only the rows in view.
+
+export const ROW_HEIGHT = 22;
+const OVERSCAN = 8;
+
+/** The columns of one event's row, as text. */
+export function describeEvent(event, t0) {
+  const elapsed = t0 == null ? '' : `${((event.t - t0) / 1e9).toFixed(4)}s`;
+  const where = event.pipe ? `${event.pipe_name ?? event.pipe}${event.end ? ` ${event.end}` : ''}` : event.kind;
+  let what = event.kind;
+  let detail = '';
+  if (event.kind === 'call') {
+    what = `${event.op} ${event.phase}`;
+    const bits = [];
+    if (event.nbytes != null) bits.push(`${event.nbytes} B`);
+    if (event.preview != null) bits.push(event.preview);
+    if (event.op === 'poll' && event.result != null) bits.push(`→ ${event.result}`);
+    if (event.error_type) bits.push(`${event.error_type}: ${event.error ?? ''}`);
+    detail = bits.join('  ');
+  } else if (event.kind === 'output') {
+    what = event.stream;
+    detail = event.text;
+  } else if (event.kind === 'process') {
+    what = event.op;
+    detail = event.exitcode != null ? `exitcode ${event.exitcode}` : '';
+  } else if (event.kind === 'verdict') {
+    what = event.verdict;
+    detail = event.message ?? '';
+  } else if (event.kind === 'run') {
+    what = event.state;
+    detail = event.message ?? '';
+  }
+  return [String(event.seq), elapsed, event.process ?? '', where, what, detail];
+}
+
+/** The value of each filter for an event ('' when the event has none). */
+export function filterKeys(event) {
+  return { process: event.process ?? '', pipe: event.pipe_name ?? event.pipe ?? '', op: event.op ?? event.kind ?? '' };
+}
+
+/** The event log inside root ([data-eventlog-viewport], [data-filter=*], [data-eventlog-count]). */
+export function createEventLog(root, { t }) {
+  const viewport = root.querySelector('[data-eventlog-viewport]');
+  const spacer = root.querySelector('[data-eventlog-spacer]');
+  const count = root.querySelector('[data-eventlog-count]');
+  const selects = Object.fromEntries([...root.querySelectorAll('[data-filter]')].map((s) => [s.dataset.filter, s]));
+  const seen = { process: new Set(), pipe: new Set(), op: new Set() };
+  let events = [];
+  let shown = []; // indexes into events that pass the filters
+  let t0 = null;
+  let drawn = '';
+  let follow = true;
+
+  const filters = () => Object.fromEntries(Object.entries(selects).map(([k, s]) => [k, s.value]));
+  const passes = (event, f) => {
+    const keys = filterKeys(event);
+    return Object.entries(f).every(([k, v]) => !v || keys[k] === v);
+  };
+
+  function addOptions(event) {
+    for (const [key, value] of Object.entries(filterKeys(event))) {
+      if (!value || seen[key].has(value)) continue;
+      seen[key].add(value);
+      const option = document.createElement('option');
+      option.value = value;
+      option.textContent = value;
+      selects[key]?.append(option);
+    }
+  }
+
+  function draw(force = false) {
+    spacer.style.height = `${shown.length * ROW_HEIGHT}px`;
+    // Rows drawn for a longer list may still stretch the scroll area: clamp to this list.
+    const maxTop = Math.max(0, shown.length * ROW_HEIGHT - viewport.clientHeight);
+    if (follow) viewport.scrollTop = maxTop;
+    const top = Math.min(viewport.scrollTop, maxTop);
+    const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - OVERSCAN);
+    const last = Math.min(shown.length, Math.ceil((top + viewport.clientHeight) / ROW_HEIGHT) + OVERSCAN);
+    const key = `${first}:${last}:${shown.length}`;
+    count.textContent = t('events.count', { shown: shown.length, total: events.length });
+    root.dataset.total = String(events.length);
+    root.dataset.shown = String(shown.length);
+    if (key === drawn && !force) return;
+    drawn = key;
+    const rows = [];
+    for (let i = first; i < last; i += 1) {
+      const event = events[shown[i]];
+      const row = document.createElement('div');
+      row.className = `ev ev-${event.kind}${event.phase ? ` ev-${event.phase}` : ''}`;
+      if (event.corrupt) {
+        row.classList.add('ev-corrupt');
+        row.title = event.corrupt;
+      }
+      row.style.top = `${i * ROW_HEIGHT}px`;
+      row.dataset.seq = String(event.seq);
+      const cells = describeEvent(event, t0);
+      row.title ||= cells.join('  ');
+      for (const text of cells) {
+        const cell = document.createElement('span');
+        cell.textContent = text;
+        row.append(cell);
+      }
+      rows.push(row);
+    }
+    spacer.replaceChildren(...rows);
+  }
+
+  function refilter() {
+    const f = filters();
+    shown = [];
+    events.forEach((event, i) => { if (passes(event, f)) shown.push(i); });
+    draw(true);
+  }
+
+  for (const select of Object.values(selects)) select.addEventListener('change', refilter);
+  viewport.addEventListener('scroll', () => {
+    // Scrolled to the end: keep following new rows; scrolled up: stay put.
+    follow = viewport.scrollTop + viewport.clientHeight >= viewport.scrollHeight - ROW_HEIGHT * 2;
+    draw();
+  });
+
+  return {
+    element: root,
+    reset() {
+      events = [];
+      shown = [];
+      t0 = null;
+      for (const [key, set] of Object.entries(seen)) {
+        set.clear();
+        selects[key].length = 1; // keep "All"
+        selects[key].value = '';
+      }
+      viewport.scrollTop = 0;
+      follow = true;
+      draw(true);
+    },
+    /** Append events (in seq order); a log scrolled to its end keeps following new rows. */
+    push(batch) {
+      if (!batch.length) return;
+      const f = filters();
+      for (const event of batch) {
+        if (t0 == null && event.t != null) t0 = event.t;
+        addOptions(event);
+        if (passes(event, f)) shown.push(events.length);
+        events.push(event);
+      }
+    },
+    /** Redraw the rows in view (call at most a few times a second). */
+    update() { draw(); },
+    refresh() { draw(true); },
+    get size() { return events.length; },
+    destroy() { spacer.replaceChildren(); },
+  };
+}

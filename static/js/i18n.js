@@ -1,0 +1,47 @@
+// Labels in English and 中文; scenario texts arrive from the API in both languages.
+
+import { MESSAGES } from './i18n_text.js';
+
+export const LANGUAGES = ['en', 'zh'];
+
+/** Pick the starting language: a saved choice, else the browser's. */
+export function preferredLanguage(saved, browserLanguage) {
+  if (LANGUAGES.includes(saved)) return saved;
+  return String(browserLanguage || '').toLowerCase().startsWith('zh') ? 'zh' : 'en';
+}
+
+/** A translator whose language can change; listeners hear every change. */
+export function createI18n(lang = 'en') {
+  const listeners = new Set();
+  let current = LANGUAGES.includes(lang) ? lang : 'en';
+  const t = (key, vars = {}) => {
+    const text = MESSAGES[current][key] ?? MESSAGES.en[key] ?? key;
+    return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+  };
+  // Scenario texts are {en, zh} objects (or plain strings) from the API.
+  const pick = (texts) => {
+    if (texts == null) return '';
+    if (typeof texts === 'string') return texts;
+    return texts[current] ?? texts.en ?? Object.values(texts)[0] ?? '';
+  };
+  return {
+    t,
+    pick,
+    get lang() { return current; },
+    setLang(next) {
+      if (!LANGUAGES.includes(next) || next === current) return;
+      current = next;
+      for (const listener of listeners) listener(current);
+    },
+    onChange(listener) { listeners.add(listener); return () => listeners.delete(listener); },
+  };
+}
+
+/** Fill every [data-i18n] element (and -title, -aria-label, -placeholder) under root. */
+export function translateTree(root, t) {
+  for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll('[data-i18n-title]')) el.title = t(el.dataset.i18nTitle);
+  for (const el of root.querySelectorAll('[data-i18n-aria-label]')) {
+    el.setAttribute('aria-label', t(el.dataset.i18nAriaLabel));
+  }
+}

@@ -1,0 +1,82 @@
+// The scenario's source with the line of the latest traced call lit.
+
+/** Split a `site` ("path/file.py:12") into its file and line number (null if malformed). */
+export function parseSite(site) {
+  const match = /^(.*):(\d+)$/.exec(String(site ?? ''));
+  return match ? { file: match[1], line: Number(match[2]) } : null;
+}
+
+function basename(path) {
+  return String(path).split(/[\\/]/).pop();
+}
+
+/** The source panel: update(scenario, state) redraws only when the scenario or lit line changes. */
+export function createSourcePanel(container, { t }) {
+  const caption = document.createElement('p');
+  caption.className = 'source-caption';
+  caption.setAttribute('aria-live', 'polite');
+  const list = document.createElement('ol');
+  list.className = 'source-lines';
+  container.replaceChildren(caption, list);
+  let shownId;
+  let lines = [];
+  let lit = null;
+  let sourceFile = null;
+
+  function showSource(scenario) {
+    shownId = scenario?.id ?? null;
+    sourceFile = scenario?.file ?? scenario?.source_file ?? null;
+    lit = null;
+    const text = scenario?.source ?? '';
+    lines = text ? text.replace(/\n$/, '').split('\n').map((line, i) => {
+      const li = document.createElement('li');
+      li.dataset.line = String(i + 1);
+      const code = document.createElement('code');
+      code.textContent = line || ' ';
+      li.append(code);
+      return li;
+    }) : [];
+    list.replaceChildren(...lines);
+    caption.textContent = text ? '' : t('source.empty');
+  }
+
+  function light(call, state) {
+    const site = parseSite(call?.site);
+    const sameFile = site && (!sourceFile || basename(site.file) === basename(sourceFile));
+    const index = sameFile ? site.line - 1 : -1;
+    const next = lines[index] ?? null;
+    if (next !== lit) {
+      lit?.classList.remove('current');
+      next?.classList.add('current');
+      lit = next;
+      if (next) {
+        // Keep the lit line in view inside the panel without scrolling the whole page.
+        const box = container.parentElement ?? container;
+        const top = next.offsetTop - box.clientHeight / 3;
+        if (next.offsetTop < box.scrollTop || next.offsetTop > box.scrollTop + box.clientHeight - 24) {
+          box.scrollTop = Math.max(0, top);
+        }
+      }
+    }
+    if (next) {
+      const process = state?.processes?.[call.pid]?.name ?? `pid ${call.pid}`;
+      caption.textContent = t('source.current', { process, line: site.line });
+    } else if (lines.length) {
+      caption.textContent = '';
+    }
+    container.dataset.litLine = next ? String(site.line) : '';
+  }
+
+  return {
+    element: container,
+    update(scenario, state) {
+      if ((scenario?.id ?? null) !== shownId) showSource(scenario);
+      light(state?.lastCall ?? null, state);
+    },
+    refresh(scenario, state) {
+      shownId = undefined;
+      this.update(scenario, state);
+    },
+    destroy() { container.replaceChildren(); },
+  };
+}

@@ -1,0 +1,93 @@
+// Live statistics: totals for the run and, per pipe and direction, traffic and latency.
+
+/** Per pipe and direction: sent, delivered, queued frames and bytes, mean latency (ms). */
+export function laneStats(state) {
+  const rows = [];
+  const totals = new Map();
+  for (const seq of state.delivered ?? []) {
+    const token = state.tokens[seq];
+    if (!token) continue;
+    const key = `${token.pipe} ${token.dir}`;
+    const acc = totals.get(key) ?? { bytes: 0, latency: 0, timed: 0 };
+    acc.bytes += token.nbytes ?? 0;
+    const latency = token.latencyNs ?? (token.tSend != null && token.tRecv != null ? token.tRecv - token.tSend : null);
+    if (latency != null) {
+      acc.latency += latency;
+      acc.timed += 1;
+    }
+    totals.set(key, acc);
+  }
+  for (const pipe of Object.values(state.pipes ?? {})) {
+    for (const [dir, lane] of Object.entries(pipe.lanes ?? {})) {
+      const acc = totals.get(`${pipe.id} ${dir}`) ?? { bytes: 0, latency: 0, timed: 0 };
+      rows.push({
+        pipe: pipe.name ?? pipe.id,
+        dir,
+        sent: lane.sent ?? 0,
+        delivered: lane.received ?? 0,
+        queued: lane.tokens?.length ?? 0,
+        queuedBytes: lane.queued ?? 0,
+        capacity: lane.capacity ?? null,
+        bytes: acc.bytes,
+        latencyMs: acc.timed ? acc.latency / acc.timed / 1e6 : null,
+      });
+    }
+  }
+  return rows;
+}
+
+function cell(tag, text, className = '') {
+  const node = document.createElement(tag);
+  node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+const fmtMs = (ms) => (ms == null ? '—' : ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(2)} ms`);
+
+/** The statistics panel; update(state) redraws (the caller throttles it). */
+export function createStatsPanel(container, { t }) {
+  return {
+    element: container,
+    update(state) {
+      const counts = state?.counts ?? { events: 0, calls: 0, messages: 0, corrupt: 0 };
+      const elapsed = state?.t0 != null && state?.tNow != null ? (state.tNow - state.t0) / 1e6 : null;
+      const totals = document.createElement('dl');
+      totals.className = 'stat-totals';
+      const pairs = [
+        ['events', counts.events], ['calls', counts.calls], ['messages', counts.messages],
+        ['corrupt', counts.corrupt], ['elapsed', elapsed == null ? '—' : fmtMs(elapsed)],
+      ];
+      for (const [key, value] of pairs) {
+        const item = document.createElement('div');
+        item.className = `stat stat-${key}${key === 'corrupt' && value ? ' bad' : ''}`;
+        item.dataset.stat = key;
+        item.append(cell('dt', t(`stats.${key}`)), cell('dd', String(value)));
+        totals.append(item);
+      }
+      const rows = state ? laneStats(state) : [];
+      if (!rows.length) {
+        container.replaceChildren(totals, cell('p', t('stats.none'), 'muted'));
+        return;
+      }
+      const table = document.createElement('table');
+      table.className = 'stat-table';
+      const head = document.createElement('tr');
+      for (const key of ['pipe', 'direction', 'sent', 'delivered', 'queued', 'bytes', 'latency']) {
+        head.append(cell('th', key === 'pipe' ? t('events.pipe') : t(`stats.${key}`)));
+      }
+      table.createTHead().append(head);
+      const body = table.createTBody();
+      for (const row of rows) {
+        const tr = document.createElement('tr');
+        const queued = row.capacity ? `${row.queued} (${row.queuedBytes}/${row.capacity} B)` : String(row.queued);
+        tr.append(cell('td', row.pipe), cell('td', row.dir), cell('td', String(row.sent), 'num'),
+          cell('td', String(row.delivered), 'num'), cell('td', queued, 'num'),
+          cell('td', String(row.bytes), 'num'), cell('td', fmtMs(row.latencyMs), 'num'));
+        body.append(tr);
+      }
+      container.replaceChildren(totals, table);
+    },
+    destroy() { container.replaceChildren(); },
+  };
+}

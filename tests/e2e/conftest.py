@@ -1,0 +1,93 @@
+"""Browser-test fixtures: Debian's chromium via Playwright on the real server (`live_server`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1366, "height": 768}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+def wait_for(
+    page: Any,
+    expression: str,
+    predicate: Callable[[Any], bool],
+    *,
+    timeout: float = 20.0,
+    what: str = "the condition",
+) -> Any:
+    """Evaluate `expression` in the page until `predicate` holds on its value; return the value.
+
+    Polls from Python because the page's CSP (script-src 'self') forbids the string
+    evaluation that Playwright's wait_for_function relies on.
+    """
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = page.evaluate(expression)
+        if predicate(value):
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"expected {what} within {timeout}s; last value: {value!r}")
+
+
+def page_state(page: Any) -> dict[str, Any]:
+    """The page's read-only state summary (window.pipescope.state())."""
+    state: dict[str, Any] = page.evaluate("window.pipescope.state()")
+    return state
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright's sync API."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"expected chromium at {CHROMIUM}; run `make browser`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_server: str) -> Iterator[Any]:
+    """A fresh laptop-sized page on the dashboard; fails the test on any page error."""
+    context = browser.new_context(viewport=VIEWPORT, locale="en-US")
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on(
+        "console",
+        lambda message: errors.append(message.text) if message.type == "error" else None,
+    )
+    tab.goto(live_server + "/")
+    wait_for(tab, "window.pipescope ? window.pipescope.ready : false", bool, what="the page's hook")
+    try:
+        yield tab
+    finally:
+        context.close()
+    assert not errors, f"expected no errors in the page, got {errors}"
