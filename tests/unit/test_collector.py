@@ -1,0 +1,233 @@
+"""Collector: merged order, nothing lost on SIGKILL, blocked calls visible, clean close."""
+
+import multiprocessing
+import os
+import pickle
+import signal
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pytest
+
+import pipecore
+from pipecore import telemetry
+from pipecore.collector import describe_pickle
+from tests.unit.conftest import START_METHODS, Event, RunFixture, calls, make_run
+
+
+def _exit_of(events: list[Event], pid: int) -> Event | None:
+    for e in events:
+        if e["kind"] == "process" and e.get("op") == "exit" and e["pid"] == pid:
+            return e
+    return None
+
+
+def _ping(end: Connection, rounds: int) -> None:
+    for i in range(rounds):
+        end.send(i)
+        assert end.recv() == i
+
+
+def _pong(end: Connection, rounds: int) -> None:
+    for _ in range(rounds):
+        end.send(end.recv())
+
+
+def test_events_of_several_processes_merge_in_time_order(run: RunFixture) -> None:
+    run.activate()
+    a, b = pipecore.Pipe()
+    ctx = multiprocessing.get_context("fork")
+    ping = ctx.Process(target=_ping, args=(a, 200))
+    pong = ctx.Process(target=_pong, args=(b, 200))
+    ping.start()
+    pong.start()
+    ping.join(30)
+    pong.join(30)
+    assert (ping.exitcode, pong.exitcode) == (0, 0)
+    ping_pid, pong_pid = ping.pid or 0, pong.pid or 0
+    events = run.drain_until(
+        lambda ev: _exit_of(ev, ping_pid) is not None and _exit_of(ev, pong_pid) is not None
+    )
+    events += run.drain(final=True)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert all(e["run"] == run.run_id for e in events)
+    keys = [(e["t"], e["pid"], e["pseq"]) for e in events]
+    assert keys == sorted(keys)
+    for pid in (ping.pid, pong.pid):
+        pseqs = [e["pseq"] for e in events if e["pid"] == pid]
+        assert pseqs == list(range(1, len(pseqs) + 1))
+    sends = calls(events, pid=ping.pid, op="send", phase="begin")
+    received = calls(events, pid=pong.pid, op="recv", phase="end")
+    assert len(sends) == len(received) == 200
+    for sent, got in zip(sends, received, strict=True):
+        assert sent["t"] < got["t"]
+    assert [e["preview"] for e in received] == [str(i) for i in range(200)]
+    a.close()
+    b.close()
+
+
+def _calls_then_wait(end: Connection, done: Connection, rounds: int) -> None:
+    a, b = pipecore.Pipe(name="inner")
+    for i in range(rounds):
+        a.send(i)
+        b.recv()
+    done.send("returned")
+    time.sleep(60)  # killed before this ends
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_sigkill_right_after_calls_returned_loses_none_of_their_events(
+    run: RunFixture, method: str
+) -> None:
+    run.activate()
+    activator, keep = pipecore.Pipe()
+    done_r, done_w = multiprocessing.Pipe(duplex=False)
+    ctx: Any = multiprocessing.get_context(method)
+    child = ctx.Process(target=_calls_then_wait, args=(activator, done_w, 300))
+    child.start()
+    try:
+        assert done_r.poll(30)
+        assert done_r.recv() == "returned"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.join(10)
+    assert child.exitcode == -signal.SIGKILL
+    pid = child.pid or 0
+    events = run.drain_until(lambda ev: _exit_of(ev, pid) is not None)
+    inner = [e for e in events if e.get("pipe_name") == "inner"]
+    assert len(calls(inner, op="send", phase="end")) == 300
+    assert len(calls(inner, op="recv", phase="end")) == 300
+    exit_event = _exit_of(events, pid)
+    assert exit_event is not None
+    assert exit_event["exitcode"] is None
+    assert exit_event["killed"] is True
+    assert "pseq" not in exit_event
+    keep.close()
+    done_r.close()
+    done_w.close()
+
+
+def _blocks_in_recv(end: Connection) -> None:
+    assert end.recv() == "release"
+
+
+def test_the_begin_of_a_blocked_recv_is_visible_while_it_blocks(run: RunFixture) -> None:
+    run.activate()
+    a, b = pipecore.Pipe()
+    child = multiprocessing.get_context("spawn").Process(target=_blocks_in_recv, args=(b,))
+    child.start()
+    try:
+        events = run.drain_until(lambda ev: bool(calls(ev, pid=child.pid, op="recv")))
+        recv_calls = calls(events, pid=child.pid, op="recv")
+        assert [e["phase"] for e in recv_calls] == ["begin"]
+        assert recv_calls[0]["queued"] == 0
+        assert recv_calls[0]["end"] == "b"
+        a.send("release")
+        events = run.drain_until(lambda ev: bool(calls(ev, pid=child.pid, op="recv", phase="end")))
+        assert [e["phase"] for e in calls(events, pid=child.pid, op="recv")] == ["begin", "end"]
+    finally:
+        child.join(10)
+    assert child.exitcode == 0
+    a.close()
+    b.close()
+
+
+def _exits_without_bootstrap(activator: Connection) -> None:
+    activator.send("bye")
+    os._exit(0)  # skips the exit event: the collector must notice the pid is gone
+
+
+def test_a_process_gone_without_an_exit_event_is_reported_killed(run: RunFixture) -> None:
+    run.activate()
+    activator, keep = pipecore.Pipe()
+    child = multiprocessing.get_context("spawn").Process(
+        target=_exits_without_bootstrap, args=(activator,)
+    )
+    child.start()
+    assert keep.recv() == "bye"
+    child.join(10)
+    pid = child.pid or 0
+    events = run.drain_until(lambda ev: _exit_of(ev, pid) is not None)
+    exit_event = _exit_of(events, pid)
+    assert exit_event is not None
+    assert (exit_event["exitcode"], exit_event["killed"]) == (None, True)
+    assert exit_event["process"] == child.name
+    keep.close()
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_close_leaves_no_files_mappings_or_fds() -> None:
+    before = _open_fds()
+    run = make_run()
+    run.activate()
+    a, b = pipecore.Pipe()
+    a.send("x")
+    b.recv()
+    run.collector.set_step_mode(False)
+    run.drain(final=True)
+    a.close()
+    b.close()
+    telemetry.deactivate()
+    run.drain(final=True)
+    run.collector.close()
+    assert not os.path.exists(run.run_dir)
+    assert _open_fds() == before
+    with open("/proc/self/maps") as maps:
+        assert run.run_dir not in maps.read()
+    assert run.collector.drain() == []
+
+
+class Point:
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+
+@pytest.mark.parametrize(
+    ("obj", "type_name", "preview"),
+    [
+        ("hello", "str", "'hello'"),
+        ({"k": [1, 2]}, "dict", "{'k': [1, 2]}"),
+        (None, "NoneType", "None"),
+        (Point(1), "Point", "Point(…)"),
+        ({1, 2}, "set", "{1, 2}"),
+    ],
+)
+def test_describe_pickle_previews_without_importing(
+    obj: object, type_name: str, preview: str
+) -> None:
+    data = pickle.dumps(obj, protocol=4)
+    assert describe_pickle(data, complete=True) == (type_name, preview)
+
+
+def test_describe_pickle_of_a_truncated_frame_bounds_the_preview() -> None:
+    data = pickle.dumps("x" * 100_000, protocol=4)
+    type_name, preview = describe_pickle(data[:192], complete=False)
+    assert type_name == "str"
+    assert preview.startswith("'xxx")
+    assert preview.endswith("…")
+    assert len(preview) <= 80
+    big = pickle.dumps(b"\x00" * 100_000, protocol=4)
+    assert describe_pickle(big[:192], complete=False)[0] == "bytes"
+    assert describe_pickle(pickle.dumps([Point(1)] * 50)[:64], complete=False)[0] == "list"
+
+
+def test_ends_beyond_the_in_flight_slots_still_record_each_begin_once(run: RunFixture) -> None:
+    run.activate()
+    pipes = [pipecore.Pipe() for _ in range(150)]  # 300 ends: more than the ring's slots
+    for a, b in pipes:
+        a.send(a.pipe_id)
+        assert b.recv() == a.pipe_id
+    events = run.drain_until(lambda ev: len(calls(ev, op="recv", phase="end")) == 150)
+    events += run.drain(final=True)
+    for phase in ("begin", "end"):
+        sends = calls(events, op="send", phase=phase)
+        assert sorted(e["pipe"] for e in sends) == sorted(a.pipe_id for a, _ in pipes)
+    begins = calls(events, phase="begin")
+    assert len({e["pseq"] for e in begins}) == len(begins) == 300
+    for a, b in pipes:
+        a.close()
+        b.close()
