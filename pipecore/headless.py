@@ -1,0 +1,157 @@
+"""`pipescope run SCENARIO`: run a scenario without the server and print its events."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import sys
+from typing import Any, TextIO
+
+from pipecore.runs import START_METHODS, CapacityError, RunManager, RunState
+from pipecore.scenarios import SCENARIOS, ParamError, get_scenario
+
+Event = dict[str, Any]
+TERMINAL_STATES = frozenset(state.value for state in RunState if state.terminal)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `run` subcommand's arguments to `parser`."""
+    parser.add_argument("scenario", help="one of: " + ", ".join(SCENARIOS))
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a scenario parameter (repeatable)",
+    )
+    parser.add_argument("--start-method", default="forkserver", choices=START_METHODS)
+    parser.add_argument("--format", default="text", choices=("text", "jsonl"))
+    parser.add_argument("--timeout", type=float, default=None, help="run time limit in seconds")
+
+
+def parse_params(scenario_id: str, pairs: list[str]) -> dict[str, object]:
+    """Typed parameters from KEY=VALUE texts; ParamError names the bad one."""
+    scenario = get_scenario(scenario_id)
+    known = {param.name: param for param in scenario.params}
+    values: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise ParamError("param", f"--param must be KEY=VALUE, got {pair!r}")
+        if key not in known:
+            expected = ", ".join(known) if known else "no parameters"
+            raise ParamError(
+                key, f"unknown parameter {key!r} for {scenario_id}; expected {expected}"
+            )
+        values[key] = known[key].parse(text)
+    return values
+
+
+def format_event(event: Event, t0: int) -> str:
+    """One readable line for an event."""
+    at = f"{(int(event.get('t', t0)) - t0) / 1e9:8.3f}s"
+    who = f"{event.get('process', '')}({event.get('pid', 0)})"
+    kind = event.get("kind")
+    if kind == "call":
+        parts = [f"{event.get('pipe_name') or event.get('pipe')}/{event.get('end')}"]
+        parts.append(f"{event.get('op')} {event.get('phase')}")
+        if "nbytes" in event:
+            parts.append(f"{event['nbytes']} B")
+        if "preview" in event:
+            parts.append(str(event["preview"]))
+        if "result" in event:
+            parts.append(f"-> {event['result']}")
+        if "error_type" in event:
+            parts.append(f"{event['error_type']}: {event.get('error', '')}")
+        if "corrupt" in event:
+            parts.append(f"CORRUPT: {event['corrupt']}")
+        return f"{at} {who} " + "  ".join(parts)
+    if kind == "output":
+        return f"{at} {who} {event.get('stream')}| {event.get('text')}"
+    if kind == "process":
+        extra = f" exitcode={event.get('exitcode')}" if event.get("op") == "exit" else ""
+        return f"{at} {who} process {event.get('op')}{extra}"
+    if kind == "pipe":
+        return (
+            f"{at} {who} pipe {event.get('pipe_name')} ({event.get('pipe')}) "
+            f"duplex={event.get('duplex')} {event.get('transport')} "
+            f"capacity={event.get('capacity')}"
+        )
+    if kind == "attach":
+        return f"{at} {who} attach {event.get('pipe_name')}/{event.get('end')}"
+    if kind == "verdict":
+        return f"{at} VERDICT {event.get('verdict')}: {event.get('message')}"
+    if kind == "run":
+        message = f": {event['message']}" if event.get("message") else ""
+        return f"{at} RUN {event.get('state')}{message}"
+    return f"{at} {who} {kind}"
+
+
+class _Printer:
+    """Prints events as they come, in the chosen format, and notices the run's end."""
+
+    def __init__(self, stream: TextIO, fmt: str) -> None:
+        self.stream = stream
+        self.format = fmt
+        self.t0: int | None = None
+        self.ended = False
+
+    def write(self, batch: list[Event]) -> None:
+        for event in batch:
+            if event.get("kind") == "run" and event.get("state") in TERMINAL_STATES:
+                self.ended = True
+            if self.t0 is None:
+                self.t0 = int(event.get("t", 0))
+            if self.format == "jsonl":
+                line = json.dumps(event, ensure_ascii=False, default=str)
+            else:
+                line = format_event(event, self.t0)
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run the scenario named in `args`, print its events, and return the exit code.
+
+    0 when the run completed, 1 when it failed, deadlocked, timed out or was stopped,
+    2 on bad arguments (with a one-line error on stderr).
+    """
+    stream = out if out is not None else sys.stdout
+    manager = RunManager()
+    try:
+        params = parse_params(args.scenario, list(args.param))
+        timeout = args.timeout
+        run = manager.start(args.scenario, params, start_method=args.start_method, timeout=timeout)
+    except (ParamError, CapacityError) as exc:
+        print(f"pipescope run: error: {exc}", file=sys.stderr)
+        manager.shutdown()
+        return 2
+    batches: queue.Queue[list[Event]] = queue.Queue()
+    snapshot, unsubscribe = run.subscribe(batches.put)
+    printer = _Printer(stream, args.format)
+    printer.write(snapshot)
+    try:
+        while not printer.ended:
+            try:
+                printer.write(batches.get(timeout=0.1))
+            except KeyboardInterrupt:
+                # Ctrl-C stops the run; its last events (the `stopped` state) still print.
+                run.stop()
+            except queue.Empty:
+                pass
+    finally:
+        unsubscribe()
+        manager.shutdown()
+    return 0 if run.state is RunState.COMPLETED else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipecore.headless SCENARIO ...` (the same as `pipescope run`)."""
+    parser = argparse.ArgumentParser(prog="pipescope run")
+    add_run_arguments(parser)
+    return run_command(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""RunManager and Run: lifecycle, caps, step mode, subscriptions and a clean teardown."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipecore.runs import CapacityError, RunManager, RunState
+from pipecore.scenarios import ParamError
+
+Event = dict[str, Any]
+
+
+@pytest.fixture
+def manager() -> Iterator[RunManager]:
+    runs = RunManager(max_runs=2, max_run_seconds=20.0)
+    yield runs
+    runs.shutdown()
+
+
+def wait_for(predicate: Any, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def shm_entries() -> set[str]:
+    # Named semaphores of multiprocessing locks; run directories are checked by name.
+    return {name for name in os.listdir("/dev/shm") if name.startswith("sem.mp")}
+
+
+def no_new_semaphores(before: set[str]) -> None:
+    # Other programs on the machine may hold semaphores for a while; a leaked one
+    # from this run would stay for ever.
+    wait_for(lambda: not shm_entries() - before, 20.0)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_completed_run_announces_its_states_in_order(manager: RunManager) -> None:
+    run = manager.start("ping-pong")
+    assert run.wait(30) is RunState.COMPLETED
+    states = [e["state"] for e in run.events() if e["kind"] == "run"]
+    assert states == ["starting", "running", "completed"]
+    seqs = [e["seq"] for e in run.events()]
+    assert seqs == list(range(1, len(seqs) + 1))
+    summary = run.summary()
+    assert summary["state"] == "completed" and summary["events"] == len(seqs)
+    assert manager.get(run.id) is run and run in manager.list()
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_other_start_methods_run_the_scenario(manager: RunManager, method: str) -> None:
+    run = manager.start("ping-pong", start_method=method)
+    assert run.wait(30) is RunState.COMPLETED
+    assert len([e for e in run.events() if e["kind"] == "output"]) == 2
+
+
+def test_stop_tears_everything_down(manager: RunManager) -> None:
+    fds, shm = open_fds(), shm_entries()
+    run = manager.start("deadlock", {"variant": "recv-recv"})
+    wait_for(lambda: any(e.get("op") == "recv" for e in run.events()))
+    pgid = run.pgid
+    assert pgid is not None and group_exists(pgid)
+    run.stop()
+    assert run.wait(15) is RunState.STOPPED
+    assert run.events()[-1]["state"] == "stopped"
+    assert not group_exists(pgid)
+    assert not os.path.exists(run.run_dir)
+    no_new_semaphores(shm)
+    assert open_fds() == fds
+
+
+def test_a_run_over_its_time_limit_times_out(manager: RunManager) -> None:
+    run = manager.start("poll", {"messages": 50}, timeout=1.0)
+    assert run.wait(15) is RunState.TIMEOUT
+    assert "time limit of 1 s" in run.message
+    assert run.pgid is not None and not group_exists(run.pgid)
+
+
+def test_runmain_runs_only_registered_scenarios(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipecore.runmain",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--run-id",
+            "rtest",
+            "--scenario",
+            "os.system",
+            "--start-method",
+            "spawn",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert "scenario must be one of ping-pong" in done.stderr
+
+
+def test_step_mode_advances_one_call_per_step(manager: RunManager) -> None:
+    run = manager.start("ping-pong", step_mode=True)
+
+    def call_ends() -> int:
+        return len([e for e in run.events() if e["kind"] == "call" and e["phase"] != "begin"])
+
+    # Every traced call waits for a step: nothing has finished yet.
+    wait_for(lambda: any(e["kind"] == "pipe" for e in run.events()))
+    before = call_ends()
+    assert before == 0
+    run.step()
+    wait_for(lambda: call_ends() > before)
+    run.set_step_mode(False)
+    assert run.wait(30) is RunState.COMPLETED
+
+
+def test_caps_refuse_with_clear_errors() -> None:
+    runs = RunManager(max_runs=1, max_processes=4, max_run_seconds=5.0)
+    try:
+        with pytest.raises(CapacityError, match=r"processes per run: at most 4, this run needs 7"):
+            runs.start("race")
+        with pytest.raises(ParamError, match="start_method must be one of forkserver, spawn, fork"):
+            runs.start("ping-pong", start_method="threads")
+        with pytest.raises(ParamError, match=r"timeout must be .* at most 5, got 9"):
+            runs.start("ping-pong", timeout=9)
+        first = runs.start("deadlock")
+        with pytest.raises(CapacityError, match="concurrent runs: at most 1 may run at once"):
+            runs.start("ping-pong")
+        first.stop()
+        first.wait(15)
+    finally:
+        runs.shutdown()
+
+
+def test_subscribe_gets_every_event_once(manager: RunManager) -> None:
+    run = manager.start("fan-in")
+    received: list[Event] = []
+    lock = threading.Lock()
+
+    def on_batch(batch: list[Event]) -> None:
+        with lock:
+            received.extend(batch)
+
+    wait_for(lambda: len(run.events()) > 3)
+    snapshot, unsubscribe = run.subscribe(on_batch)
+    run.wait(30)
+    unsubscribe()
+    seqs = [e["seq"] for e in snapshot + received]
+    assert seqs == list(range(1, len(run.events()) + 1))
+
+
+def test_shutdown_stops_every_run_and_refuses_new_ones() -> None:
+    runs = RunManager(max_runs=2)
+    a = runs.start("deadlock")
+    b = runs.start("poll", {"messages": 50})
+    runs.shutdown()
+    assert a.state.terminal and b.state.terminal
+    for run in (a, b):
+        assert run.pgid is not None and not group_exists(run.pgid)
+    with pytest.raises(CapacityError, match="shut down"):
+        runs.start("ping-pong")
+
+
+def test_a_killed_main_process_ends_the_run_killed_and_its_workers_go_too(
+    manager: RunManager,
+) -> None:
+    run = manager.start("deadlock")
+    wait_for(lambda: any(e.get("op") == "recv" for e in run.events()))
+    assert run.pgid is not None
+    os.kill(run.pgid, signal.SIGKILL)
+    assert run.wait(15) is RunState.KILLED
+    assert "killed by signal 9 (SIGKILL)" in run.message
+    assert not group_exists(run.pgid)
+
+
+def test_a_completed_run_leaves_no_process_fd_or_shared_memory(manager: RunManager) -> None:
+    manager.start("ping-pong").wait(30)  # warm up lazily opened files
+    fds, shm = open_fds(), shm_entries()
+    run = manager.start("lock-queue", start_method="spawn")
+    assert run.wait(30) is RunState.COMPLETED
+    assert run.pgid is not None and not group_exists(run.pgid)
+    assert not os.path.exists(run.run_dir)
+    no_new_semaphores(shm)
+    assert open_fds() == fds
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-run.pgid, os.WNOHANG)
