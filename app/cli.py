@@ -1,0 +1,199 @@
+"""The `pipescope` command: `serve` the dashboard, `run` a scenario, `trace` a program, `export`."""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from app.settings import SETTINGS, Setting, Settings, SettingsError
+from pipecore import headless
+from pipecore.export import to_chrome_trace, to_jsonl
+
+
+def _option_type(setting: Setting) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = setting.parse(text)
+            setting.check(value)
+        except SettingsError as exc:
+            # argparse prints an ArgumentTypeError's message as it is, after the usage line.
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    parse.__name__ = setting.name
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `pipescope serve ...` and `pipescope run ...`."""
+    parser = argparse.ArgumentParser(
+        prog="pipescope", description="See multiprocessing.Pipe traffic live."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the dashboard",
+        description="Serve the dashboard, its REST API and its websocket.",
+        epilog="Every setting is read from its environment variable; an option overrides it.",
+    )
+    serve.add_argument(
+        "--reload", action="store_true", help="restart when the source changes (development)"
+    )
+    group = serve.add_argument_group("settings")
+    for setting in SETTINGS:
+        group.add_argument(
+            setting.option,
+            dest=setting.name,
+            type=_option_type(setting),
+            default=None,
+            metavar=setting.name.upper(),
+            help=f"{setting.help} [env {setting.env}; default {setting.default_text()}]",
+        )
+    run = commands.add_parser(
+        "run",
+        help="run one scenario in the terminal, without a server",
+        description="Run one scenario and print its events; the exit code tells how it ended.",
+    )
+    headless.add_run_arguments(run)
+    export = commands.add_parser(
+        "export",
+        help="write a recorded run's events as JSON Lines or a Chrome trace",
+        description="Write a run kept in the record database; a Chrome trace opens in Perfetto.",
+    )
+    export.add_argument("run", help="the run's id, e.g. r7f3a2c")
+    export.add_argument("--format", choices=("jsonl", "chrome"), default="jsonl")
+    export.add_argument("--db", default=None, help="the record database [env PIPESCOPE_DB]")
+    export.add_argument(
+        "-o", "--output", default="-", help="file to write (default: standard output)"
+    )
+    trace = commands.add_parser(
+        "trace",
+        help="run your own program with every multiprocessing.Pipe traced",
+        description=(
+            "Run an unmodified Python program so that every multiprocessing.Pipe it creates, "
+            "in the parent and in every child (spawn, forkserver, fork), is traced. Its output "
+            "and exit status pass through unchanged."
+        ),
+        epilog="example: pipescope trace --output run.jsonl -- python examples/pingpong.py",
+    )
+    trace.add_argument("--name", default=None, help="the run's name (default: the program's)")
+    trace.add_argument(
+        "-o", "--output", default=None,
+        help="write the events as JSON Lines to this file (default: <program>.pipescope.jsonl)",
+    )  # fmt: skip
+    trace.add_argument("program", nargs=argparse.REMAINDER, help="-- python PROGRAM [ARGS...]")
+    return parser
+
+
+def trace(args: argparse.Namespace) -> int:
+    """Trace a program into a JSON Lines file; returns the program's own exit status."""
+    from pipecore.tracing import trace_program
+
+    command = list(args.program)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        print("pipescope trace: error: expected a command after --, got nothing", file=sys.stderr)
+        return 2
+    output = args.output or f"{Path(command[-1] if len(command) < 2 else command[1]).stem}"
+    if args.output is None:
+        output += ".pipescope.jsonl"
+    counted = [0]
+    with open(output, "w", encoding="utf-8") as out:
+
+        def sink(batch: list[dict[str, Any]]) -> None:
+            out.writelines(to_jsonl(batch))
+            out.flush()
+            counted[0] += len(batch)
+
+        try:
+            code = trace_program(command, sink, name=args.name)
+        except FileNotFoundError as exc:
+            print(f"pipescope trace: error: cannot run {command[0]!r}: {exc}", file=sys.stderr)
+            return 127
+    print(f"pipescope trace: {counted[0]} events written to {output}", file=sys.stderr)
+    return code
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Start uvicorn with the settings from the environment and the options."""
+    import uvicorn
+
+    from app.main import create_app
+
+    overrides = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
+    try:
+        settings = Settings.from_env(os.environ, **overrides)
+    except SettingsError as exc:
+        print(f"pipescope serve: error: {exc}", file=sys.stderr)
+        return 2
+    if args.reload:
+        # The reloading child builds its own app from the environment: hand it the settings.
+        os.environ.update(settings.to_env())
+        root = Path(__file__).resolve().parent.parent
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            reload=True,
+            reload_dirs=[str(root / "app"), str(root / "pipecore")],
+        )
+    else:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """Write one recorded run; 1 when the database or the run is not there."""
+    from app.store import Store, default_db_path
+
+    path = args.db or os.environ.get("PIPESCOPE_DB") or default_db_path()
+    if path != ":memory:" and not Path(path).is_file():
+        print(f"pipescope export: error: no record database at {path}", file=sys.stderr)
+        return 1
+    store = Store(path)
+    try:
+        if store.run(args.run) is None:
+            known = ", ".join(summary["id"] for summary in store.runs()[:10]) or "none"
+            print(
+                f"pipescope export: error: unknown run {args.run!r} in {path} (latest: {known})",
+                file=sys.stderr,
+            )
+            return 1
+        events = store.events(args.run)
+    finally:
+        store.close()
+    if args.format == "chrome":
+        text = json.dumps(to_chrome_trace(events)) + "\n"
+    else:
+        text = "".join(to_jsonl(events))
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `pipescope` command with `argv` (default: sys.argv[1:]); return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:
+        # --help and usage errors: argparse has printed them; report its code, don't exit.
+        return exit.code if isinstance(exit.code, int) else 2
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "export":
+        return export(args)
+    if args.command == "trace":
+        return trace(args)
+    return headless.run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

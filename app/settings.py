@@ -1,0 +1,251 @@
+"""The server's settings: one table feeding the environment, the CLI help, validation and docs."""
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "PIPESCOPE_"
+
+
+class SettingsError(ValueError):
+    """A setting's value is malformed or out of bounds."""
+
+
+def _doc(
+    help: str, *, minimum: float | None = None, maximum: float | None = None
+) -> dict[str, Any]:
+    return {"help": help, "minimum": minimum, "maximum": maximum}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the server; each field is one row of the settings table."""
+
+    host: str = field(
+        default="127.0.0.1",
+        metadata=_doc("address to listen on; 0.0.0.0 listens on every interface"),
+    )
+    port: int = field(
+        default=8000,
+        metadata=_doc("TCP port to listen on (0 picks a free port)", minimum=0, maximum=65535),
+    )
+    token: str | None = field(
+        default=None,
+        metadata=_doc(
+            "when set, every request and the websocket must carry this token "
+            "('Authorization: Bearer <token>' or '?token=<token>'); /healthz stays open"
+        ),
+    )
+    db: str | None = field(
+        default=None,
+        metadata=_doc(
+            "SQLite file keeping every run's summary and events, so runs outlive a restart "
+            "(default: pipescope/pipescope.sqlite3 under $XDG_DATA_HOME or ~/.local/share; "
+            "':memory:' keeps nothing on disk)"
+        ),
+    )
+    allowed_origins: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "comma-separated origins, besides the server's own, allowed to open the "
+            "websocket and send requests that change state (e.g. http://localhost:5173)"
+        ),
+    )
+    max_runs: int = field(
+        default=4,
+        metadata=_doc("runs that may be in progress at once", minimum=1, maximum=64),
+    )
+    max_processes: int = field(
+        default=16,
+        metadata=_doc("processes one run may start", minimum=2, maximum=256),
+    )
+    max_run_seconds: float = field(
+        default=60.0,
+        metadata=_doc("a run still going after this many seconds is stopped", minimum=1),
+    )
+    max_message_bytes: int = field(
+        default=64 * 1024,
+        metadata=_doc(
+            "largest websocket message accepted from a viewer; a larger one is answered "
+            "with an error frame",
+            minimum=256,
+            maximum=16 * 1024 * 1024,
+        ),
+    )
+    viewer_backlog: int = field(
+        default=20_000,
+        metadata=_doc(
+            "events that may wait for one slow viewer before it is resynchronised "
+            "from a fresh snapshot",
+            minimum=1,
+        ),
+    )
+    viewer_fps: float = field(
+        default=30.0,
+        metadata=_doc("most 'events' frames sent to one viewer per second", minimum=1, maximum=240),
+    )
+    deadlock_seconds: float = field(
+        default=1.0,
+        metadata=_doc(
+            "every live end blocked with nothing queued for this long is reported as a deadlock",
+            minimum=0.05,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        for setting in SETTINGS:
+            setting.check(getattr(self, setting.name))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every PIPESCOPE_* variable of `environ` (default: os.environ).
+
+        Keyword arguments override the environment (the CLI's options use them).
+        Raises SettingsError naming the variable, the expected form and the value found.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            if setting.env in environ:
+                values[setting.name] = setting.parse(environ[setting.env])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = sorted(set(values) - {s.name for s in SETTINGS})
+        if unknown:
+            raise SettingsError(f"unknown settings {unknown}")
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as PIPESCOPE_* variables (so a reloading server reads the same)."""
+        env: dict[str, str] = {}
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if value is not None:
+                env[setting.env] = setting.format(value)
+        return env
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    minimum: float | None
+    maximum: float | None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def optional(self) -> bool:
+        return isinstance(self.type, types.UnionType) and type(None) in typing.get_args(self.type)
+
+    @property
+    def base(self) -> Any:
+        """The value's type without None: int, float, str or tuple."""
+        if self.optional:
+            return next(t for t in typing.get_args(self.type) if t is not type(None))
+        return typing.get_origin(self.type) or self.type
+
+    def describe(self) -> str:
+        """What a valid value looks like, for error messages."""
+        if self.base is tuple:
+            return "a comma-separated list"
+        names = {int: "an integer", float: "a number", str: "a string"}
+        text = names[self.base]
+        if self.minimum is not None and self.maximum is not None:
+            text += f" from {self.minimum:g} to {self.maximum:g}"
+        elif self.minimum is not None:
+            text += f" of at least {self.minimum:g}"
+        return text
+
+    def _where(self) -> str:
+        return f"{self.env} ({self.option})"
+
+    def parse(self, raw: str) -> Any:
+        """Convert the text of an environment variable or option."""
+        text = raw.strip()
+        if self.optional and text == "":
+            return None
+        try:
+            if self.base is tuple:
+                return tuple(part.strip() for part in text.split(",") if part.strip())
+            if self.base is int:
+                return int(text)
+            if self.base is float:
+                return float(text)
+        except ValueError:
+            raise SettingsError(
+                f"{self._where()}: expected {self.describe()}, got {raw!r}"
+            ) from None
+        return text
+
+    def check(self, value: Any) -> None:
+        if value is None and self.optional:
+            return
+        expected: Any = (int, float) if self.base is float else self.base
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise SettingsError(f"{self._where()}: expected {self.describe()}, got {value!r}")
+        if isinstance(value, tuple):
+            if not all(isinstance(item, str) for item in value):
+                raise SettingsError(f"{self._where()}: expected a list of strings, got {value!r}")
+            return
+        too_low = self.minimum is not None and value < self.minimum
+        too_high = self.maximum is not None and value > self.maximum
+        if too_low or too_high:
+            raise SettingsError(f"{self._where()}: expected {self.describe()}, got {value!r}")
+
+    def format(self, value: Any) -> str:
+        if self.base is tuple:
+            return ",".join(value)
+        return str(value)
+
+    def default_text(self) -> str:
+        if self.default is None:
+            return "(none)"
+        if self.base is tuple:
+            return ",".join(self.default) or "(none)"
+        return str(self.default)
+
+
+def _table() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(Settings)
+    return tuple(
+        Setting(
+            name=f.name,
+            type=hints[f.name],
+            default=f.default,
+            help=f.metadata["help"],
+            minimum=f.metadata["minimum"],
+            maximum=f.metadata["maximum"],
+        )
+        for f in dataclasses.fields(Settings)
+    )
+
+
+SETTINGS: tuple[Setting, ...] = _table()
+
+
+def settings_markdown() -> str:
+    """The README's settings table, rendered from SETTINGS."""
+    lines = [
+        "| Setting | Environment variable | `pipescope serve` option | Default | Meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for s in SETTINGS:
+        meaning = s.help.replace("|", "\\|")
+        lines.append(
+            f"| `{s.name}` | `{s.env}` | `{s.option}` | `{s.default_text()}` | {meaning} |"
+        )
+    return "\n".join(lines) + "\n"

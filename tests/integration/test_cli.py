@@ -1,0 +1,127 @@
+"""The `pipescope` command: serve's help and option checks, serve itself, and run's exit codes."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.cli import main
+from app.settings import SETTINGS
+from tests.conftest import StartServer
+from tests.integration.conftest import MakeClient, wait_for_state
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serve_help_lists_every_setting_with_its_variable_and_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option in ("--host", "--port", "--reload"):
+        assert option in text
+    for setting in SETTINGS:
+        assert setting.option in text, setting.name
+        assert f"env {setting.env}" in text, setting.name
+        assert " ".join(setting.help.split()) in text, setting.name
+
+
+def test_a_bad_option_is_refused_with_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "eighty"]) == 2
+    err = capsys.readouterr().err
+    assert "--port" in err and "expected an integer from 0 to 65535, got 'eighty'" in err
+
+
+def test_a_bad_environment_variable_is_refused_before_serving(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPESCOPE_MAX_RUNS", "many")
+    assert main(["serve"]) == 2
+    assert "PIPESCOPE_MAX_RUNS (--max-runs): expected an integer" in capsys.readouterr().err
+
+
+def test_an_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace-everything"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_serve_answers_on_the_port_the_kernel_picked(start_server: StartServer) -> None:
+    server = start_server({"PIPESCOPE_MAX_RUNS": "2"})
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert "Uvicorn running on" in server.log()
+
+
+def test_stopping_the_server_tears_down_its_runs(start_server: StartServer) -> None:
+    server = start_server()
+    # Step mode holds the run at its first traced call, so it is alive when the server stops.
+    response = httpx.post(
+        f"{server.url}/api/runs", json={"scenario": "ping-pong", "step_mode": True}
+    )
+    run_id = response.json()["id"]
+    deadline = time.monotonic() + 30
+    pids: list[int] = []
+    while not pids:
+        assert time.monotonic() < deadline, "the run's processes never announced themselves"
+        events = httpx.get(f"{server.url}/api/runs/{run_id}/events").json()
+        pids = [e["pid"] for e in events if e["kind"] == "process" and e["op"] == "start"]
+        time.sleep(0.05)
+    assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+
+    # uvicorn shuts down cleanly, then re-raises the signal it caught.
+    assert server.stop() in (0, -signal.SIGTERM)
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+    assert not Path(f"/dev/shm/pipescope-{run_id}").exists()
+    assert "Application shutdown complete" in server.log()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def test_run_prints_the_scenario_and_exits_0_when_it_completes() -> None:
+    result = run_cli("ping-pong")
+    assert result.returncode == 0, result.stderr
+    assert "收到 proc1" in result.stdout and "收到 proc2" in result.stdout
+
+
+def test_run_exits_2_for_an_unknown_scenario() -> None:
+    result = run_cli("ping-ping")
+    assert result.returncode == 2
+    assert "ping-ping" in result.stderr
+
+
+def test_export_writes_a_recorded_run(
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "runs.sqlite3")
+    client = make_client(db=db)
+    run_id = client.post("/api/runs", json={"scenario": "ping-pong"}).json()["id"]
+    assert wait_for_state(client, run_id)["state"] == "completed"
+    events = client.get(f"/api/runs/{run_id}/events").json()
+    client.__exit__(None, None, None)  # the server stops: its record is complete on disk
+
+    assert main(["export", run_id, "--db", db]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == events
+
+    trace_file = tmp_path / "trace.json"
+    assert (
+        main(["export", run_id, "--db", db, "--format", "chrome", "-o", str(trace_file)]) == 0
+    )
+    assert json.loads(trace_file.read_text())["traceEvents"]
+
+    assert main(["export", "r000000", "--db", db]) == 1
+    assert f"unknown run 'r000000' in {db} (latest: {run_id})" in capsys.readouterr().err
+    assert main(["export", run_id, "--db", str(tmp_path / "none.sqlite3")]) == 1
+    assert "no record database at" in capsys.readouterr().err
