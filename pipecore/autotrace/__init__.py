@@ -1,0 +1,1 @@
+"""Tracing an unmodified program: start-up hooks that swap in the traced Pipe."""

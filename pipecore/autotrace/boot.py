@@ -1,0 +1,68 @@
+"""Swap multiprocessing's Pipe for the traced one and record into the tracer's run."""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing.connection
+import os
+import sys
+from types import TracebackType
+from typing import Any, NoReturn
+
+from pipecore import telemetry
+from pipecore.traced import Pipe as traced_pipe
+
+MAIN_PID = "PIPESCOPE_TRACE_MAIN_PID"
+_exit_code = [0]
+
+
+def _pipe(duplex: bool = True) -> Any:
+    if telemetry.active_run_dir() is None:
+        # a child that creates its own pipe before receiving a traced end
+        telemetry.activate(os.environ["PIPESCOPE_TRACE_DIR"], _run_id())
+    return traced_pipe(duplex)
+
+
+def _run_id() -> str:
+    return os.environ.get("PIPESCOPE_TRACE_RUN", "trace")
+
+
+def _remember_exit(code: str | int | None = None) -> NoReturn:
+    _exit_code[0] = code if isinstance(code, int) else (0 if code is None else 1)
+    _original_exit(code)
+
+
+def _remember_crash(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    _exit_code[0] = 1
+    _original_excepthook(kind, value, tb)
+
+
+_original_exit = sys.exit
+_original_excepthook = sys.excepthook
+
+
+def _record_exit() -> None:
+    telemetry.record_exit(_exit_code[0])
+
+
+def install() -> None:
+    """Trace every Pipe this process creates (through any context) from now on.
+
+    Children started with spawn or forkserver run this again at their start-up
+    (they inherit PYTHONPATH); forked children inherit the patch and telemetry.
+    """
+    # BaseContext.Pipe imports connection.Pipe at call time, so every context sees this
+    multiprocessing.connection.Pipe = _pipe
+    if os.environ.get(MAIN_PID):
+        # a child (spawn, forkserver, or a helper such as the forkserver itself): it
+        # starts recording when it receives a traced end or creates a pipe, by which
+        # time multiprocessing has given it its real process name
+        return
+    os.environ[MAIN_PID] = str(os.getpid())
+    telemetry.activate(os.environ["PIPESCOPE_TRACE_DIR"], _run_id())
+    # the program's main process: its exit is recorded here, a child's by telemetry
+    sys.exit = _remember_exit
+    sys.excepthook = _remember_crash
+    atexit.register(_record_exit)

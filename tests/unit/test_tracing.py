@@ -1,0 +1,115 @@
+"""Tracing unmodified example programs: their pipes' events, output and exit status."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipecore.tracing import trace_program
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+METHODS = ["spawn", "forkserver", "fork"]
+SEND_OPS = {"send", "send_bytes"}
+RECV_OPS = {"recv", "recv_bytes", "recv_bytes_into"}
+
+
+def _trace(
+    program: str, method: str, capfd: pytest.CaptureFixture[str]
+) -> tuple[int, list[dict[str, Any]], str]:
+    events: list[dict[str, Any]] = []
+    code = trace_program([sys.executable, str(EXAMPLES / program), method], events.extend)
+    out = capfd.readouterr().out
+    return code, events, out
+
+
+def _untraced_output(program: str, method: str) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / program), method],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, done.stdout
+
+
+def _messages(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ends = [e for e in events if e["kind"] == "call" and e["phase"] == "end"]
+    return [e for e in ends if e["op"] in SEND_OPS], [e for e in ends if e["op"] in RECV_OPS]
+
+
+def _normalise(text: str) -> list[str]:
+    # the parent pid in a Process repr differs from one run to the next
+    import re
+
+    return sorted(re.sub(r"parent=\d+", "parent=N", line) for line in text.splitlines())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ping_pong_is_traced_with_unchanged_output(
+    method: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    code, events, out = _trace("pingpong.py", method, capfd)
+    plain_code, plain_out = _untraced_output("pingpong.py", method)
+    assert code == plain_code == 0
+    assert _normalise(out) == _normalise(plain_out)
+    sends, recvs = _messages(events)
+    assert [e["preview"] for e in sends] == ["'proc1'", "'proc2'"]
+    assert [e["preview"] for e in recvs] == ["'proc1'", "'proc2'"]
+    assert [e["match"] for e in recvs] == [e["seq"] for e in sends]
+    assert [e["hash"] for e in recvs] == [e["hash"] for e in sends]
+    printed = [e["text"] for e in events if e["kind"] == "output"]
+    assert any(line.startswith("进程proc2(<Process name='Process-2'") for line in printed)
+    assert events[-1]["kind"] == "run" and events[-1]["state"] == "completed"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_locked_producers_deliver_every_item_intact(
+    method: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    code, events, out = _trace("producer_consumer.py", method, capfd)
+    assert code == 0
+    assert "consumed 10 items: A-0 A-1 A-2 A-3 A-4 B-0 B-1 B-2 B-3 B-4" in out
+    sends, recvs = _messages(events)
+    assert len(sends) == len(recvs) == 10
+    by_seq = {e["seq"]: e for e in sends}
+    for recv in recvs:
+        assert "corrupt" not in recv
+        assert by_seq[recv["match"]]["hash"] == recv["hash"]
+    # FIFO per writer: each producer's items arrive in the order it sent them
+    for name in ("A", "B"):
+        got = [r["preview"] for r in recvs if r["preview"].startswith(f"'{name}")]
+        assert got == [f"'{name}-{i}'" for i in range(5)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pipeline_exit_status_passes_through(
+    method: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    code, events, out = _trace("pipeline.py", method, capfd)
+    assert code == 3
+    assert out.strip() == "sum of squares 1..5 = 55"
+    sends, recvs = _messages(events)
+    assert len(sends) == len(recvs) == 6 + 6 + 1  # 5 numbers + sentinel twice, 1 result
+    assert all(r["hash"] == {s["seq"]: s for s in sends}[r["match"]]["hash"] for r in recvs)
+    exits = [e for e in events if e["kind"] == "process" and e["op"] == "exit"]
+    assert {e["exitcode"] for e in exits} == {0, 3}
+    assert events[-1]["state"] == "failed"
+
+
+def test_nothing_is_left_behind(capfd: pytest.CaptureFixture[str]) -> None:
+    def traces() -> set[str]:
+        return {name for name in os.listdir("/dev/shm") if name.startswith("pipescope-t")}
+
+    before = traces()
+    events: list[dict[str, Any]] = []
+    trace_program([sys.executable, str(EXAMPLES / "pingpong.py"), "forkserver"], events.extend)
+    run_id = events[0]["run"]
+    assert f"pipescope-{run_id}" not in traces()
+    assert traces() - before == set()
