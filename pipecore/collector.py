@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipecore.ordering import CausalOrder
 from pipecore.telemetry import (
     BEGIN,
     CALL,
@@ -249,11 +250,15 @@ class _BytesReader:
         return self._data[self._pos : self._pos + max(n, 1)]
 
 
+FOREVER = 1 << 62  # `now` for the final drain: no receive waits any longer
+
+
 class Collector:
     """Drains the telemetry rings of one run directory into ordered protocol events.
 
     `drain()` returns the events that are new since the last call, merged across
-    processes in (t, pid, pseq) order and numbered with `seq` 1, 2, 3 … . Events
+    processes in (t, pid, pseq) order, except that a receive never precedes the
+    send it took (`pipecore.ordering`), and numbered with `seq` 1, 2, 3 … . Events
     younger than `hold_ns` are held back until the next drain so that a ring read
     a little later cannot put an earlier event after a later one; `drain(final=True)`
     releases everything. A process whose pid is gone without an `exit` event gets
@@ -279,6 +284,7 @@ class Collector:
         self._steps: StepControl | None = None
         self._describe_cache: dict[bytes, tuple[str, str]] = {}
         self._closed = False
+        self._order = CausalOrder()
 
     # -- step mode ----------------------------------------------------------------
 
@@ -342,11 +348,12 @@ class Collector:
                 n += 1
             ready = self._pending[:n]
             del self._pending[:n]
-        out = []
-        for _, _, _, event in ready:
+        out, held = self._order.release([item[3] for item in ready], FOREVER if final else now)
+        for event in held:
+            self._hold(event["t"], event["pid"], event.get("pseq", 1 << 62), event)
+        for event in out:
             self._seq += 1
             event["seq"] = self._seq
-            out.append(event)
         return out
 
     def _discover(self) -> None:

@@ -126,3 +126,9 @@ def live_server() -> Iterator[str]:
     """One server with the default settings, shared by the session; yields its base URL."""
     with serve_pipescope() as server:
         yield server.url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: Playwright's sync API keeps an event loop running in the
+    main thread for the rest of the session, where asyncio.run() cannot start another."""
+    items.sort(key=lambda item: "e2e" in item.path.parts)

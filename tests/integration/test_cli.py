@@ -116,9 +116,7 @@ def test_export_writes_a_recorded_run(
     assert [json.loads(line) for line in lines] == events
 
     trace_file = tmp_path / "trace.json"
-    assert (
-        main(["export", run_id, "--db", db, "--format", "chrome", "-o", str(trace_file)]) == 0
-    )
+    assert main(["export", run_id, "--db", db, "--format", "chrome", "-o", str(trace_file)]) == 0
     assert json.loads(trace_file.read_text())["traceEvents"]
 
     assert main(["export", "r000000", "--db", db]) == 1

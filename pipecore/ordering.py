@@ -1,0 +1,118 @@
+"""Causal order for the merged stream: a frame is never received before it was sent.
+
+Timestamps alone can put a receive before its send: the sender stamps its `end`
+after the write returns, and the receiver may wake, read and stamp first. The
+merge keeps time order except that a receiving `end` waits while its direction
+has a send in flight and no completed send left to match; it then follows that
+send's `end` (and the rest of the receiver's events follow it).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from typing import Any
+
+Event = dict[str, Any]
+
+SEND_OPS = frozenset({"send", "send_bytes"})
+RECV_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
+PEER = {"a": "b", "b": "a"}
+# a receive held this long waits no more (a sender stuck between write and record)
+MAX_HOLD_NS = 1_000_000_000
+
+
+def _direction(event: Event, sending: bool) -> tuple[str, str]:
+    end = str(event.get("end"))
+    peer = PEER.get(end, "?")
+    return (str(event.get("pipe")), f"{end}>{peer}" if sending else f"{peer}>{end}")
+
+
+def _takes_frame(event: Event) -> bool:
+    if event.get("kind") != "call" or event.get("op") not in RECV_OPS:
+        return False
+    phase = event.get("phase")
+    return phase == "end" or (phase == "error" and event.get("error_type") == "BufferTooShort")
+
+
+class CausalOrder:
+    """Releases time-ordered events so that every receive follows the send it took."""
+
+    def __init__(self) -> None:
+        self._sent: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._received: defaultdict[tuple[str, str], int] = defaultdict(int)
+        # sends begun and not ended: (pid, pipe, end) -> direction
+        self._in_flight: dict[tuple[int, str, str], tuple[str, str]] = {}
+
+    def _flying(self, direction: tuple[str, str]) -> bool:
+        return any(d == direction for d in self._in_flight.values())
+
+    def _must_wait(self, event: Event, now_ns: int) -> tuple[str, str] | None:
+        if not _takes_frame(event) or now_ns - int(event.get("t", 0)) > MAX_HOLD_NS:
+            return None
+        direction = _direction(event, sending=False)
+        if self._received[direction] < self._sent[direction] or not self._flying(direction):
+            return None
+        return direction
+
+    def _account(self, event: Event) -> None:
+        kind, op, phase = event.get("kind"), event.get("op"), event.get("phase")
+        pid = int(event.get("pid", 0))
+        if kind == "process" and op == "exit":
+            for key in [k for k in self._in_flight if k[0] == pid]:
+                del self._in_flight[key]
+            return
+        if kind != "call":
+            return
+        key = (pid, str(event.get("pipe")), str(event.get("end")))
+        if op in SEND_OPS:
+            if phase == "begin":
+                self._in_flight[key] = _direction(event, sending=True)
+                return
+            self._in_flight.pop(key, None)
+            if phase == "end":
+                self._sent[_direction(event, sending=True)] += 1
+        elif _takes_frame(event):
+            self._received[_direction(event, sending=False)] += 1
+
+    def release(self, ready: list[Event], now_ns: int) -> tuple[list[Event], list[Event]]:
+        """Order `ready` (sorted by t, pid, pseq); return (released, held back).
+
+        Held events belong to processes whose next receive waits for a send not yet
+        seen; the caller offers them again, with newer events, at the next drain.
+        """
+        queues: dict[int, list[Event]] = defaultdict(list)
+        for event in ready:
+            queues[int(event.get("pid", 0))].append(event)
+        position = dict.fromkeys(queues, 0)
+        heap = [(q[0]["t"], pid, q[0].get("pseq", 0)) for pid, q in queues.items()]
+        heapq.heapify(heap)
+        waiting: dict[tuple[str, str], list[int]] = defaultdict(list)
+        out: list[Event] = []
+        while heap:
+            _, pid, _ = heapq.heappop(heap)
+            event = queues[pid][position[pid]]
+            direction = self._must_wait(event, now_ns)
+            if direction is not None:
+                waiting[direction].append(pid)
+                continue
+            out.append(event)
+            self._account(event)
+            if event.get("kind") == "call" and event.get("op") in SEND_OPS:
+                woken = waiting.pop(_direction(event, sending=True), [])
+            elif event.get("kind") == "process" and event.get("op") == "exit":
+                woken = [pid for pids in waiting.values() for pid in pids]  # its sends ended
+                waiting.clear()
+            else:
+                woken = []
+            for other in woken:
+                head = queues[other][position[other]]
+                heapq.heappush(heap, (head["t"], other, head.get("pseq", 0)))
+            position[pid] += 1
+            if position[pid] < len(queues[pid]):
+                head = queues[pid][position[pid]]
+                heapq.heappush(heap, (head["t"], pid, head.get("pseq", 0)))
+        held = [
+            e for pids in waiting.values() for pid in pids for e in queues[pid][position[pid] :]
+        ]
+        return out, held
