@@ -7,6 +7,8 @@ PORT   ?= 8000
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEVSTAMP := $(VENV)/.dev-$(shell cksum pyproject.toml | cut -d' ' -f1)
 CHROMIUM := /usr/bin/chromium
+# -v lists every test, so a CI log shows the browser and container tests ran
+PYTEST_ARGS ?= -v
 
 .PHONY: run install test lint typecheck pytest browser bench bench-quick docker clean
 
