@@ -20,6 +20,9 @@ RECV_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
 PEER = {"a": "b", "b": "a"}
 # a receive held this long waits no more (a sender stuck between write and record)
 MAX_HOLD_NS = 1_000_000_000
+# `now` of the final drain: nothing more will arrive, so the batch is ordered causally
+# as far as it can be and nothing is held back
+FINAL_NS = 1 << 62
 
 
 def _direction(event: Event, sending: bool) -> tuple[str, str]:
@@ -48,7 +51,9 @@ class CausalOrder:
         return any(d == direction for d in self._in_flight.values())
 
     def _must_wait(self, event: Event, now_ns: int) -> tuple[str, str] | None:
-        if not _takes_frame(event) or now_ns - int(event.get("t", 0)) > MAX_HOLD_NS:
+        if not _takes_frame(event):
+            return None
+        if now_ns < FINAL_NS and now_ns - int(event.get("t", 0)) > MAX_HOLD_NS:
             return None
         direction = _direction(event, sending=False)
         if self._received[direction] < self._sent[direction] or not self._flying(direction):
@@ -89,10 +94,26 @@ class CausalOrder:
         heapq.heapify(heap)
         waiting: dict[tuple[str, str], list[int]] = defaultdict(list)
         out: list[Event] = []
-        while heap:
+        forced: set[int] = set()
+        while heap or (now_ns >= FINAL_NS and waiting):
+            if not heap:
+                # final drain: the send will never come; let the oldest waiting receive go
+                pid = min(
+                    (p for pids in waiting.values() for p in pids),
+                    key=lambda p: queues[p][position[p]]["t"],
+                )
+                for key, pids in list(waiting.items()):
+                    if pid in pids:
+                        pids.remove(pid)
+                        if not pids:
+                            del waiting[key]
+                forced.add(pid)
+                head = queues[pid][position[pid]]
+                heapq.heappush(heap, (head["t"], pid, head.get("pseq", 0)))
             _, pid, _ = heapq.heappop(heap)
             event = queues[pid][position[pid]]
-            direction = self._must_wait(event, now_ns)
+            direction = None if pid in forced else self._must_wait(event, now_ns)
+            forced.discard(pid)
             if direction is not None:
                 waiting[direction].append(pid)
                 continue

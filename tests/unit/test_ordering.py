@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipecore.ordering import MAX_HOLD_NS, CausalOrder
+from pipecore.ordering import FINAL_NS, MAX_HOLD_NS, CausalOrder
 
 NOW = 1_000  # just after the events below (ns)
 
@@ -84,3 +84,19 @@ def test_a_wait_ends_when_the_sender_dies_or_after_the_hold_limit() -> None:
     other.release([begin], NOW)
     out, held = other.release([recv], recv["t"] + MAX_HOLD_NS + 1)
     assert out == [recv]
+
+
+def test_the_final_drain_still_orders_a_batch_causally_and_holds_nothing() -> None:
+    events = ordered([
+        call(1, 1, 100, "send", "begin", "a"),
+        call(2, 1, 120, "recv", "end", "b"),
+        call(1, 2, 140, "send", "end", "a"),
+        call(3, 1, 150, "send", "begin", "a"),
+        call(4, 1, 160, "recv", "end", "b"),  # its send never ends: released anyway
+        call(4, 2, 170, "send", "begin", "b"),
+    ])  # fmt: skip
+    out, held = CausalOrder().release(events, FINAL_NS)
+    assert held == []
+    assert names(out) == [
+        "1:send:begin", "1:send:end", "2:recv:end", "3:send:begin", "4:recv:end", "4:send:begin",
+    ]  # fmt: skip
