@@ -38,5 +38,12 @@ export function createApi({ base = '/api', token = '', fetchImpl = fetch } = {})
     stopRun: (id) => request('POST', runPath(id, 'stop')),
     step: (id) => request('POST', runPath(id, 'step')),
     setStepMode: (id, on) => request('POST', runPath(id, 'step-mode'), { on }),
+    events: (id) => request('GET', runPath(id, 'events')),
+    /** A link that downloads the run as `jsonl` or `chrome` (a link carries no header). */
+    exportUrl(id, format) {
+      const query = new URLSearchParams({ format });
+      if (token) query.set('token', token);
+      return `${base}${runPath(id, 'export')}?${query}`;
+    },
   };
 }

@@ -91,6 +91,7 @@ export function createControls(toolbar, header, { actions }) {
       return { paused: ui.paused, speed: SPEEDS[ui.speedIndex], stepMode: ui.stepMode };
     },
     setSpeedIndex,
+    setPaused,
     /** Reflect the run: whether one is active (stop/step enabled) and its step mode. */
     update({ active, stepMode }) {
       ui.active = active;
@@ -102,6 +103,14 @@ export function createControls(toolbar, header, { actions }) {
     },
     refresh: render,
   };
+}
+
+/** Show the websocket's state ('connecting' | 'open' | 'closed') in the header's pill. */
+export function showConnection(pill, status, t) {
+  pill.dataset.connection = status;
+  const text = pill.querySelector('.conn-text');
+  text.dataset.i18n = `conn.${status}`;
+  text.textContent = t(text.dataset.i18n);
 }
 
 /** Tabs with arrow-key navigation (WAI-ARIA tabs pattern); onShow(id) after each switch. */

@@ -57,8 +57,8 @@ export function createEventLog(root, { t }) {
     return Object.entries(f).every(([k, v]) => !v || keys[k] === v);
   };
 
-  function addOptions(event) {
-    for (const [key, value] of Object.entries(filterKeys(event))) {
+  function addOptions(keys) {
+    for (const [key, value] of Object.entries(keys)) {
       if (!value || seen[key].has(value)) continue;
       seen[key].add(value);
       const option = document.createElement('option');
@@ -137,11 +137,12 @@ export function createEventLog(root, { t }) {
     /** Append events (in seq order); a log scrolled to its end keeps following new rows. */
     push(batch) {
       if (!batch.length) return;
-      const f = filters();
+      const f = Object.entries(filters()).filter(([, v]) => v); // only the filters in use
       for (const event of batch) {
         if (t0 == null && event.t != null) t0 = event.t;
-        addOptions(event);
-        if (passes(event, f)) shown.push(events.length);
+        const keys = filterKeys(event);
+        addOptions(keys);
+        if (f.every(([k, v]) => keys[k] === v)) shown.push(events.length);
         events.push(event);
       }
     },

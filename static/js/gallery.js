@@ -159,6 +159,7 @@ export function createGallery(root, { i18n, onRun, onSelect }) {
   return {
     element: root,
     get selected() { return selected; },
+    find: (id) => scenarios.find((s) => s.id === id) ?? null,
     setScenarios(list) { scenarios = list; select(selected?.id ?? list[0]?.id); },
     setError(message) { cards.replaceChildren(el('li', { class: 'cards-empty error' }, message)); },
     select,

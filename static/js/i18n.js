@@ -1,6 +1,10 @@
 // Labels in English and 中文; scenario texts arrive from the API in both languages.
 
-import { MESSAGES } from './i18n_text.js';
+import { RECORDS_MESSAGES } from './i18n_records.js';
+import { MESSAGES as PAGE_MESSAGES } from './i18n_text.js';
+
+const MESSAGES = Object.fromEntries(Object.entries(PAGE_MESSAGES)
+  .map(([lang, texts]) => [lang, { ...texts, ...RECORDS_MESSAGES[lang] }]));
 
 export const LANGUAGES = ['en', 'zh'];
 
@@ -8,6 +12,20 @@ export const LANGUAGES = ['en', 'zh'];
 export function preferredLanguage(saved, browserLanguage) {
   if (LANGUAGES.includes(saved)) return saved;
   return String(browserLanguage || '').toLowerCase().startsWith('zh') ? 'zh' : 'en';
+}
+
+const SAVED = 'pipescope.lang';
+
+/** The page's language: an explicit ?lang= wins, then the visitor's last choice, then the server's. */
+export function pageLanguage(location, negotiated) {
+  let saved = null;
+  try { saved = localStorage.getItem(SAVED); } catch { /* storage refused: nothing saved */ }
+  return preferredLanguage(new URLSearchParams(location.search).get('lang') ?? saved, negotiated);
+}
+
+/** Keep the visitor's choice for the next visit (not kept in private mode). */
+export function rememberLanguage(lang) {
+  try { localStorage.setItem(SAVED, lang); } catch { /* private mode: not kept */ }
 }
 
 /** A translator whose language can change; listeners hear every change. */

@@ -26,7 +26,7 @@ export const MESSAGES = {
     'controls.run': 'Run',
     'controls.stop': 'Stop',
     'controls.pause': 'Pause view',
-    'controls.resume': 'Resume view',
+    'controls.resume': 'Resume',
     'controls.speed': 'Speed',
     'controls.stepMode': 'Step mode',
     'controls.step': 'Step',

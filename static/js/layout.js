@@ -1,62 +1,12 @@
 // Pure layout: where process boxes and pipe tubes go, in columns for pipelines, else on a circle.
 
+import { edgesOf, endPid, ranksOf } from './topology.js';
+
 const MAX_COLUMNS = 6;
 const MAX_PER_COLUMN = 8;
 const MIN_STAGE_W = 240; // a box plus a pipe long enough to show a few messages
 
-/** The pid drawn at an end: its first holder still open, else the last one that held it. */
-export function endPid(end) {
-  if (!end) return null;
-  const live = end.pids.filter((p) => end.open.includes(p));
-  return live.length ? live[0] : end.pids[end.pids.length - 1] ?? null;
-}
-
-function edgesOf(state) {
-  const edges = [];
-  for (const pipe of Object.values(state.pipes)) {
-    const a = endPid(pipe.ends.a);
-    const b = endPid(pipe.ends.b);
-    if (a == null || b == null) continue;
-    // Every holder of an end is placed as if it alone held it: two writers sit side by side.
-    const pairs = [...pipe.ends.a.pids.map((p) => [p, b]), ...pipe.ends.b.pids.map((p) => [a, p])];
-    for (const [pa, pb] of pairs) {
-      if (pa === pb) continue;
-      // One-way pipes flow from the writer (b) to the reader (a); a duplex pipe from a to b.
-      const edge = pipe.duplex ? [pa, pb] : [pb, pa];
-      if (!edges.some(([f, t]) => f === edge[0] && t === edge[1])) edges.push(edge);
-    }
-  }
-  return edges;
-}
-
-function ranksOf(pids, edges) {
-  const out = new Map(pids.map((p) => [p, []]));
-  for (const [from, to] of edges) if (out.has(from) && out.has(to)) out.get(from).push(to);
-  // Drop the edges that close a cycle (found by depth-first search), then rank by longest path.
-  const colour = new Map();
-  const dag = new Map(pids.map((p) => [p, []]));
-  const visit = (p) => {
-    colour.set(p, 1);
-    for (const q of out.get(p)) {
-      if (colour.get(q) === 1) continue;
-      dag.get(p).push(q);
-      if (!colour.has(q)) visit(q);
-    }
-    colour.set(p, 2);
-  };
-  for (const p of pids) if (!colour.has(p)) visit(p);
-  const rank = new Map();
-  const rankOf = (p) => {
-    if (rank.has(p)) return rank.get(p);
-    rank.set(p, 0);
-    let r = 0;
-    for (const [from, tos] of dag) if (tos.includes(p)) r = Math.max(r, rankOf(from) + 1);
-    rank.set(p, r);
-    return r;
-  };
-  for (const p of pids) rankOf(p);
-  return rank;
-}
+export { endPid, processOrder } from './topology.js';
 
 /**
  * Lay out a run's processes and pipes in a width × height box.
@@ -134,6 +84,19 @@ function assignPorts(boxes, pipes, height) {
   }
 }
 
+// The rows of a snake that leave the shortest pipe, across or down, as long as it can be.
+function snakeShape(n, width, height) {
+  let best = null;
+  for (let perRow = 2; perRow <= n; perRow += 1) {
+    const rows = Math.ceil(n / perRow);
+    const bw = Math.max(80, Math.min(120, (width / perRow) * 0.45));
+    const bh = Math.max(38, Math.min(54, (height / rows) * 0.5));
+    const pipe = Math.min(width / perRow - bw, rows > 1 ? height / rows - bh : Infinity);
+    if (!best || pipe > best.pipe) best = { perRow, rows, bw, bh, pipe };
+  }
+  return best;
+}
+
 function placeMain(boxes, pids, edges, width, height, top) {
   const n = pids.length;
   const rank = ranksOf(pids, edges);
@@ -145,24 +108,23 @@ function placeMain(boxes, pids, edges, width, height, top) {
   // column or runs backwards would cross the boxes between, so those graphs go on a circle.
   const adjacent = edges.every(([f, t]) => !rank.has(f) || !rank.has(t)
     || rank.get(t) - rank.get(f) === 1 || f === t);
-  const kind = n <= 2 || (fits && adjacent && cols.length > 1) ? 'columns' : 'circle';
+  const chain = cols.length > 1 && cols.every((c) => c.length === 1); // a pipeline
+  const kind = n <= 2 || ((fits || chain) && adjacent && cols.length > 1) ? 'columns' : 'circle';
   const across = kind === 'columns' ? cols.length * 1.8 : Math.sqrt(n) * 2.6;
   const tall = kind === 'columns' ? Math.max(...cols.map((c) => c.length)) : n / 2;
   // Many processes get compact boxes (name and pid; the border shows a wait) so pipes keep room.
   const compact = n > 8 || tall > 7;
   const w = compact ? 88 : Math.max(96, Math.min(170, width / Math.max(2, across)));
   const h = compact ? 38 : Math.max(48, Math.min(64, height / (tall + 1) - 14));
-  const perRow = Math.max(2, Math.floor(width / MIN_STAGE_W));
-  if (kind === 'columns' && cols.every((c) => c.length === 1) && cols.length > perRow) {
+  if (kind === 'columns' && chain && cols.length > Math.max(2, Math.floor(width / MIN_STAGE_W))) {
     // A long chain: wrap it into rows, each row running the other way (a snake), so every
     // pipe keeps room for its queue.
-    const rows = Math.ceil(cols.length / perRow);
-    const bw = Math.max(90, Math.min(120, width / perRow - 160));
+    const { perRow, rows, bw, bh } = snakeShape(cols.length, width, height);
     const slotW = width / perRow;
     cols.forEach(([pid], i) => {
       const row = Math.floor(i / perRow);
       const k = row % 2 ? perRow - 1 - (i % perRow) : i % perRow;
-      boxes[pid] = { x: slotW * (k + 0.5), y: top + ((row + 0.5) * height) / rows, w: bw, h: 54 };
+      boxes[pid] = { x: slotW * (k + 0.5), y: top + ((row + 0.5) * height) / rows, w: bw, h: bh };
     });
     return 'snake';
   }

@@ -17,6 +17,7 @@ export const LIVEVIEW_TEXT = {
   killed: 'killed',
   signal: 'signal',
   no_processes: 'No run yet: pick a scenario and press Run.',
+  no_processes_yet: 'No process has started yet.',
   legend: 'message: width ∝ log(bytes), colour = sender · click one for its bytes',
   liveview_label: 'Live view of the pipes',
   seq_title: 'Sequence chart',

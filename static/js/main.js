@@ -2,14 +2,16 @@
 
 import { ApiError, createApi } from './api.js';
 import { createBanners } from './banner.js';
-import { bindTabs, createControls } from './controls.js';
+import { bindTabs, createControls, showConnection } from './controls.js';
 import { createEventLog } from './eventlog.js';
 import { createGallery } from './gallery.js';
-import { createI18n, preferredLanguage, translateTree } from './i18n.js';
+import { createI18n, pageLanguage, rememberLanguage, translateTree } from './i18n.js';
 import { createMessagePanel } from './message.js';
 import { createRunModel } from './model.js';
 import { createOutputPanel } from './output.js';
 import { createPlayback } from './playback.js';
+import { createRecords } from './records.js';
+import { createRunStatus } from './runstatus.js';
 import { createSocket, socketUrl } from './socket.js';
 import { createSourcePanel } from './source.js';
 import { createCallCounter, summarise } from './statehook.js';
@@ -19,12 +21,7 @@ const PANEL_INTERVAL_MS = 150; // panels redraw a few times a second; the live v
 const ACTIVE = new Set(['starting', 'running']);
 const body = document.body;
 const $ = (selector) => document.querySelector(selector);
-const storage = { get: (k) => { try { return localStorage.getItem(k); } catch { return null; } },
-  set: (k, v) => { try { localStorage.setItem(k, v); } catch { /* private mode: not kept */ } } };
-
-// An explicit ?lang= wins, then the visitor's last choice, then what the server negotiated.
-const askedLang = new URLSearchParams(location.search).get('lang');
-const i18n = createI18n(preferredLanguage(askedLang ?? storage.get('pipescope.lang'), body.dataset.lang));
+const i18n = createI18n(pageLanguage(location, body.dataset.lang));
 const t = (key, vars) => i18n.t(key, vars);
 const api = createApi({ base: body.dataset.api, token: body.dataset.token });
 const model = createRunModel();
@@ -78,7 +75,9 @@ const actions = {
   toggleLang: () => i18n.setLang(i18n.lang === 'en' ? 'zh' : 'en'),
 };
 const controls = createControls($('.toolbar'), $('.app-header'), { actions });
-const tabs = bindTabs($('.tabs'), $('.side'), () => { dirty = true; lastPanels = -Infinity; });
+const tabs = bindTabs($('.side .tabs'), $('.side'), () => { dirty = true; lastPanels = -Infinity; });
+bindTabs($('[data-aside-tabs]'), $('.gallery'), () => {});
+const runStatus = createRunStatus($('[data-run-status]'), { i18n, api });
 
 // A new run, or a snapshot that replaces everything seen so far: every view starts over.
 function resetView(summary) {
@@ -87,7 +86,17 @@ function resetView(summary) {
   for (const view of [eventlog, output, message, callCounter]) view.reset();
 }
 
+// The one path from events into the model and panels, for live runs and replays alike.
+function applyEvents(due) {
+  if (!due.length) return;
+  model.apply(due);
+  eventlog.push(due);
+  callCounter.add(due);
+  dirty = true;
+}
+
 function beginRun(summary, scenario) {
+  records.following(summary, scenario);
   Object.assign(run, { id: summary.id, scenario, summary });
   resetView(summary);
   const empty = $('[data-live-empty]');
@@ -98,15 +107,17 @@ function beginRun(summary, scenario) {
 }
 
 function onFrame(frame) {
-  if (frame.type === 'snapshot' && frame.run?.id === run.id) {
+  const mineNow = !records.replaying; // a replay on screen: the live run's frames wait
+  if (frame.type === 'snapshot' && frame.run?.id === run.id && mineNow) {
     resetView(frame.run);
     playback.push(frame.events ?? []);
     if (frame.notice) banners.notice(frame.notice, 'info');
-  } else if (frame.type === 'events' && frame.run === run.id) {
+  } else if (frame.type === 'events' && frame.run === run.id && mineNow) {
     playback.push(frame.events ?? []);
   } else if (frame.type === 'runs' || frame.type === 'hello') {
+    records.runs(frame.runs ?? []);
     const mine = (frame.runs ?? []).find((r) => r.id === run.id);
-    if (mine) {
+    if (mine && mineNow) {
       run.summary = mine;
       controls.update({ active: ACTIVE.has(mine.state), stepMode: Boolean(mine.step_mode) });
     }
@@ -117,34 +128,15 @@ function onFrame(frame) {
 
 const socket = createSocket(socketUrl(location, body.dataset.ws, body.dataset.token), {
   onFrame,
-  onStatus(status) {
-    const pill = $('.conn');
-    pill.dataset.connection = status;
-    const text = pill.querySelector('.conn-text');
-    text.dataset.i18n = `conn.${status}`;
-    text.textContent = t(text.dataset.i18n);
-  },
+  onStatus: (status) => showConnection($('.conn'), status, t),
 });
-
-function renderStatus() {
-  const state = model.state;
-  const status = run.id ? state.status : 'idle';
-  const box = $('[data-run-status]');
-  box.dataset.status = status;
-  body.dataset.status = status;
-  body.dataset.run = run.id ?? '';
-  box.querySelector('[data-status-chip]').textContent = run.id ? t(`status.${status}`) : '';
-  const title = run.scenario ? i18n.pick(run.scenario.title) : '';
-  const selected = gallery.selected ? i18n.pick(gallery.selected.title) : '';
-  const stepping = run.id && controls.ui.stepMode && ACTIVE.has(run.summary?.state) && t('status.stepHint');
-  box.querySelector('[data-status-text]').textContent = run.id
-    ? [title, run.id, run.summary?.start_method, state.message, stepping].filter(Boolean).join(' · ')
-    : (selected ? t('status.ready', { title: selected }) : t('status.idle'));
-}
+const records = createRecords({ root: body, i18n, api, gallery, playback, controls, socket, run,
+  restart: resetView, apply: applyEvents, follow: beginRun, notify });
 
 function updatePanels() {
   const state = model.state;
-  renderStatus();
+  runStatus.update({ run, state, selected: gallery.selected, replaying: records.replaying,
+    stepping: run.id && controls.ui.stepMode && ACTIVE.has(run.summary?.state) });
   banners.update(state);
   const shown = tabs.current;
   if (shown === 'source') source.update(run.scenario ?? gallery.selected, run.id ? state : null);
@@ -156,13 +148,8 @@ function updatePanels() {
 }
 
 function frame(now) {
-  const due = playback.advance(now);
-  if (due.length) {
-    model.apply(due);
-    eventlog.push(due);
-    callCounter.add(due);
-    dirty = true;
-  }
+  applyEvents(playback.advance(now));
+  records.tick(now);
   views.live?.update(model.state, now);
   if (dirty && now - lastPanels >= PANEL_INTERVAL_MS) {
     dirty = false;
@@ -175,7 +162,7 @@ function frame(now) {
 function applyLanguage() {
   document.documentElement.lang = i18n.lang === 'zh' ? 'zh-CN' : 'en';
   body.dataset.lang = i18n.lang;
-  storage.set('pipescope.lang', i18n.lang);
+  rememberLanguage(i18n.lang);
   translateTree(body, t);
   controls.refresh();
   gallery.refresh();
@@ -184,6 +171,7 @@ function applyLanguage() {
   eventlog.refresh();
   message.refresh(model.state);
   banners.refresh();
+  records.refresh();
   dirty = true;
 }
 
@@ -210,6 +198,6 @@ window.pipescope = Object.freeze({
   ready: true,
   state: () => summarise(model.state, {
     run, playback, controls: controls.ui, lang: i18n.lang, banners: $('[data-banners]'),
-    callsStarted: callCounter.started,
+    callsStarted: callCounter.started, replay: records.hook,
   }),
 });

@@ -1,12 +1,14 @@
-// Pipes, ends, lanes and tokens: how `call` events move frames through a pipe (pure).
+// Processes, pipes and ends: how `call` events change who holds an end and who waits (pure).
+
+import { laneFor, newLane, onReceive, onSend, peerOf, push } from './model_lanes.js';
+
+export { push };
 
 const SEND_OPS = new Set(['send', 'send_bytes']);
 const RECV_OPS = new Set(['recv', 'recv_bytes', 'recv_bytes_into']);
-const MAX_DELIVERED = 20000; // delivered tokens kept for the detail view and the chart
 const MAX_SPANS = 2000; // blocked intervals kept for the sequence chart
 const MAX_MARKS = 2000;
 
-const peerOf = (end) => (end === 'a' ? 'b' : 'a');
 
 export function ensureProcess(state, pid, name) {
   let p = state.processes[pid];
@@ -24,11 +26,6 @@ function newEnd(creator) {
   // Until another process attaches it, an end lives in the process that created the pipe.
   return { state: 'idle', pids: [creator], open: [creator], provisional: true,
     waiting: {}, error: null };
-}
-
-function newLane(capacity) {
-  return { tokens: [], queued: 0, capacity: capacity ?? null, sent: 0, received: 0,
-    kernelQueued: null };
 }
 
 export function ensurePipe(state, ev) {
@@ -65,78 +62,13 @@ export function holdEnd(end, pid) {
 
 export function endStateOf(end) {
   if (end.open.length === 0) return 'closed';
-  const waits = Object.values(end.waiting);
-  if (waits.some((w) => SEND_OPS.has(w.op))) return 'blocked_send';
-  if (waits.length) return 'blocked_recv';
+  let waits = false; // no Object.values here: this runs for every call of a long replay
+  for (const pid in end.waiting) {
+    if (SEND_OPS.has(end.waiting[pid].op)) return 'blocked_send';
+    waits = true;
+  }
+  if (waits) return 'blocked_recv';
   return end.error ? 'errored' : 'idle';
-}
-
-function laneFor(pipe, dir) {
-  if (!pipe.lanes[dir]) pipe.lanes[dir] = newLane(pipe.capacity); // a call the pipe type forbids
-  return pipe.lanes[dir];
-}
-
-function onSend(state, pipe, ev) {
-  const dir = `${ev.end}>${peerOf(ev.end)}`;
-  const lane = laneFor(pipe, dir);
-  const token = { seq: ev.seq, pipe: pipe.id, dir, op: ev.op, fromPid: ev.pid, toPid: null,
-    nbytes: ev.nbytes ?? 0, preview: ev.preview ?? '', type: ev.type ?? '', hash: ev.hash ?? '',
-    head: ev.head ?? '', site: ev.site ?? null, tSend: ev.t, tRecv: null, status: 'queued',
-    corrupt: null, recvSeq: null, latencyNs: null };
-  state.tokens[ev.seq] = token;
-  lane.tokens.push(ev.seq);
-  lane.queued += token.nbytes;
-  lane.sent += 1;
-  const early = state.pendingRecv[ev.seq];
-  if (early) {
-    delete state.pendingRecv[ev.seq];
-    onReceive(state, pipe, early);
-  }
-}
-
-function onReceive(state, pipe, ev) {
-  const lane = laneFor(pipe, `${peerOf(ev.end)}>${ev.end}`);
-  let idx = ev.match != null ? lane.tokens.indexOf(ev.match) : -1;
-  if (idx < 0 && ev.match > ev.seq) {
-    // The receiver's record can precede the send's (a send's `end` is written after the
-    // kernel took the frame): deliver it when that send arrives.
-    state.pendingRecv[ev.match] = ev;
-    return;
-  }
-  if (idx < 0 && ev.match == null && lane.tokens.length) idx = 0;
-  let token;
-  if (idx >= 0) {
-    token = state.tokens[lane.tokens[idx]];
-    lane.tokens.splice(idx, 1);
-    lane.queued = Math.max(0, lane.queued - token.nbytes);
-  } else {
-    // A frame from an untraced sender, or a send we never saw: keep it visible anyway.
-    token = { seq: ev.seq, pipe: pipe.id, dir: `${peerOf(ev.end)}>${ev.end}`, op: null,
-      fromPid: null, nbytes: ev.nbytes ?? 0, preview: ev.preview ?? '', type: ev.type ?? '',
-      hash: ev.hash ?? '', head: ev.head ?? '', site: null, tSend: null };
-    state.tokens[ev.seq] = token;
-  }
-  Object.assign(token, { toPid: ev.pid, tRecv: ev.t, status: 'delivered',
-    corrupt: ev.corrupt ?? null, recvSeq: ev.seq, latencyNs: ev.latency_ns ?? null,
-    recvPreview: ev.preview ?? null, recvHash: ev.hash ?? null });
-  lane.received += 1;
-  // Delivery order is receive order; a receive held for its late send goes back in place.
-  let at = state.delivered.length;
-  while (at > 0 && (state.tokens[state.delivered[at - 1]]?.recvSeq ?? 0) > ev.seq) at -= 1;
-  state.delivered.splice(at, 0, token.seq);
-  push(state.recent, token.seq, 64);
-  state.counts.messages += 1;
-  if (token.corrupt) state.counts.corrupt += 1;
-  if (state.delivered.length > MAX_DELIVERED) {
-    for (const seq of state.delivered.splice(0, state.delivered.length - MAX_DELIVERED)) {
-      delete state.tokens[seq];
-    }
-  }
-}
-
-export function push(list, item, max) {
-  list.push(item);
-  if (list.length > max) list.splice(0, list.length - max);
 }
 
 export function onCall(state, ev) {

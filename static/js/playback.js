@@ -106,6 +106,12 @@ export function createPlayback({ live = true, maxBacklog = 300, maxLagMs = 2000,
       speed = Math.min(MAX_SPEED, Math.max(MIN_SPEED, v));
     },
     setLive(on) { api.live = Boolean(on); },
+    /** Put the clock at recorded time `ns` (a replay's scrubber); what is queued plays from there. */
+    seek(ns) {
+      clockNs = ns;
+      if (newestNs == null || newestNs < ns) newestNs = ns;
+      lastNow = null;
+    },
     pause() { paused = true; },
     resume() { paused = false; },
     live,

@@ -85,7 +85,8 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
       ctx.fillStyle = COLOURS.muted;
       ctx.font = '14px system-ui, sans-serif';
       ctx.textAlign = 'center';
-      ctx.fillText(tt('no_processes'), size.w / 2, size.h / 2);
+      const waiting = state.status === 'idle' ? 'no_processes' : 'no_processes_yet'; // a run is starting
+      ctx.fillText(tt(waiting), size.w / 2, size.h / 2);
       return;
     }
     const laneInfo = { state, anim, nowMs, dt, colourOf, hits, t: tt };
@@ -167,6 +168,7 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
       element.dataset.pipes = String(Object.keys(state.pipes).length);
       element.dataset.tokensShown = String(hits.length);
       element.dataset.deadlock = state.deadlock ? 'true' : 'false';
+      element.dataset.layout = layout?.kind ?? '';
     },
     /** The message drawn at (x, y) in the view's CSS pixels, or null. */
     tokenAt: (x, y) => hitToken(hits, x, y),

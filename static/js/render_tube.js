@@ -19,10 +19,12 @@ export function tubeGeometry(lp, boxes, pipe) {
     pa = lp.ports.a;
     pb = lp.ports.b;
   } else if (lp.a === lp.b) {
-    // Both ends still in one process (not yet handed to a child): a short tube under its box.
-    const y = ba.y + ba.h / 2 + 36 + width / 2 + lp.slot * (width + 44);
-    pa = { x: ba.x - 95, y };
-    pb = { x: ba.x + 95, y };
+    // Both ends still in one process (not yet handed to a child): short tubes under its box,
+    // three abreast when there are many (a pipeline's links before its stages start).
+    const [perRow, half] = lp.slots > 3 ? [3, 80] : [1, 95];
+    const y = ba.y + ba.h / 2 + 36 + width / 2 + Math.floor(lp.slot / perRow) * (width + 44);
+    const x = ba.x + ((lp.slot % perRow) - (perRow - 1) / 2) * 190;
+    [pa, pb] = [{ x: x - half, y }, { x: x + half, y }];
   } else {
     pa = boxExit(ba, bb.x, bb.y, 10);
     pb = boxExit(bb, ba.x, ba.y, 10);
@@ -191,8 +193,9 @@ export function drawTubeLabels(ctx, geom, pipe, info) {
   const label = `${pipe.name} · ${kind}${corrupt ? ` · ⚠ ${corrupt} ${info.t('corrupt')}` : ''}`;
   ctx.fillStyle = corrupt ? COLOURS.corrupt : COLOURS.ink;
   const room = geom.len - 60;
-  const short = ctx.measureText(label).width > room ? pipe.name : label;
-  if (room > 30) ctx.fillText(fitText(ctx, short, room), geom.len / 2, -half - 18);
+  // A short tube still shows its pipe's name, over the whole tube if need be.
+  const [text, fits] = ctx.measureText(label).width > room ? [pipe.name, geom.len] : [label, room];
+  if (fits > 30) ctx.fillText(fitText(ctx, text, fits), geom.len / 2, -half - 18);
   drawEnd(ctx, geom, pipe, 'a', info);
   drawEnd(ctx, geom, pipe, 'b', info);
 }

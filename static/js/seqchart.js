@@ -1,18 +1,17 @@
 // Sequence chart: one lifeline per process, an arrow from each send to its recv, waits as bars.
 
-import { endPid } from './layout.js';
+import { endPid, processOrder } from './layout.js';
 import { withDefaults } from './liveview_text.js';
 import { processColour } from './render_process.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const MAX_MESSAGES = 150; // the chart shows the latest messages; older ones scroll away
 const ROW_H = 24;
-const COL_W = 150;
+const COL_W = [92, 170]; // lifelines share the width; below 92 px the chart scrolls sideways
 const LEFT = 64; // room for the time column
 const HEAD_H = 34;
 
-const ENTITIES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' };
-const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ENTITIES[c]);
+const esc = (s) => String(s).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 const cut = (s, n) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
 function receiverOf(state, token) {
@@ -77,10 +76,11 @@ function waitBar(x, y0, y1, cls, title) {
 }
 
 function arrow(state, tk, x0, x1, y0, y1, tt) {
+  const room = Math.max(6, Math.floor(Math.abs(x1 - x0) / 7) - 2); // characters that fit
   const queued = tk.status !== 'delivered';
   const cls = tk.corrupt ? 'seq-msg seq-corrupt' : queued ? 'seq-msg seq-queued' : 'seq-msg';
   const colour = tk.corrupt ? '#dc2626' : processColour(state.processes[tk.fromPid]);
-  const label = `${tk.corrupt ? '✕ ' : ''}${cut(tk.preview || tk.type || '', 22)}`;
+  const label = `${tk.corrupt ? '✕ ' : ''}${cut(tk.preview || tk.type || '', Math.min(room, 28))}`;
   const tip = [tk.preview, `${tk.nbytes} B`, tk.corrupt, queued ? tt('seq_queued') : null]
     .filter(Boolean).join(' · ');
   return tag('g', { class: cls, 'data-seq': tk.seq }, tag('title', {}, esc(tip))
@@ -89,11 +89,12 @@ function arrow(state, tk, x0, x1, y0, y1, tt) {
     + tag('text', { x: (x0 + x1) / 2, y: (y0 + y1) / 2 - 5, fill: colour }, esc(label)));
 }
 
-function render(state, tt) {
-  const procs = Object.values(state.processes).sort((p, q) => p.order - q.order);
-  const col = new Map(procs.map((p, i) => [p.pid, LEFT + COL_W / 2 + i * COL_W]));
+function render(state, tt, avail) {
+  const procs = processOrder(state); // as the live view lays them out, along the pipes
+  const colW = Math.max(COL_W[0], Math.min(COL_W[1], (avail - LEFT) / Math.max(1, procs.length)));
+  const col = new Map(procs.map((p, i) => [p.pid, LEFT + colW / 2 + i * colW]));
   const { tokens, marks, rows, index } = buildRows(state);
-  const width = LEFT + procs.length * COL_W;
+  const width = Math.floor(LEFT + procs.length * colW);
   const height = Math.max(60, 24 + rows.length * ROW_H);
   const y = (seq) => 12 + index.get(seq) * ROW_H;
   const parts = [DEFS];
@@ -136,7 +137,7 @@ function render(state, tt) {
       + tag('text', { x: x + 11, y: yy + 4 }, esc(`${m.text} ${m.end}`))));
   }
   const head = procs.map((p) => tag('text', { class: 'seq-name', x: col.get(p.pid), y: 14,
-    fill: processColour(p) }, esc(cut(p.name, 20)))
+    fill: processColour(p) }, esc(cut(p.name, Math.floor(colW / 8))))
     + tag('text', { class: 'seq-pid', x: col.get(p.pid), y: 28 }, `pid ${p.pid}`)).join('');
   return { width, height, head, body: parts.join(''), empty: !tokens.length && !marks.length };
 }
@@ -167,7 +168,8 @@ export function createSequenceChart(container, { t, now = () => performance.now(
   const api = {
     element,
     update(state) {
-      const sig = `${state.counts.events}|${Object.keys(state.processes).length}|${state.status}`;
+      const avail = body.clientWidth || container.clientWidth || 420;
+      const sig = `${state.counts.events}|${Object.keys(state.processes).length}|${state.status}|${avail}`;
       if (sig === signature) return;
       const wait = drawnAt + minIntervalMs - now();
       if (wait > 0) {
@@ -180,7 +182,7 @@ export function createSequenceChart(container, { t, now = () => performance.now(
       signature = sig;
       drawnAt = now();
       const atBottom = body.scrollTop + body.clientHeight >= body.scrollHeight - 30;
-      const out = render(state, tt);
+      const out = render(state, tt, avail);
       head.setAttribute('width', out.width);
       head.innerHTML = out.head;
       svg.setAttribute('width', out.width);

@@ -1,7 +1,8 @@
 // The read-only test hook's view of the page: a JSON-safe summary of the model and the controls.
 
 /** Summarise model state and UI for `window.pipescope.state()`; tests assert on this. */
-export function summarise(state, { run, playback, controls, lang, banners, callsStarted }) {
+export function summarise(state, { run, playback, controls, lang, banners, callsStarted,
+  replay = null }) {
   const tokens = Object.values(state.tokens).map((tk) => ({
     seq: tk.seq, pipe: tk.pipe, dir: tk.dir, fromPid: tk.fromPid, toPid: tk.toPid,
     status: tk.status, corrupt: tk.corrupt, recvSeq: tk.recvSeq, preview: tk.preview,
@@ -14,6 +15,7 @@ export function summarise(state, { run, playback, controls, lang, banners, calls
   const pipes = Object.values(state.pipes).map((p) => ({
     id: p.id, name: p.name, duplex: p.duplex,
     ends: { a: p.ends.a?.state ?? null, b: p.ends.b?.state ?? null },
+    queued: Object.fromEntries(Object.entries(p.lanes).map(([dir, lane]) => [dir, lane.tokens.length])),
   }));
   return JSON.parse(JSON.stringify({
     run: run.id,
@@ -30,6 +32,8 @@ export function summarise(state, { run, playback, controls, lang, banners, calls
     counts: state.counts,
     callsStarted,
     backlog: playback.backlog,
+    view: replay ? 'replay' : 'live',
+    replay,
     banners: [...banners.querySelectorAll('[data-banner]')].map((b) => ({ kind: b.dataset.banner, text: b.textContent })),
     ui: { lang, speed: controls.speed, paused: controls.paused, stepMode: controls.stepMode },
   }));

@@ -1,0 +1,106 @@
+// Lanes and tokens: how frames enter a pipe's lane on send and leave it on receive (pure).
+
+const MAX_DELIVERED = 20000; // delivered tokens kept for the detail view and the chart
+
+export const peerOf = (end) => (end === 'a' ? 'b' : 'a');
+
+// Keeps the latest `max` items, give or take a quarter: trimming one item per append would
+// move the whole list each time, which made rebuilding a long run's state slow.
+export function push(list, item, max) {
+  list.push(item);
+  if (list.length > max + (max >> 2)) list.splice(0, list.length - max);
+}
+
+export function newLane(capacity) {
+  return { tokens: [], queued: 0, capacity: capacity ?? null, sent: 0, received: 0,
+    kernelQueued: null, early: [] };
+}
+
+export function laneFor(pipe, dir) {
+  if (!pipe.lanes[dir]) pipe.lanes[dir] = newLane(pipe.capacity); // a call the pipe type forbids
+  return pipe.lanes[dir];
+}
+
+// A receive that came before its send, before the analysis could match them, was shown as
+// a frame from nowhere: the next send on its lane is that frame (FIFO), so it takes the send's
+// seq and details, and no second copy is left queued in the tube.
+function adopt(state, lane, ev) {
+  while (lane.early.length) {
+    const token = state.tokens[lane.early.shift()];
+    if (!token) continue; // dropped with the oldest deliveries
+    const was = token.seq;
+    delete state.tokens[was];
+    Object.assign(token, { seq: ev.seq, op: ev.op, fromPid: ev.pid, nbytes: ev.nbytes ?? 0,
+      preview: ev.preview ?? '', type: ev.type ?? '', hash: ev.hash ?? '', head: ev.head ?? '',
+      site: ev.site ?? null, tSend: ev.t, latencyNs: token.tRecv - ev.t });
+    state.tokens[ev.seq] = token;
+    for (const list of [state.delivered, state.recent]) {
+      const at = list.lastIndexOf(was);
+      if (at >= 0) list[at] = ev.seq;
+    }
+    lane.sent += 1;
+    return true;
+  }
+  return false;
+}
+
+export function onSend(state, pipe, ev) {
+  const dir = `${ev.end}>${peerOf(ev.end)}`;
+  const lane = laneFor(pipe, dir);
+  if (!state.pendingRecv[ev.seq] && adopt(state, lane, ev)) return;
+  const token = { seq: ev.seq, pipe: pipe.id, dir, op: ev.op, fromPid: ev.pid, toPid: null,
+    nbytes: ev.nbytes ?? 0, preview: ev.preview ?? '', type: ev.type ?? '', hash: ev.hash ?? '',
+    head: ev.head ?? '', site: ev.site ?? null, tSend: ev.t, tRecv: null, status: 'queued',
+    corrupt: null, recvSeq: null, latencyNs: null };
+  state.tokens[ev.seq] = token;
+  lane.tokens.push(ev.seq);
+  lane.queued += token.nbytes;
+  lane.sent += 1;
+  const early = state.pendingRecv[ev.seq];
+  if (early) {
+    delete state.pendingRecv[ev.seq];
+    onReceive(state, pipe, early);
+  }
+}
+
+export function onReceive(state, pipe, ev) {
+  const lane = laneFor(pipe, `${peerOf(ev.end)}>${ev.end}`);
+  let idx = ev.match != null ? lane.tokens.indexOf(ev.match) : -1;
+  if (idx < 0 && ev.match > ev.seq) {
+    // The receiver's record can precede the send's (a send's `end` is written after the
+    // kernel took the frame): deliver it when that send arrives.
+    state.pendingRecv[ev.match] = ev;
+    return;
+  }
+  if (idx < 0 && ev.match == null && lane.tokens.length) idx = 0;
+  let token;
+  if (idx >= 0) {
+    token = state.tokens[lane.tokens[idx]];
+    lane.tokens.splice(idx, 1);
+    lane.queued = Math.max(0, lane.queued - token.nbytes);
+  } else {
+    // A frame from an untraced sender, or a send we never saw: keep it visible anyway.
+    token = { seq: ev.seq, pipe: pipe.id, dir: `${peerOf(ev.end)}>${ev.end}`, op: null,
+      fromPid: null, nbytes: ev.nbytes ?? 0, preview: ev.preview ?? '', type: ev.type ?? '',
+      hash: ev.hash ?? '', head: ev.head ?? '', site: null, tSend: null };
+    state.tokens[ev.seq] = token;
+    if (ev.match == null) lane.early.push(ev.seq); // its send may still be on its way
+  }
+  Object.assign(token, { toPid: ev.pid, tRecv: ev.t, status: 'delivered',
+    corrupt: ev.corrupt ?? null, recvSeq: ev.seq, latencyNs: ev.latency_ns ?? null,
+    recvPreview: ev.preview ?? null, recvHash: ev.hash ?? null });
+  lane.received += 1;
+  // Delivery order is receive order; a receive held for its late send goes back in place.
+  let at = state.delivered.length;
+  while (at > 0 && (state.tokens[state.delivered[at - 1]]?.recvSeq ?? 0) > ev.seq) at -= 1;
+  state.delivered.splice(at, 0, token.seq);
+  push(state.recent, token.seq, 64);
+  state.counts.messages += 1;
+  if (token.corrupt) state.counts.corrupt += 1;
+  if (state.delivered.length > MAX_DELIVERED + (MAX_DELIVERED >> 2)) {
+    for (const seq of state.delivered.splice(0, state.delivered.length - MAX_DELIVERED)) {
+      delete state.tokens[seq];
+    }
+  }
+}
+
