@@ -1,16 +1,25 @@
 """The REST API: scenarios, runs and their control, described by pydantic models for OpenAPI."""
 
 import asyncio
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
+from app.models import (
+    ErrorBody,
+    Health,
+    RunDetail,
+    RunSummary,
+    ScenarioInfo,
+    StartRun,
+    StepMode,
+)
 from app.store import Store
 from pipecore.export import to_chrome_trace, to_jsonl
-from pipecore.runs import CapacityError, Run, RunManager
+from pipecore.runs import BaseRun, CapacityError, NotControllable, RunManager
 from pipecore.scenarios import SCENARIOS
 from pipecore.scenarios.catalogue import ParamError
 
@@ -22,102 +31,6 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 router = APIRouter()
 # ParamError names one of these, or else a scenario parameter.
 START_FIELDS = frozenset({"scenario", "params", "start_method", "timeout"})
-# Fields the analysis may add to an event after it was published.
-LATE_FIELDS = frozenset({"match", "latency_ns", "corrupt"})
-
-
-class LocalText(BaseModel):
-    """A text in each of the page's languages."""
-
-    en: str
-    zh: str
-
-
-class ParamInfo(BaseModel):
-    """One parameter a scenario accepts, with its type and bounds."""
-
-    name: str
-    type: Literal["int", "float", "bool", "choice"]
-    default: bool | int | float | str
-    help: LocalText
-    min: float | None = None
-    max: float | None = None
-    choices: list[str] | None = None
-
-
-class ScenarioInfo(BaseModel):
-    """A scenario of the gallery."""
-
-    id: str
-    title: LocalText
-    teaching: LocalText
-    params: list[ParamInfo]
-    source: str = Field(description="the scenario module's source, shown beside the animation")
-
-
-class StartRun(BaseModel):
-    """What to run."""
-
-    scenario: str = Field(examples=["ping-pong"])
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="parameter values; missing ones take their default"
-    )
-    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
-    step_mode: bool = Field(False, description="start paused: each step lets one call through")
-    timeout: float | None = Field(
-        None, description="seconds before the run is stopped; at most the server's limit"
-    )
-
-
-class StepMode(BaseModel):
-    """Turn step mode on or off."""
-
-    on: bool
-
-
-class RunSummary(BaseModel):
-    """The protocol's run summary (docs/protocol.md)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    scenario: str
-    title: LocalText | str
-    params: dict[str, Any]
-    start_method: str
-    state: str
-    message: str | None = None
-    started: float | None = None
-    ended: float | None = None
-    step_mode: bool
-    verdicts: list[dict[str, Any]] | int
-    events: int = Field(description="events recorded so far")
-
-
-class AnalysisSnapshot(BaseModel):
-    """What the analysis concluded so far."""
-
-    model_config = ConfigDict(extra="allow")
-
-    ends: dict[str, dict[str, Any]] = Field(description='"<pipe>/<end>" -> state, queued, ...')
-    stats: dict[str, Any]
-    verdicts: list[dict[str, Any]]
-
-
-class RunDetail(RunSummary):
-    """A run's summary and its analysis."""
-
-    analysis: AnalysisSnapshot
-
-
-class ErrorBody(BaseModel):
-    """Every error: one sentence saying what was expected and what came instead."""
-
-    detail: str
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
 
 
 def _manager(request: Request) -> RunManager:
@@ -130,7 +43,7 @@ def _store(request: Request) -> Store:
     return store
 
 
-def _run(request: Request, run_id: str) -> Run:
+def _run(request: Request, run_id: str) -> BaseRun:
     """A run of this server, to control; a record of an earlier one cannot be."""
     try:
         return _manager(request).get(run_id)
@@ -142,33 +55,13 @@ def _run(request: Request, run_id: str) -> Run:
         raise HTTPException(404, f"unknown run {run_id!r}") from None
 
 
-def record(run: Run, store: Store) -> None:
-    """Keep the run's summary and events in the store as they arrive.
-
-    The subscriber runs on the collector thread; the store only queues for its writer.
-    """
-
-    def keep(batch: list[dict[str, Any]]) -> None:
-        store.append_events(batch)
-        if any(event.get("kind") == "run" for event in batch):
-            if run.state.terminal:
-                # The analysis annotates a receive in place when its send arrives later:
-                # write those again so the record holds their final form.
-                store.append_events([e for e in run.events() if LATE_FIELDS.intersection(e)])
-            store.save_run(_record_of(run))
-
-    so_far, _ = run.subscribe(keep)
-    keep(so_far)
-    if run.state.terminal:
-        # It may have ended before `keep` saw it: make the final summary the last one saved.
-        store.save_run(_record_of(run))
-
-
-def _record_of(run: Run) -> dict[str, Any]:
-    summary = run.summary()
-    if run.state.terminal:
-        summary["analysis"] = run.analysis_snapshot()
-    return summary
+def _control(request: Request, run_id: str, action: Callable[[BaseRun], None]) -> dict[str, Any]:
+    run = _run(request, run_id)
+    try:
+        action(run)
+    except NotControllable as exc:
+        raise HTTPException(409, str(exc)) from None
+    return run.summary()
 
 
 def all_summaries(manager: RunManager, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -196,8 +89,11 @@ def healthz() -> dict[str, str]:
 
 @router.get("/api/scenarios", response_model=list[ScenarioInfo], tags=["scenarios"])
 def list_scenarios() -> list[dict[str, Any]]:
-    """Every scenario in catalogue order, with both languages' texts and its source."""
-    return [{**scenario.describe(), "source": scenario.source()} for scenario in SCENARIOS.values()]
+    """Every scenario in catalogue order, with both languages' texts, its source and its file."""
+    return [
+        {**scenario.describe(), "source": scenario.source(), "source_file": scenario.source_file()}
+        for scenario in SCENARIOS.values()
+    ]
 
 
 @router.post(
@@ -229,7 +125,7 @@ async def start_run(request: Request, body: StartRun) -> dict[str, Any]:
         raise HTTPException(422, f"{where}: {exc.message}") from None
     except CapacityError as exc:
         raise HTTPException(429, str(exc)) from None
-    record(run, _store(request))
+    _store(request).record(run)
     request.app.state.hub.watch(run)
     return run.summary()
 
@@ -329,9 +225,7 @@ def stop_run(request: Request, run_id: RunId) -> dict[str, Any]:
 
     Returns at once; the run's state becomes `stopped` when its teardown is done.
     """
-    run = _run(request, run_id)
-    run.stop()
-    return run.summary()
+    return _control(request, run_id, lambda run: run.stop())
 
 
 @router.post(
@@ -339,9 +233,7 @@ def stop_run(request: Request, run_id: RunId) -> dict[str, Any]:
 )
 def step_run(request: Request, run_id: RunId) -> dict[str, Any]:
     """In step mode, let one more traced call through."""
-    run = _run(request, run_id)
-    run.step()
-    return run.summary()
+    return _control(request, run_id, lambda run: run.step())
 
 
 @router.post(
@@ -352,6 +244,4 @@ def step_run(request: Request, run_id: RunId) -> dict[str, Any]:
 )
 def set_step_mode(request: Request, run_id: RunId, body: StepMode) -> dict[str, Any]:
     """Hold each traced call until a step (on), or let the run go freely (off)."""
-    run = _run(request, run_id)
-    run.set_step_mode(body.on)
-    return run.summary()
+    return _control(request, run_id, lambda run: run.set_step_mode(body.on))

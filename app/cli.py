@@ -1,16 +1,20 @@
 """The `pipescope` command: `serve` the dashboard, `run` a scenario, `trace` a program, `export`."""
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.settings import SETTINGS, Setting, Settings, SettingsError
 from pipecore import headless
 from pipecore.export import to_chrome_trace, to_jsonl
+
+if TYPE_CHECKING:
+    from app.uplink import Uplink
 
 
 def _option_type(setting: Setting) -> Callable[[str], Any]:
@@ -77,20 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
             "in the parent and in every child (spawn, forkserver, fork), is traced. Its output "
             "and exit status pass through unchanged."
         ),
-        epilog="example: pipescope trace --output run.jsonl -- python examples/pingpong.py",
+        epilog="examples: pipescope trace --output run.jsonl -- python examples/pingpong.py; "
+        "pipescope trace --server http://127.0.0.1:8000 -- python examples/pingpong.py",
     )
     trace.add_argument("--name", default=None, help="the run's name (default: the program's)")
     trace.add_argument(
+        "--server", default=None, metavar="URL",
+        help="show the run live on this pipescope server (e.g. http://127.0.0.1:8000) and "
+        "record it there",
+    )  # fmt: skip
+    trace.add_argument(
+        "--token", default=os.environ.get("PIPESCOPE_TOKEN"),
+        help="the server's token, if it has one [env PIPESCOPE_TOKEN]",
+    )  # fmt: skip
+    trace.add_argument(
         "-o", "--output", default=None,
-        help="write the events as JSON Lines to this file (default: <program>.pipescope.jsonl)",
+        help="write the events as JSON Lines to this file (default without --server: "
+        "<program>.pipescope.jsonl)",
     )  # fmt: skip
     trace.add_argument("program", nargs=argparse.REMAINDER, help="-- python PROGRAM [ARGS...]")
     return parser
 
 
 def trace(args: argparse.Namespace) -> int:
-    """Trace a program into a JSON Lines file; returns the program's own exit status."""
-    from pipecore.tracing import trace_program
+    """Trace a program to a server and/or a JSON Lines file; returns the program's exit status."""
+    from pipecore.tracing import program_name, trace_program
 
     command = list(args.program)
     if command[:1] == ["--"]:
@@ -98,24 +113,50 @@ def trace(args: argparse.Namespace) -> int:
     if not command:
         print("pipescope trace: error: expected a command after --, got nothing", file=sys.stderr)
         return 2
-    output = args.output or f"{Path(command[-1] if len(command) < 2 else command[1]).stem}"
-    if args.output is None:
-        output += ".pipescope.jsonl"
+    name = args.name or program_name(command)
+    uplink, run_id = _open_uplink(args, name)
+    output = args.output
+    if output is None and args.server is None:
+        output = f"{Path(name).stem}.pipescope.jsonl"
     counted = [0]
-    with open(output, "w", encoding="utf-8") as out:
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
+        if uplink is not None:
+            stack.callback(uplink.close)
 
         def sink(batch: list[dict[str, Any]]) -> None:
-            out.writelines(to_jsonl(batch))
-            out.flush()
+            if uplink is not None:
+                uplink.send(batch)
+            if out is not None:
+                out.writelines(to_jsonl(batch))
+                out.flush()
             counted[0] += len(batch)
 
         try:
-            code = trace_program(command, sink, name=args.name)
+            code = trace_program(command, sink, run_id=run_id, name=name)
         except FileNotFoundError as exc:
             print(f"pipescope trace: error: cannot run {command[0]!r}: {exc}", file=sys.stderr)
             return 127
-    print(f"pipescope trace: {counted[0]} events written to {output}", file=sys.stderr)
+    if output:
+        print(f"pipescope trace: {counted[0]} events written to {output}", file=sys.stderr)
     return code
+
+
+def _open_uplink(args: argparse.Namespace, name: str) -> "tuple[Uplink | None, str | None]":
+    """Register the run with --server; on failure say why in one line and trace locally."""
+    if args.server is None:
+        return None, None
+    from app.uplink import Uplink, UplinkError
+
+    uplink = Uplink(args.server, token=args.token, name=name, err=sys.stderr)
+    try:
+        run = uplink.open()
+    except UplinkError as exc:
+        where = f"to {args.output} only" if args.output else "without recording it"
+        print(f"pipescope trace: {exc}; running the program {where}", file=sys.stderr)
+        return None, None
+    print(f"pipescope trace: streaming to {args.server} as run {run['id']}", file=sys.stderr)
+    return uplink, str(run["id"])
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -2,68 +2,28 @@
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app.api import VERSION, all_summaries
+from app.models import ClientFrame, FrameError, parse_client_frame
 from app.settings import Settings
 from app.store import Store
-from pipecore.runs import Run, RunManager
+from pipecore.runs import BaseRun, NotControllable, RunManager
 
 Event = dict[str, Any]
 Batch = list[Event]
 Frame = dict[str, Any]
 
-CLIENT_TYPES = ("subscribe", "unsubscribe", "step", "step_mode", "stop")
 TERMINAL_STATES = frozenset({"completed", "failed", "stopped", "timeout", "deadlock", "killed"})
 
 router = APIRouter()
 log = logging.getLogger("pipescope.live")
-
-
-class FrameError(ValueError):
-    """A client frame was malformed; the message says what was expected and what came."""
-
-
-@dataclass(frozen=True)
-class ClientFrame:
-    """A well-formed frame from a viewer."""
-
-    type: str
-    run: str
-    on: bool = False
-
-
-def parse_client_frame(text: str, max_bytes: int) -> ClientFrame:
-    """Check one text frame from a viewer against the protocol; raise FrameError if it is not."""
-    size = len(text.encode())
-    if size > max_bytes:
-        raise FrameError(f"frame too large: expected at most {max_bytes} bytes, got {size}")
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise FrameError(f"frame is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise FrameError(f"expected a JSON object, got {type(data).__name__}")
-    kind = data.get("type")
-    if kind not in CLIENT_TYPES:
-        raise FrameError(f"expected 'type' to be one of {', '.join(CLIENT_TYPES)}; got {kind!r}")
-    run = data.get("run")
-    if not isinstance(run, str) or not run:
-        raise FrameError(f"{kind}: expected 'run' to be a run id string, got {run!r}")
-    on = data.get("on")
-    if kind == "step_mode":
-        if not isinstance(on, bool):
-            raise FrameError(f"step_mode: expected 'on' to be true or false, got {on!r}")
-        return ClientFrame(kind, run, on)
-    return ClientFrame(kind, run)
 
 
 class LiveHub:
@@ -101,7 +61,7 @@ class LiveHub:
 
         return hand_to_loop
 
-    def watch(self, run: Run) -> None:
+    def watch(self, run: BaseRun) -> None:
         """Broadcast `runs` now and whenever this run's state changes (call on the loop)."""
         if run.id not in self._watches:
             so_far, unsubscribe = run.subscribe(
@@ -171,7 +131,7 @@ class Viewer:
         self.outbox.append(frame)
         self.wake.set()
 
-    def subscribe(self, run: Run, notice: str | None = None) -> None:
+    def subscribe(self, run: BaseRun, notice: str | None = None) -> None:
         self.unsubscribe(run.id)
         token = object()
         handler = self.hub.from_collector(partial(self._deliver, run.id, token))
@@ -281,12 +241,15 @@ class Viewer:
         if frame.type == "unsubscribe":
             self.unsubscribe(run.id)
             return
-        if frame.type == "step":
-            run.step()
-        elif frame.type == "step_mode":
-            run.set_step_mode(frame.on)
-        else:
-            run.stop()  # returns at once; the run's `stopped` state event follows
+        try:
+            if frame.type == "step":
+                run.step()
+            elif frame.type == "step_mode":
+                run.set_step_mode(frame.on)
+            else:
+                run.stop()  # returns at once; the run's `stopped` state event follows
+        except NotControllable as exc:
+            self._refuse(f"{frame.type}: {exc}")
 
     async def _replay(self, run_id: str) -> bool:
         """Send the record of a run of an earlier server as a snapshot, if there is one."""

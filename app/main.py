@@ -18,7 +18,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from app import api, live, pages
+from app import api, ingest, live, pages
 from app.settings import Settings
 from app.store import Store, default_db_path
 from pipecore.runs import RunManager
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = Jinja2Templates(directory=ROOT / "templates")
     app.include_router(api.router)
     app.include_router(live.router)
+    app.include_router(ingest.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static", check_dir=False), name="static")
     app.add_middleware(AccessGuard, settings=settings)

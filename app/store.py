@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipecore.runs import BaseRun
+
 Event = dict[str, Any]
 
 SCHEMA = """
@@ -65,6 +67,26 @@ class Store:
     def append_events(self, events: list[Event]) -> None:
         if events:
             self._queue.put(("events", list(events)))
+
+    def record(self, run: BaseRun) -> None:
+        """Keep the run's summary and events as they arrive, and its final summary.
+
+        The subscriber runs on the publishing thread; the store only queues for its writer.
+        """
+
+        def keep(batch: list[Event]) -> None:
+            self.append_events(batch)
+            if any(event.get("kind") == "run" for event in batch):
+                if run.state.terminal:
+                    # The rare receive annotated after it was published: keep its final form.
+                    self.append_events(run.amended())
+                self.save_run(_record_of(run))
+
+        so_far, _ = run.subscribe(keep)
+        keep(so_far)
+        if run.state.terminal:
+            # It may have ended before `keep` saw it: make the final summary the last one saved.
+            self.save_run(_record_of(run))
 
     def flush(self) -> None:
         """Wait until everything queued so far is committed."""
@@ -163,3 +185,10 @@ class Store:
             for seq, body in rows:
                 yield json.loads(body)
                 last = seq
+
+
+def _record_of(run: BaseRun) -> dict[str, Any]:
+    summary = run.summary()
+    if run.state.terminal:
+        summary["analysis"] = run.analysis_snapshot()
+    return summary

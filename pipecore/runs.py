@@ -22,6 +22,7 @@ from typing import IO, Any
 from pipecore.analysis import Analysis
 from pipecore.collector import Collector
 from pipecore.scenarios import ParamError, Scenario, get_scenario
+from pipecore.tracing import EventError, check_batch, drain_last
 
 Event = dict[str, Any]
 Subscriber = Callable[[list[Event]], None]
@@ -29,6 +30,16 @@ Subscriber = Callable[[list[Event]], None]
 logger = logging.getLogger(__name__)
 
 START_METHODS = ("forkserver", "spawn", "fork")
+# An external run's summary: the program chose its own start method, unseen by the server.
+EXTERNAL_SCENARIO = "trace"
+EXTERNAL_START_METHOD = "external"
+MAX_NAME_CHARS = 120
+RECEIVING_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
+# What the analysis adds to a receive once it has matched it to its send.
+LATE_FIELDS = frozenset({"match", "latency_ns", "corrupt"})
+MAX_UNSETTLED = 10_000
+# A traced program has no time limit: this bounds what the server holds for one.
+MAX_EXTERNAL_EVENTS = 1_000_000
 DRAIN_INTERVAL = 0.01
 TERM_GRACE = 1.0
 KILL_GRACE = 3.0
@@ -68,49 +79,45 @@ def _become_subreaper() -> None:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-class Run:
-    """One execution of a scenario: its processes, its event stream and its state."""
+class NotControllable(RuntimeError):
+    """A run whose processes this server does not own refuses stop and step."""
+
+
+class BaseRun:
+    """What every run shows: its summary, its numbered event stream and its subscribers."""
 
     def __init__(
         self,
         run_id: str,
-        scenario: Scenario,
+        scenario: str,
+        title: dict[str, str],
         params: dict[str, Any],
         start_method: str,
         *,
         step_mode: bool,
-        timeout: float,
-        run_root: str,
         deadlock_after_ns: int,
     ) -> None:
         self.id = run_id
-        self.scenario = scenario.id
-        self.title = dict(scenario.title)
+        self.scenario = scenario
+        self.title = title
         self.params = params
         self.start_method = start_method
-        self.timeout = timeout
         self.state = RunState.STARTING
         self.message = ""
         self.started = time.time()
         self.ended: float | None = None
         self.step_mode = step_mode
-        self.run_dir = os.path.join(run_root, f"pipescope-{run_id}")
         self._lock = threading.RLock()
         self._events: list[Event] = []
         self._subscribers: dict[int, Subscriber] = {}
         self._next_subscriber = 0
         self._seq = 0
-        self._stop = threading.Event()
         self._done = threading.Event()
         self._analysis = Analysis(run_id, deadlock_after_ns)
-        self._collector: Collector | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
-        self._thread: threading.Thread | None = None
-        self._deadlock: str | None = None
         self._verdicts: list[Event] = []
-
-    # -- public ---------------------------------------------------------------
+        # Receives published before the analysis matched them, and those it matched later.
+        self._unsettled: list[Event] = []
+        self._amended: list[Event] = []
 
     def summary(self) -> dict[str, Any]:
         """The protocol's run summary."""
@@ -140,9 +147,10 @@ class Run:
     def subscribe(self, callback: Subscriber) -> tuple[list[Event], Callable[[], None]]:
         """Atomically take the events so far and register `callback` for every later batch.
 
-        The callback runs on the run's collector thread with each batch in `seq` order;
-        no event is both in the snapshot and in a batch, and none is missed. Call the
-        returned function to unsubscribe; no batch is delivered after it returns.
+        The callback runs on the thread that publishes (a run's collector thread) with each
+        batch in `seq` order; no event is both in the snapshot and in a batch, and none is
+        missed. Call the returned function to unsubscribe; no batch is delivered after it
+        returns.
         """
         with self._lock:
             key = self._next_subscriber
@@ -155,6 +163,96 @@ class Run:
                 self._subscribers.pop(key, None)
 
         return snapshot, unsubscribe
+
+    def amended(self) -> list[Event]:
+        """Events the analysis annotated (`match`, `latency_ns`, `corrupt`) after they were
+        published: rare, since the stream is causal (a garbled frame matched late, a
+        receive whose sender stalled over the collector's wait). A record re-saves them."""
+        with self._lock:
+            return list(self._amended)
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def set_step_mode(self, on: bool) -> None:
+        raise NotImplementedError
+
+    def analysis_snapshot(self) -> dict[str, Any]:
+        """Ends, statistics and verdicts as the analysis sees them now."""
+        with self._lock:
+            snapshot = self._analysis.snapshot()
+            snapshot["verdicts"] = list(self._verdicts)
+            return snapshot
+
+    def wait(self, timeout: float | None = None) -> RunState:
+        """Wait until the run has ended and been torn down (or `timeout`); return its state."""
+        self._done.wait(timeout)
+        return self.state
+
+    def _run_event(self, state: RunState, message: str) -> Event:
+        event: Event = {
+            "run": self.id,
+            "kind": "run",
+            "t": time.monotonic_ns(),
+            "pid": 0,
+            "process": "pipescope",
+            "state": state.value,
+        }
+        if state.terminal:
+            event["message"] = message
+        return event
+
+    def _publish(self, batch: list[Event], *, numbered: bool = False) -> None:
+        with self._lock:
+            if not numbered:
+                for event in batch:
+                    self._seq += 1
+                    event["seq"] = self._seq
+            self._events.extend(batch)
+            # Delivered under the lock: a subscriber added now sees this batch either in
+            # its snapshot or as a callback, never both, never neither.
+            for callback in list(self._subscribers.values()):
+                try:
+                    callback(batch)
+                except Exception:
+                    logger.exception("run %s: a subscriber failed", self.id)
+
+
+class Run(BaseRun):
+    """One execution of a scenario: its processes, its event stream and its state."""
+
+    def __init__(
+        self,
+        run_id: str,
+        scenario: Scenario,
+        params: dict[str, Any],
+        start_method: str,
+        *,
+        step_mode: bool,
+        timeout: float,
+        run_root: str,
+        deadlock_after_ns: int,
+    ) -> None:
+        super().__init__(
+            run_id,
+            scenario.id,
+            dict(scenario.title),
+            params,
+            start_method,
+            step_mode=step_mode,
+            deadlock_after_ns=deadlock_after_ns,
+        )
+        self.timeout = timeout
+        self.run_dir = os.path.join(run_root, f"pipescope-{run_id}")
+        self._stop = threading.Event()
+        self._collector: Collector | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._deadlock: str | None = None
 
     def stop(self) -> None:
         """Ask the run to stop; teardown happens on its collector thread (see wait())."""
@@ -172,18 +270,6 @@ class Run:
             self.step_mode = on
             if self._collector is not None and not self.state.terminal:
                 self._collector.set_step_mode(on)
-
-    def analysis_snapshot(self) -> dict[str, Any]:
-        """Ends, statistics and verdicts as the analysis sees them now."""
-        with self._lock:
-            snapshot = self._analysis.snapshot()
-            snapshot["verdicts"] = list(self._verdicts)
-            return snapshot
-
-    def wait(self, timeout: float | None = None) -> RunState:
-        """Wait until the run has ended and been torn down (or `timeout`); return its state."""
-        self._done.wait(timeout)
-        return self.state
 
     @property
     def pgid(self) -> int | None:
@@ -349,7 +435,7 @@ class Run:
         collector = self._collector
         if collector is None:
             return
-        events = collector.drain(final=final)
+        events = drain_last(collector) if final else collector.drain()
         with self._lock:
             for event in events:
                 self._seq += 1
@@ -358,6 +444,7 @@ class Run:
         if not final:
             verdicts += self._analysis.tick(time.monotonic_ns())
         verdicts = [v for v in verdicts if v.get("verdict") != "deadlock" or _stalled(v)]
+        self._settle(events)
         if events or verdicts:
             with self._lock:
                 for verdict in verdicts:
@@ -368,33 +455,15 @@ class Run:
                         self._deadlock = str(verdict.get("message") or "deadlock")
             self._publish(events + verdicts, numbered=True)
 
-    def _run_event(self, state: RunState, message: str) -> Event:
-        event: Event = {
-            "run": self.id,
-            "kind": "run",
-            "t": time.monotonic_ns(),
-            "pid": 0,
-            "process": "pipescope",
-            "state": state.value,
-        }
-        if state.terminal:
-            event["message"] = message
-        return event
-
-    def _publish(self, batch: list[Event], *, numbered: bool = False) -> None:
+    def _settle(self, events: list[Event]) -> None:
+        """Note receives the analysis annotated after they were published (see amended())."""
         with self._lock:
-            if not numbered:
-                for event in batch:
-                    self._seq += 1
-                    event["seq"] = self._seq
-            self._events.extend(batch)
-            # Delivered under the lock: a subscriber added now sees this batch either in
-            # its snapshot or as a callback, never both, never neither.
-            for callback in list(self._subscribers.values()):
-                try:
-                    callback(batch)
-                except Exception:
-                    logger.exception("run %s: a subscriber failed", self.id)
+            still: list[Event] = []
+            for event in self._unsettled:
+                (self._amended if LATE_FIELDS.intersection(event) else still).append(event)
+            still += [e for e in events if _takes_frame(e) and not LATE_FIELDS.intersection(e)]
+            # A frame from an untraced sender is never matched: keep the newest only.
+            self._unsettled = still[-MAX_UNSETTLED:]
 
     def _stderr_tail(self) -> str:
         if self._stderr is None or self._stderr.closed:
@@ -404,6 +473,89 @@ class Run:
         self._stderr.seek(max(0, size - 4096))
         lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
         return lines[-1].strip() if lines else ""
+
+
+class ExternalRun(BaseRun):
+    """A program traced elsewhere (`pipescope trace --server`) whose events are streamed in.
+
+    The tracer numbers the events and runs the analysis; this run checks each batch
+    (`pipecore.tracing.check_batch`), keeps it and hands it to subscribers. It ends with
+    the tracer's terminal `run` event, or in `failed` when the tracer disconnects first.
+    """
+
+    def __init__(self, run_id: str, name: str, *, deadlock_after_ns: int) -> None:
+        super().__init__(
+            run_id,
+            EXTERNAL_SCENARIO,
+            {"en": name, "zh": name},
+            {},
+            EXTERNAL_START_METHOD,
+            step_mode=False,
+            deadlock_after_ns=deadlock_after_ns,
+        )
+
+    def ingest(self, batch: object) -> None:
+        """Check and publish a batch from the tracer; EventError says what is wrong with it."""
+        with self._lock:
+            if self.state.terminal:
+                raise EventError(
+                    f"expected no more events after the run ended ({self.state.value}), got more"
+                )
+            events = check_batch(batch, self.id, self._seq + 1)
+            if len(self._events) + len(events) > MAX_EXTERNAL_EVENTS:
+                raise EventError(
+                    f"expected at most {MAX_EXTERNAL_EVENTS} events in a traced run, "
+                    f"got {len(self._events) + len(events)}"
+                )
+            self._seq += len(events)
+            # The tracer's own analysis annotated the events; this one only keeps the ends
+            # and statistics for GET /api/runs/{id}, so it works on copies.
+            self._analysis.feed([dict(event) for event in events])
+            for event in events:
+                if event["kind"] == "verdict":
+                    self._verdicts.append(event)
+                elif event["kind"] == "run":
+                    self.state = RunState(event["state"])
+                    self.message = str(event.get("message") or "")
+            if self.state.terminal:
+                self.ended = time.time()
+            self._publish(events, numbered=True)
+            if self.state.terminal:
+                self._done.set()
+
+    def disconnect(self, message: str) -> None:
+        """The tracer is gone: end the run as failed unless it had ended already."""
+        with self._lock:
+            if self.state.terminal:
+                return
+            self.state = RunState.FAILED
+            self.message = message
+            self.ended = time.time()
+            self._publish([self._run_event(RunState.FAILED, message)])
+        self._done.set()
+
+    def stop(self) -> None:
+        raise NotControllable(self._refusal("stopped"))
+
+    def step(self) -> None:
+        raise NotControllable(self._refusal("stepped"))
+
+    def set_step_mode(self, on: bool) -> None:
+        raise NotControllable(self._refusal("stepped"))
+
+    def _refusal(self, what: str) -> str:
+        return (
+            f"run {self.id!r} traces a program running elsewhere: it cannot be {what} "
+            "from here; stop the program where it runs (Ctrl-C reaches it through the tracer)"
+        )
+
+
+def _takes_frame(event: Event) -> bool:
+    return (
+        event.get("kind") == "call"
+        and event.get("op") in RECEIVING_OPS
+        and event.get("phase") in ("end", "error")
+    )
 
 
 def _cpu_ticks(pid: int) -> tuple[str, int] | None:
@@ -475,7 +627,7 @@ class RunManager:
         self.run_root = run_root
         self.deadlock_after_ns = deadlock_after_ns
         self._lock = threading.Lock()
-        self._runs: dict[str, Run] = {}
+        self._runs: dict[str, BaseRun] = {}
         self._closed = False
         _become_subreaper()
         # Daemon collector threads die with the interpreter; tear the runs down first.
@@ -522,17 +674,7 @@ class RunManager:
                 f"({needed - 1} workers and the main process)"
             )
         with self._lock:
-            if self._closed:
-                raise CapacityError("the run manager is shut down: no new runs")
-            active = [run for run in self._runs.values() if not run.state.terminal]
-            if len(active) >= self.max_runs:
-                raise CapacityError(
-                    f"concurrent runs: at most {self.max_runs} may run at once, "
-                    f"{len(active)} are running"
-                )
-            run_id = "r" + secrets.token_hex(3)
-            while run_id in self._runs:
-                run_id = "r" + secrets.token_hex(3)
+            run_id = self._admit("r")
             run = Run(
                 run_id,
                 found,
@@ -548,12 +690,45 @@ class RunManager:
             self._runs[run_id] = run
         return run
 
-    def get(self, run_id: str) -> Run:
+    def open_external(self, name: object) -> ExternalRun:
+        """Register a program traced elsewhere as a run; it counts against the run cap.
+
+        Raises ParamError for a name that is not a short non-empty string, and
+        CapacityError when the concurrent-run cap is reached.
+        """
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
+            raise ParamError(
+                "name", f"name must be a string of 1 to {MAX_NAME_CHARS} characters, got {name!r}"
+            )
+        with self._lock:
+            run = ExternalRun(
+                self._admit("t"), name.strip(), deadlock_after_ns=self.deadlock_after_ns
+            )
+            self._forget_old()
+            self._runs[run.id] = run
+        return run
+
+    def _admit(self, prefix: str) -> str:
+        """A fresh run id, if the caps allow one more run (call under the lock)."""
+        if self._closed:
+            raise CapacityError("the run manager is shut down: no new runs")
+        active = [run for run in self._runs.values() if not run.state.terminal]
+        if len(active) >= self.max_runs:
+            raise CapacityError(
+                f"concurrent runs: at most {self.max_runs} may run at once, "
+                f"{len(active)} are running"
+            )
+        run_id = prefix + secrets.token_hex(3)
+        while run_id in self._runs:
+            run_id = prefix + secrets.token_hex(3)
+        return run_id
+
+    def get(self, run_id: str) -> BaseRun:
         """The run with this id; KeyError if there is none."""
         with self._lock:
             return self._runs[run_id]
 
-    def list(self) -> list[Run]:
+    def list(self) -> list[BaseRun]:
         """Every known run, oldest first."""
         with self._lock:
             return list(self._runs.values())
@@ -564,7 +739,10 @@ class RunManager:
             self._closed = True
             runs = list(self._runs.values())
         for run in runs:
-            run.stop()
+            if isinstance(run, ExternalRun):
+                run.disconnect("the server shut down while the program was being traced")
+            else:
+                run.stop()
         for run in runs:
             run.wait(timeout)
 
@@ -574,4 +752,13 @@ class RunManager:
             del self._runs[run.id]
 
 
-__all__ = ["START_METHODS", "CapacityError", "Run", "RunManager", "RunState"]
+__all__ = [
+    "START_METHODS",
+    "BaseRun",
+    "CapacityError",
+    "ExternalRun",
+    "NotControllable",
+    "Run",
+    "RunManager",
+    "RunState",
+]

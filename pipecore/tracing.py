@@ -21,6 +21,109 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DRAIN_SECONDS = 0.01
 
 
+# What an ingested event must look like (docs/protocol.md); anything else is refused.
+EVENT_KINDS = frozenset({"call", "pipe", "attach", "output", "process", "verdict", "run"})
+CALL_OPS = frozenset(
+    {"send", "recv", "send_bytes", "recv_bytes", "recv_bytes_into", "poll", "close"}
+)
+CALL_PHASES = frozenset({"begin", "end", "error"})
+RUN_STATES = frozenset(
+    {"starting", "running", "completed", "failed", "stopped", "timeout", "deadlock", "killed"}
+)
+TERMINAL_STATES = RUN_STATES - {"starting", "running"}
+MAX_BATCH_EVENTS = 10_000
+
+
+class EventError(ValueError):
+    """An ingested event does not follow the protocol; the message names field and value."""
+
+
+def _require(event: Event, where: str, field: str, kind: type | tuple[type, ...]) -> Any:
+    value = event.get(field)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise EventError(f"{where}: expected {field!r} to be {names}, got {value!r}")
+    return value
+
+
+def _choice(event: Event, where: str, field: str, allowed: frozenset[str]) -> None:
+    value = event.get(field)
+    if value not in allowed:
+        raise EventError(
+            f"{where}: expected {field!r} to be one of {', '.join(sorted(allowed))}, got {value!r}"
+        )
+
+
+def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
+    """Check a batch of events streamed in for run `run_id`; return it, or raise EventError.
+
+    Every event carries the protocol's common fields, belongs to this run, and numbers on
+    from `first_seq` without a gap; nothing may follow a terminal `run` event.
+    """
+    if not isinstance(batch, list):
+        raise EventError(f"expected 'events' to be a list, got {type(batch).__name__}")
+    if len(batch) > MAX_BATCH_EVENTS:
+        raise EventError(f"expected at most {MAX_BATCH_EVENTS} events a frame, got {len(batch)}")
+    events: list[Event] = []
+    for index, event in enumerate(batch):
+        seq = first_seq + index
+        where = f"event {index} (seq {seq})"
+        if not isinstance(event, dict):
+            raise EventError(f"{where}: expected a JSON object, got {type(event).__name__}")
+        if events and events[-1]["kind"] == "run" and events[-1]["state"] in TERMINAL_STATES:
+            raise EventError(f"{where}: expected nothing after the run's terminal state")
+        if event.get("run") != run_id:
+            raise EventError(f"{where}: expected 'run' to be {run_id!r}, got {event.get('run')!r}")
+        if _require(event, where, "seq", int) != seq:
+            raise EventError(f"{where}: expected 'seq' {seq}, got {event['seq']!r}")
+        _choice(event, where, "kind", EVENT_KINDS)
+        _require(event, where, "t", int)
+        if _require(event, where, "pid", int) < 0:
+            raise EventError(f"{where}: expected 'pid' to be 0 or more, got {event['pid']}")
+        _require(event, where, "process", str)
+        kind = event["kind"]
+        if kind == "call":
+            _require(event, where, "pipe", str)
+            _choice(event, where, "end", frozenset({"a", "b"}))
+            _choice(event, where, "op", CALL_OPS)
+            _choice(event, where, "phase", CALL_PHASES)
+        elif kind == "run":
+            _choice(event, where, "state", RUN_STATES)
+        elif kind == "output":
+            _choice(event, where, "stream", frozenset({"stdout", "stderr"}))
+            _require(event, where, "text", str)
+        elif kind == "verdict":
+            _require(event, where, "verdict", str)
+            _require(event, where, "message", str)
+        events.append(event)
+    return events
+
+
+def program_name(command: Sequence[str]) -> str:
+    """What to call a traced program: its script (`prog.py`), module, or executable."""
+    args = list(command)
+    if args and Path(args[0]).name.startswith("python"):
+        rest = args[1:]
+        while rest and rest[0].startswith("-") and rest[0] != "-m":
+            rest = rest[1:]
+        if rest[:1] == ["-m"] and len(rest) > 1:
+            return rest[1]
+        if rest:
+            return Path(rest[0]).name
+    return Path(args[0]).name if args else "program"
+
+
+def drain_last(collector: Collector) -> list[Event]:
+    """Every event left once the program's processes are gone, in causal order.
+
+    The final drain releases whatever is still held at once, so a receive held for a send
+    still in flight would no longer wait for it. A normal drain once the collector's hold
+    has passed releases all but events whose send never ended, each receive after its send.
+    """
+    time.sleep(collector.hold_ns / 1e9)
+    return collector.drain() + collector.drain(final=True)
+
+
 class EventPump:
     """A run's collector and analysis together: numbered events with verdicts added."""
 
@@ -32,7 +135,7 @@ class EventPump:
 
     def pump(self, *, final: bool = False) -> list[Event]:
         """Drain the rings once; return the new events and any verdicts, numbered."""
-        events = self.collector.drain(final=final)
+        events = drain_last(self.collector) if final else self.collector.drain()
         self._number(events)  # before the analysis, whose `match` names these numbers
         verdicts = self.analysis.feed(events)
         if not final:
@@ -93,7 +196,7 @@ def trace_program(
     run_dir = f"/dev/shm/pipescope-{run_id}"
     os.makedirs(run_dir, exist_ok=False)
     pump = EventPump(run_dir, run_id)
-    label = name or " ".join(Path(part).name for part in command[:2])
+    label = name or program_name(command)
     try:
         first = pump.run_event("running", None)
         first["message"] = f"tracing {label}"

@@ -25,6 +25,10 @@ def test_scenarios_carry_both_languages_their_parameters_and_source(client: Test
     assert ping_pong["title"]["en"] and ping_pong["title"]["zh"]
     assert ping_pong["teaching"]["en"] and ping_pong["teaching"]["zh"]
     assert "def main(" in ping_pong["source"]
+    # The page lights a line only for call sites in this file, named as a `site` names it.
+    assert ping_pong["source_file"].endswith("/pipecore/scenarios/pingpong.py")
+    with open(ping_pong["source_file"], encoding="utf-8") as source:
+        assert source.read() == ping_pong["source"]
     messages = {p["name"]: p for p in scenarios["backpressure"]["params"]}["messages"]
     assert (messages["type"], messages["min"], messages["max"]) == ("int", 1, 1000)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipecore.tracing import trace_program
+from pipecore.tracing import EventError, check_batch, program_name, trace_program
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -59,10 +59,14 @@ def test_ping_pong_is_traced_with_unchanged_output(
     assert code == plain_code == 0
     assert _normalise(out) == _normalise(plain_out)
     sends, recvs = _messages(events)
-    assert [e["preview"] for e in sends] == ["'proc1'", "'proc2'"]
+    # A send's `end` is stamped after its write returns, so the two sends' order in the
+    # stream is the scheduler's; each receive follows the send it took, and matches it.
+    assert sorted(e["preview"] for e in sends) == ["'proc1'", "'proc2'"]
     assert [e["preview"] for e in recvs] == ["'proc1'", "'proc2'"]
-    assert [e["match"] for e in recvs] == [e["seq"] for e in sends]
-    assert [e["hash"] for e in recvs] == [e["hash"] for e in sends]
+    by_seq = {e["seq"]: e for e in sends}
+    assert [by_seq[e["match"]]["preview"] for e in recvs] == ["'proc1'", "'proc2'"]
+    assert [e["hash"] for e in recvs] == [by_seq[e["match"]]["hash"] for e in recvs]
+    assert all(e["match"] < e["seq"] for e in recvs)
     printed = [e["text"] for e in events if e["kind"] == "output"]
     assert any(line.startswith("进程proc2(<Process name='Process-2'") for line in printed)
     assert events[-1]["kind"] == "run" and events[-1]["state"] == "completed"
@@ -113,3 +117,38 @@ def test_nothing_is_left_behind(capfd: pytest.CaptureFixture[str]) -> None:
     run_id = events[0]["run"]
     assert f"pipescope-{run_id}" not in traces()
     assert traces() - before == set()
+
+
+def _event(seq: int, **fields: Any) -> dict[str, Any]:
+    return {"run": "t1", "seq": seq, "kind": "output", "t": 5, "pid": 7, "process": "Main",
+            "stream": "stdout", "text": "hi", **fields}  # fmt: skip
+
+
+def test_check_batch_accepts_the_protocol_and_names_what_breaks_it() -> None:
+    good = [_event(3), _event(4, kind="run", state="completed")]
+    assert check_batch(good, "t1", 3) == good
+    refused = {
+        "not a list": ({"seq": 3}, "expected 'events' to be a list, got dict"),
+        "foreign run": ([_event(3, run="t2")], "expected 'run' to be 't1', got 't2'"),
+        "a gap": ([_event(3), _event(5)], "event 1 (seq 4): expected 'seq' 4, got 5"),
+        "bool seq": ([_event(True)], "expected 'seq' to be int, got True"),
+        "kind": ([_event(3, kind="x")], "expected 'kind' to be one of attach, call"),
+        "pid": ([_event(3, pid=-1)], "expected 'pid' to be 0 or more, got -1"),
+        "state": ([_event(3, kind="run", state="asleep")], "got 'asleep'"),
+        "stream": ([_event(3, stream="stdin")], "expected 'stream' to be one of stderr, stdout"),
+        "end": ([_event(3, kind="call", pipe="1.1", end="c", op="send", phase="end")], "'c'"),
+        "after the end": (
+            [_event(3, kind="run", state="failed"), _event(4)],
+            "expected nothing after the run's terminal state",
+        ),
+    }
+    for case, (batch, expected) in refused.items():
+        with pytest.raises(EventError) as caught:
+            check_batch(batch, "t1", 3)
+        assert expected in str(caught.value), case
+
+
+def test_a_program_is_named_after_its_script_or_module() -> None:
+    assert program_name([sys.executable, "-u", "examples/pingpong.py", "fork"]) == "pingpong.py"
+    assert program_name(["python3", "-m", "http.server"]) == "http.server"
+    assert program_name(["/usr/bin/env"]) == "env"

@@ -1,0 +1,283 @@
+"""`pipescope trace`: a user's program traced into a file, or live into a real dashboard."""
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import StartServer
+from tests.integration.test_live import follow_more, receive_until, viewer
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+METHODS = ["spawn", "forkserver", "fork"]
+STREAMING = re.compile(r"^pipescope trace: streaming to \S+ as run (t[0-9a-f]+)$")
+Event = dict[str, Any]
+
+
+def trace_command(*options: str, program: str = "pingpong.py", method: str = "fork") -> list[str]:
+    return [
+        sys.executable, "-m", "app.cli", "trace", *options,
+        "--", sys.executable, str(EXAMPLES / program), method,
+    ]  # fmt: skip
+
+
+def untraced(program: str, method: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(EXAMPLES / program), method]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def normalised(text: str) -> list[str]:
+    # A Process repr names its parent's pid, which differs from one run to the next.
+    return sorted(re.sub(r"parent=\d+", "parent=N", line) for line in text.splitlines())
+
+
+def messages(events: list[Event]) -> tuple[list[Event], list[Event]]:
+    ends = [e for e in events if e["kind"] == "call" and e["phase"] == "end"]
+    return [e for e in ends if e["op"] == "send"], [e for e in ends if e["op"] == "recv"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_traced_program_plays_live_in_the_dashboard(live_server: str, method: str) -> None:
+    with viewer(live_server) as ws:
+        receive_until(ws, "hello")
+        tracer = subprocess.Popen(
+            trace_command("--server", live_server, method=method),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert tracer.stderr is not None
+            announced = STREAMING.match(tracer.stderr.readline().strip())
+            assert announced, "the tracer did not announce its run"
+            run_id = announced.group(1)
+            ws.send(json.dumps({"type": "subscribe", "run": run_id}))
+            snapshot = receive_until(ws, "snapshot")
+            _, events = follow_more(ws, run_id, list(snapshot["events"]))
+            out, err = tracer.communicate(timeout=60)
+        finally:
+            tracer.kill()
+            tracer.wait()
+
+    plain = untraced("pingpong.py", method)
+    assert tracer.returncode == plain.returncode == 0, err
+    assert normalised(out) == normalised(plain.stdout)
+    assert snapshot["run"]["title"] == {"en": "pingpong.py", "zh": "pingpong.py"}
+    assert snapshot["run"]["scenario"] == "trace"
+
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    sends, recvs = messages(events)
+    # proc1's frame is received first, then proc2's answer; each receive follows the send it
+    # took (FIFO per direction) and carries its `match` and the same hash.
+    assert len(sends) == len(recvs) == 2
+    assert [e["preview"] for e in recvs] == ["'proc1'", "'proc2'"]
+    by_seq = {e["seq"]: e for e in sends}
+    assert [by_seq[e["match"]]["preview"] for e in recvs] == ["'proc1'", "'proc2'"]
+    assert [e["hash"] for e in recvs] == [by_seq[e["match"]]["hash"] for e in recvs]
+    assert all(e["match"] < e["seq"] for e in recvs)
+    assert [e["end"] for e in recvs] == ["b", "a"]  # proc2 holds end b, proc1 end a
+    printed = sorted(e["text"] for e in events if e["kind"] == "output")
+    assert normalised("\n".join(printed)) == normalised(out)
+    assert events[-1]["kind"] == "run" and events[-1]["state"] == "completed"
+
+    # What the viewer saw is the record: listed, served, exported.
+    assert httpx.get(f"{live_server}/api/runs/{run_id}/events").json() == events
+    listed = {run["id"]: run for run in httpx.get(f"{live_server}/api/runs").json()}
+    assert listed[run_id]["state"] == "completed"
+    assert listed[run_id]["events"] == len(events)
+    exported = httpx.get(f"{live_server}/api/runs/{run_id}/export").text.splitlines()
+    assert [json.loads(line) for line in exported] == events
+    refused = httpx.post(f"{live_server}/api/runs/{run_id}/stop")
+    assert refused.status_code == 409 and "running elsewhere" in refused.json()["detail"]
+
+
+def test_the_programs_exit_status_passes_through(live_server: str) -> None:
+    done = subprocess.run(
+        trace_command("--server", live_server, program="pipeline.py", method="spawn"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "sum of squares 1..5 = 55\n"
+    announced = STREAMING.match(done.stderr.splitlines()[0])
+    assert announced, done.stderr
+    run = httpx.get(f"{live_server}/api/runs/{announced.group(1)}").json()
+    assert run["state"] == "failed"
+    assert run["message"] == "pipeline.py exited with status 3"
+
+
+def test_a_server_that_cannot_be_reached_is_one_line_and_the_program_runs(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    output = tmp_path / "run.jsonl"
+    done = subprocess.run(
+        trace_command("--server", f"http://127.0.0.1:{closed_port}", "-o", str(output)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0
+    assert normalised(done.stdout) == normalised(untraced("pingpong.py", "fork").stdout)
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith(f"pipescope trace: cannot reach http://127.0.0.1:{closed_port}: ")
+    assert lines[0].endswith(f"running the program to {output} only")
+    assert lines[1:] == [f"pipescope trace: {len(output.read_text().splitlines())} events "
+                         f"written to {output}"]  # fmt: skip
+    events = [json.loads(line) for line in output.read_text().splitlines()]
+    assert events[-1]["state"] == "completed"
+
+
+def test_a_wrong_token_is_refused_in_one_line(start_server: StartServer) -> None:
+    server = start_server({"PIPESCOPE_TOKEN": "s3cret"})
+    done = subprocess.run(
+        trace_command("--server", server.url, "--token", "wrong"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        f"pipescope trace: {server.url} refused the connection (HTTP 403): check --token; "
+        "running the program without recording it"
+    ]
+    accepted = subprocess.run(
+        trace_command("--server", server.url, "--token", "s3cret"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert accepted.returncode == 0 and STREAMING.match(accepted.stderr.splitlines()[0])
+
+
+def test_trace_writes_json_lines_locally(tmp_path: Path) -> None:
+    output = tmp_path / "pingpong.jsonl"
+    done = subprocess.run(
+        trace_command("-o", str(output), "--name", "my pingpong", method="forkserver"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    assert normalised(done.stdout) == normalised(untraced("pingpong.py", "forkserver").stdout)
+    events = [json.loads(line) for line in output.read_text().splitlines()]
+    assert done.stderr == f"pipescope trace: {len(events)} events written to {output}\n"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["message"] == "tracing my pingpong"
+    sends, recvs = messages(events)
+    assert [e["match"] for e in recvs] == [e["seq"] for e in sends]
+    assert events[-1]["state"] == "completed"
+
+
+def test_trace_without_a_command_is_a_usage_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "trace", "--"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "expected a command after --, got nothing" in done.stderr
+
+
+WAITING_PROGRAM = """
+import multiprocessing, os, sys, time
+if __name__ == "__main__":
+    a, b = multiprocessing.Pipe()
+    a.send("before")
+    print("got", b.recv(), flush=True)
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.02)
+    a.send("after")
+    print("got", b.recv(), flush=True)
+"""
+
+
+def test_a_server_lost_mid_run_leaves_the_program_running_and_its_record_replayable(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    env = {"PIPESCOPE_DB": str(tmp_path / "runs.sqlite3")}
+    first = start_server(env)
+    program, go_on = tmp_path / "waiting.py", tmp_path / "go-on"
+    program.write_text(WAITING_PROGRAM)
+    tracer = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "trace", "--server", first.url, "--",
+         sys.executable, str(program), str(go_on)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert tracer.stderr is not None and tracer.stdout is not None
+        announced = STREAMING.match(tracer.stderr.readline().strip())
+        assert announced
+        run_id = announced.group(1)
+        assert tracer.stdout.readline() == "got before\n"
+        deadline = time.monotonic() + 30
+        while not any(e.get("text") == "got before" for e in events_of(first.url, run_id)):
+            assert time.monotonic() < deadline, "the first output never reached the server"
+            time.sleep(0.05)
+        first.stop()
+        go_on.touch()
+        out, err = tracer.communicate(timeout=60)
+    finally:
+        tracer.kill()
+        tracer.wait()
+    assert tracer.returncode == 0
+    assert out == "got after\n"
+    lost = [line for line in err.splitlines() if "lost the connection" in line]
+    assert len(lost) == 1 and lost[0].endswith("the program runs on"), err
+
+    second = start_server(env)
+    record = httpx.get(f"{second.url}/api/runs/{run_id}").json()
+    assert record["state"] == "failed"
+    assert record["title"] == {"en": "waiting.py", "zh": "waiting.py"}
+    events = events_of(second.url, run_id)
+    assert "got before" in [e.get("text") for e in events]
+    assert events[-1]["kind"] == "run" and events[-1]["state"] == "failed"
+    with viewer(second.url) as ws:
+        receive_until(ws, "hello")
+        ws.send(json.dumps({"type": "subscribe", "run": run_id}))
+        assert receive_until(ws, "snapshot")["events"] == events
+
+
+def events_of(base: str, run_id: str) -> list[Event]:
+    response = httpx.get(f"{base}/api/runs/{run_id}/events")
+    assert response.status_code == 200, response.text
+    events: list[Event] = response.json()
+    return events
+
+
+def test_a_program_that_cannot_start_ends_its_run_failed(live_server: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "trace", "--server", live_server, "--",
+         "/nonexistent/python", "prog.py"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 127
+    lines = done.stderr.splitlines()
+    assert lines[-1].startswith("pipescope trace: error: cannot run '/nonexistent/python'")
+    announced = STREAMING.match(lines[0])
+    assert announced, done.stderr
+    run_id = announced.group(1)
+    deadline = time.monotonic() + 30
+    while (run := httpx.get(f"{live_server}/api/runs/{run_id}").json())["state"] != "failed":
+        assert time.monotonic() < deadline, run
+        time.sleep(0.05)
+    assert run["message"] == "disconnected: the tracer left before the program ended"
