@@ -44,7 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store(settings.db or default_db_path())
+        store = Store(
+            settings.db or default_db_path(),
+            max_runs=settings.keep_runs,
+            max_events=settings.keep_events,
+        )
         records = await asyncio.to_thread(store.runs)
         manager = RunManager(
             max_runs=settings.max_runs,

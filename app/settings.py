@@ -55,6 +55,21 @@ class Settings:
             "websocket and send requests that change state (e.g. http://localhost:5173)"
         ),
     )
+    keep_runs: int = field(
+        default=200,
+        metadata=_doc(
+            "recorded runs kept in the database; past this the oldest are deleted first",
+            minimum=1,
+        ),
+    )
+    keep_events: int = field(
+        default=2_000_000,
+        metadata=_doc(
+            "recorded events kept in the database; past this whole runs are deleted, "
+            "oldest first (the newest run is always kept)",
+            minimum=1000,
+        ),
+    )
     max_runs: int = field(
         default=4,
         metadata=_doc("runs that may be in progress at once", minimum=1, maximum=64),

@@ -96,3 +96,14 @@ def test_readme_settings_table_is_the_generated_one() -> None:
     assert table.strip() == settings_markdown().strip(), (
         f"README.md's settings table differs from app/settings.py; regenerate it with: {generate}"
     )
+
+
+def test_retention_settings_reach_the_record_store() -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    app = create_app(Settings(db=":memory:", keep_runs=3, keep_events=5000))
+    with TestClient(app):
+        store = app.state.store
+        assert (store.max_runs, store.max_events) == (3, 5000)
