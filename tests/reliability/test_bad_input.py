@@ -1,0 +1,200 @@
+"""Bad input: malformed websocket frames and floods, a fuzzed OpenAPI, refused parameters."""
+
+import itertools
+import json
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.core.result import Ok
+from schemathesis.generation.modes import GenerationMode
+from websockets.sync.client import ClientConnection, connect
+
+from tests.conftest import serve_pipescope
+from tests.reliability.conftest import figure
+
+FLOOD_FRAMES = 2000
+FUZZ_EXAMPLES = 30
+
+
+def ws_connect(base: str) -> ClientConnection:
+    return connect(base.replace("http://", "ws://", 1) + "/ws", open_timeout=10, max_size=None)
+
+
+def next_of(ws: ClientConnection, wanted: str) -> dict[str, Any]:
+    while True:
+        frame: dict[str, Any] = json.loads(ws.recv(timeout=30))
+        if frame["type"] == wanted:
+            return frame
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        (
+            '{"type": "subscribe", "run": 7}',
+            "subscribe: expected 'run' to be a run id string, got 7",
+        ),
+        ('{"type": "subscribe"}', "subscribe: expected 'run' to be a run id string, got None"),
+        ('{"type": "stop", "run": ""}', "stop: expected 'run' to be a run id string, got ''"),
+        (
+            '{"type": "step_mode", "run": "r1", "on": "yes"}',
+            "step_mode: expected 'on' to be true or false, got 'yes'",
+        ),
+        (
+            '{"type": "explode", "run": "r1"}',
+            "expected 'type' to be one of subscribe, unsubscribe, step, step_mode, stop; "
+            "got 'explode'",
+        ),
+        ('{"type": ["subscribe"]}', "expected 'type' to be one of"),
+        ('"subscribe"', "expected a JSON object, got str"),
+        ("null", "expected a JSON object, got NoneType"),
+        ('{"type": "subscribe", "run": "r1"', "frame is not JSON"),
+        ("\ud7ff" * 30_000, "frame too large: expected at most 65536 bytes, got 90000"),
+    ],
+)
+def test_a_bad_frame_gets_an_error_naming_the_problem(
+    live_server: str, sent: str, expected: str
+) -> None:
+    with ws_connect(live_server) as ws:
+        next_of(ws, "hello")
+        ws.send(sent)
+        error = next_of(ws, "error")
+        assert error["message"].startswith(expected), error
+        # The same connection still answers.
+        ws.send(json.dumps({"type": "subscribe", "run": "r-none"}))
+        assert next_of(ws, "error")["message"] == "subscribe: unknown run 'r-none'"
+
+
+def test_a_flood_of_control_frames_is_answered_frame_by_frame(live_server: str) -> None:
+    kinds = [
+        "not json",
+        json.dumps({"type": "stop", "run": "r-none"}),
+        json.dumps({"type": "step", "run": "r-none"}),
+        json.dumps({"type": "unsubscribe", "run": "r-none"}),
+        json.dumps({"type": "nope", "run": "r-none"}),
+    ]
+    with ws_connect(live_server) as ws:
+        next_of(ws, "hello")
+        for i in range(FLOOD_FRAMES):
+            ws.send(kinds[i % len(kinds)])
+        errors = Counter(next_of(ws, "error")["message"] for _ in range(FLOOD_FRAMES))
+        assert sum(errors.values()) == FLOOD_FRAMES
+        assert errors["stop: unknown run 'r-none'"] == FLOOD_FRAMES // len(kinds)
+        ws.send(json.dumps({"type": "subscribe", "run": "r-none"}))
+        assert next_of(ws, "error")["message"] == "subscribe: unknown run 'r-none'"
+    assert httpx.get(f"{live_server}/healthz", timeout=10).json() == {"status": "ok"}
+    figure("websocket flood", f"{FLOOD_FRAMES} bad control frames -> {FLOOD_FRAMES} error frames")
+
+
+# -- parameters ---------------------------------------------------------------------------
+
+REFUSED = [
+    ({"scenario": "custom", "params": {"count": -1}}, "params.count: count must be an integer "
+     "between 1 and 1000, got -1"),
+    ({"scenario": "custom", "params": {"count": 10**30}}, "params.count: count must be an integer "
+     "between 1 and 1000, got 1000000000000000000000000000000"),
+    ({"scenario": "custom", "params": {"size": 2**21}}, "params.size: size must be an integer "
+     "between 1 and 1048576, got 2097152"),
+    ({"scenario": "custom", "params": {"rate": -0.5}}, "params.rate: rate must be a number "
+     "between 0 and 1000, got -0.5"),
+    ({"scenario": "custom", "params": {"rate": "fast"}}, "params.rate: rate must be a number "
+     "between 0 and 1000, got 'fast'"),
+    ({"scenario": "custom", "params": {"count": 2.5}}, "params.count: count must be an integer "
+     "between 1 and 1000, got 2.5"),
+    ({"scenario": "custom", "params": {"count": True}}, "params.count: count must be an integer "
+     "between 1 and 1000, got True"),
+    ({"scenario": "custom", "params": {"lock": "yes"}}, "params.lock: lock must be true or false, "
+     "got 'yes'"),
+    ({"scenario": "custom", "params": {"topology": "ring"}}, "params.topology: topology must be "
+     "one of pair, pipeline, fan-in, got 'ring'"),
+    ({"scenario": "custom", "params": {"code": "import os"}}, "params.code: unknown parameter "
+     "'code' for custom; expected topology, duplex, size, rate, count, writers, readers, "
+     "stages, lock"),
+    ({"scenario": "custom", "params": {"writers": 8, "readers": 8}}, "params.writers: a pair with "
+     "these parameters needs 16 worker processes; at most 15 are allowed"),
+    ({"scenario": "ping-pong", "timeout": -1}, "timeout: timeout must be a number of seconds "
+     "above 0 and at most 60, got -1"),
+    ({"scenario": "ping-pong", "timeout": 1e9}, "timeout: timeout must be a number of seconds "
+     "above 0 and at most 60, got 1000000000.0"),
+    ({"scenario": "ping-pong", "params": []}, "params: Input should be a valid dictionary"),
+    ({"scenario": 7}, "scenario: Input should be a valid string, got 7"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "expected"), REFUSED)
+def test_a_refused_parameter_is_named_with_its_bound(
+    live_server: str, body: dict[str, Any], expected: str
+) -> None:
+    response = httpx.post(f"{live_server}/api/runs", json=body, timeout=30)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(expected)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused(live_server: str, literal: str) -> None:
+    body = '{"scenario": "custom", "params": {"rate": ' + literal + "}}"
+    response = httpx.post(
+        f"{live_server}/api/runs",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("params.rate: rate must be a number between 0 and 1000, got ")
+
+
+# -- the OpenAPI schema, fuzzed -------------------------------------------------------------
+
+STATUSES: Counter[str] = Counter()
+
+
+def test_the_fuzzed_api_never_answers_500_and_every_error_has_a_detail() -> None:
+    statuses: Counter[str] = Counter()
+    problems: list[str] = []
+    # Runs the fuzzer manages to start end within a second, so the cap frees itself.
+    with serve_pipescope({"PIPESCOPE_MAX_RUN_SECONDS": "1", "PIPESCOPE_MAX_RUNS": "2"}) as server:
+        api = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+        operations = [result.ok() for result in api.get_all_operations() if isinstance(result, Ok)]
+        # Half the examples fit the schema, half break it on purpose.
+        modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+        for operation, mode in itertools.product(operations, modes):
+
+            @given(case=operation.as_strategy(mode))
+            @settings(
+                max_examples=FUZZ_EXAMPLES // len(modes),
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            def call(case: Any) -> None:
+                response = case.call(timeout=30)
+                statuses[str(response.status_code)] += 1
+                where = f"{case.method} {case.formatted_path} -> {response.status_code}"
+                if response.status_code >= 500:
+                    problems.append(f"{where}: {response.text[:300]}")
+                if response.status_code >= 400:
+                    try:
+                        detail = response.json().get("detail")
+                    except ValueError:
+                        detail = None
+                    if not isinstance(detail, str) or not detail:
+                        problems.append(f"{where}: no readable detail in {response.text[:300]}")
+
+            try:
+                call()
+            except Unsatisfiable:
+                assert mode is GenerationMode.NEGATIVE  # nothing to break: no parameters
+    figure(
+        "OpenAPI fuzzing",
+        f"{len(operations)} operations, {sum(statuses.values())} requests, statuses "
+        f"{dict(sorted(statuses.items()))}, {len(problems)} problems",
+    )
+    assert operations and sum(statuses.values()) >= len(operations)
+    assert problems == []
