@@ -6,13 +6,14 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from app.models import (
     ErrorBody,
     Health,
     RunDetail,
     RunSummary,
+    SafeJSONResponse,
     ScenarioInfo,
     StartRun,
     StepMode,
@@ -159,13 +160,13 @@ def get_events(
     request: Request,
     run_id: RunId,
     after: Annotated[int, Query(ge=0, description="only events with a larger seq")] = 0,
-) -> JSONResponse:
+) -> SafeJSONResponse:
     """The run's events in seq order (docs/protocol.md)."""
     events = _events_of(request, run_id)
     if after:
         events = [event for event in events if _seq(event) > after]
     # Events are already plain JSON: skip re-validating what may be a hundred thousand dicts.
-    return JSONResponse(events)
+    return SafeJSONResponse(events)
 
 
 def _events_of(request: Request, run_id: str) -> list[dict[str, Any]]:
@@ -201,7 +202,7 @@ def export_run(
     events = _events_of(request, run_id)
     if format == "chrome":
         name = f"pipescope-{run_id}.trace.json"
-        return JSONResponse(
+        return SafeJSONResponse(
             to_chrome_trace(events),
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )

@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -184,8 +185,15 @@ def serve(args: argparse.Namespace) -> int:
             reload_dirs=[str(root / "app"), str(root / "pipecore")],
         )
     else:
+        # uvicorn shuts down cleanly on SIGTERM, then raises the signal again for the
+        # handler that was there before it: make that handler an orderly exit 0.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def export(args: argparse.Namespace) -> int:

@@ -109,6 +109,12 @@ class LiveHub:
             await viewer.close()
 
 
+# Control frames (hello, runs, errors; at most one snapshot per run) one viewer may
+# leave unread before it is dropped.
+MAX_OUTBOX = 4096
+OVERFLOW_REASON = f"dropped: more than {MAX_OUTBOX} frames waited unread for this viewer"
+
+
 class Viewer:
     """One websocket connection: its subscriptions, its bounded backlog and its sender."""
 
@@ -125,10 +131,29 @@ class Viewer:
         self.backlog = 0
         self.behind: set[str] = set()
         self.wake = asyncio.Event()
+        self.overflowed = False
 
     def push(self, frame: Frame) -> None:
-        """Queue a control frame (hello, runs, snapshot, error); sent before pending events."""
-        self.outbox.append(frame)
+        """Queue a control frame (hello, runs, snapshot, error); sent before pending events.
+
+        A viewer that lets MAX_OUTBOX control frames pile up is not reading: it is
+        dropped with a reason rather than allowed to grow the server's memory.
+        """
+        if self.overflowed:
+            return
+        if frame["type"] == "snapshot":
+            # an unsent snapshot of the same run is stale: the new one replaces it, so a
+            # viewer that keeps subscribing without reading holds one snapshot per run
+            run_id = frame["run"]["id"]
+            stale = [f for f in self.outbox if f["type"] == "snapshot" and f["run"]["id"] == run_id]
+            for old in stale:
+                self.outbox.remove(old)
+        if len(self.outbox) >= MAX_OUTBOX:
+            self.overflowed = True
+            self.outbox.clear()
+            self.unsubscribe_all()
+        else:
+            self.outbox.append(frame)
         self.wake.set()
 
     def subscribe(self, run: BaseRun, notice: str | None = None) -> None:
@@ -180,6 +205,9 @@ class Viewer:
         while True:
             await self.wake.wait()
             self.wake.clear()
+            if self.overflowed:
+                await self.websocket.close(code=1008, reason=OVERFLOW_REASON)
+                return
             while self.outbox:
                 await self.websocket.send_json(self.outbox.popleft())
             for run_id in sorted(self.behind):
@@ -209,7 +237,7 @@ class Viewer:
 
     async def receive_forever(self) -> None:
         max_bytes = self.hub.settings.max_message_bytes
-        while True:
+        while not self.overflowed:
             try:
                 message = await self.websocket.receive()
             except WebSocketDisconnect:

@@ -11,14 +11,15 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import api, ingest, live, pages
+from app.models import SafeJSONResponse
 from app.settings import Settings
 from app.store import Store, default_db_path
 from pipecore.runs import RunManager
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="See multiprocessing.Pipe traffic live.",
         version=api.VERSION,
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     app.state.settings = settings
     app.state.templates = Jinja2Templates(directory=ROOT / "templates")
@@ -83,23 +85,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=ROOT / "static", check_dir=False), name="static")
     app.add_middleware(AccessGuard, settings=settings)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
     return app
 
 
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(request: Request, exc: RequestValidationError) -> SafeJSONResponse:
     # FastAPI's default body is a list of dicts; the contract is one readable sentence.
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         got = f", got {error['input']!r}" if "input" in error and error["input"] is not None else ""
         problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}{got}")
-    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+    return SafeJSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
 
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> SafeJSONResponse:
+    return SafeJSONResponse(
+        {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> SafeJSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+    return SafeJSONResponse(
+        {"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500
+    )
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -138,7 +149,7 @@ class AccessGuard:
                 log.warning("websocket refused: %s", message)
                 await WebSocket(scope, receive, send).close(code=1008, reason=message)
                 return
-            response = JSONResponse({"detail": message}, status_code=status)
+            response = SafeJSONResponse({"detail": message}, status_code=status)
             if status == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
             await response(scope, receive, send)

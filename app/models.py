@@ -4,7 +4,16 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with <, > and & written as \\u escapes, so echoed input never reads as markup."""
+
+    def render(self, content: Any) -> bytes:
+        body = super().render(content)
+        return body.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
 
 
 class LocalText(BaseModel):

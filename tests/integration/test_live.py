@@ -14,7 +14,7 @@ from fastapi import WebSocket
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from app.live import LiveHub, Viewer
+from app.live import MAX_OUTBOX, OVERFLOW_REASON, LiveHub, Viewer
 from app.models import FrameError, parse_client_frame
 from app.settings import Settings
 from app.store import Store
@@ -248,6 +248,7 @@ class NetworkSocket:
 
     def __init__(self, stalled: bool) -> None:
         self.sent: list[Frame] = []
+        self.closed: tuple[int, str] | None = None
         self.flowing = asyncio.Event()
         if not stalled:
             self.flowing.set()
@@ -255,6 +256,9 @@ class NetworkSocket:
     async def send_json(self, frame: Frame) -> None:
         await self.flowing.wait()
         self.sent.append(frame)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
 
     def held_events(self, run_id: str) -> list[Frame]:
         """What a page would hold: the last snapshot and the events after it."""
@@ -305,6 +309,38 @@ def test_a_stalled_viewer_stays_bounded_and_never_holds_up_another() -> None:
             await asyncio.gather(*senders, return_exceptions=True)
             stalled.unsubscribe_all()
             healthy.unsubscribe_all()
+
+    manager = RunManager(max_runs=1)
+    store = Store(":memory:")
+    try:
+        asyncio.run(scenario(manager, store))
+    finally:
+        manager.shutdown()
+        store.close()
+
+
+def test_a_viewer_that_never_reads_is_dropped_with_a_reason_not_buffered_forever() -> None:
+    async def scenario(manager: RunManager, store: Store) -> None:
+        hub = LiveHub(manager, store, Settings(db=":memory:"), asyncio.get_running_loop(), [])
+        socket = NetworkSocket(stalled=True)
+        stuck = Viewer(hub, cast(WebSocket, socket))
+        sender = asyncio.create_task(stuck.send_forever())
+        try:
+            run = manager.start("ping-pong", {})
+            for _ in range(50):  # re-subscribing never stacks up snapshots of one run
+                stuck.subscribe(run)
+            assert sum(f["type"] == "snapshot" for f in stuck.outbox) == 1
+            for n in range(MAX_OUTBOX + 100):  # answers to a flood it never reads
+                stuck.push({"type": "error", "message": f"bad frame {n}"})
+            assert len(stuck.outbox) <= MAX_OUTBOX and stuck.overflowed
+            assert stuck.subscriptions == {}
+            socket.flowing.set()
+            await asyncio.wait_for(sender, 10)
+            assert socket.closed == (1008, OVERFLOW_REASON)
+            run.wait(30)
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
 
     manager = RunManager(max_runs=1)
     store = Store(":memory:")

@@ -232,3 +232,7 @@ def test_what_a_request_carries_never_reaches_the_page_unescaped(live_server: st
         assert echo.status_code == 422
         assert echo.headers["content-type"] == "application/json"
         assert echo.headers["x-content-type-options"] == "nosniff"
+        # and the echo itself holds no markup: <, > and & are \u escapes in the JSON
+        assert b"<script>" not in echo.content
+        if body["scenario"] == SCRIPT:  # echoed, as an escape that parses back to the text
+            assert b"\\u003cscript\\u003e" in echo.content and SCRIPT in echo.json()["detail"]
