@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipecore.ordering import CausalOrder
-from pipecore.telemetry import (
+from pipecore.ring import (
     BEGIN,
     CALL,
     ERROR,
     EVENT,
     FLAG_HASHED,
     FLAG_RESULT,
+    FLAG_SAMPLED,
     HEADER_BYTES,
     OP_POLL,
     OP_RECV,
@@ -50,9 +51,10 @@ from pipecore.telemetry import (
     SLOT_SIZE,
     SLOTS,
     WRITE_POS_OFFSET,
-    StepControl,
+    complete_sample,
     ensure_layout,
 )
+from pipecore.stepping import StepControl
 
 Event = dict[str, Any]
 
@@ -77,6 +79,8 @@ class _Ring:
     done: dict[int, int] = field(default_factory=dict)  # slot -> last begin completed
     exited: bool = False
     last_t: int = 0
+    # (end id, site id, op) -> the fields every call event of that kind shares
+    templates: dict[tuple[int, int, int], Event] = field(default_factory=dict)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -250,6 +254,8 @@ class _BytesReader:
         return self._data[self._pos : self._pos + max(n, 1)]
 
 
+_unpack_call = CALL.unpack_from
+_CALL_SIZE = CALL.size
 FOREVER = 1 << 62  # `now` for the final drain: no receive waits any longer
 
 
@@ -283,6 +289,7 @@ class Collector:
         self._seq = 0
         self._steps: StepControl | None = None
         self._describe_cache: dict[bytes, tuple[str, str]] = {}
+        self._bytes_cache: dict[bytes, tuple[str, str]] = {}
         self._closed = False
         self._order = CausalOrder()
 
@@ -294,7 +301,7 @@ class Collector:
         return self._steps
 
     def set_step_mode(self, on: bool) -> None:
-        """Turn the run's step mode on or off (see `telemetry.StepControl`)."""
+        """Turn the run's step mode on or off (see `stepping.StepControl`)."""
         self._step_control().set_step_mode(on)
 
     def grant(self, n: int = 1) -> None:
@@ -400,7 +407,10 @@ class Collector:
                 # A ring that does not parse cannot be trusted any further.
                 r = write_pos
                 break
-            if rtype != REC_PAD:
+            if rtype == REC_END:
+                self._decode_end(ring, op, off)
+                count += 1
+            elif rtype != REC_PAD:
                 self._decode(ring, rtype, op, off)
                 count += 1
             r += length
@@ -421,16 +431,31 @@ class Collector:
         }
 
     def _call(self, ring: _Ring, t: int, pseq: int, eid: int, site: int, op: int) -> Event:
-        event = self._base(ring, t, pseq, "call")
-        pipe, pipe_name, end = ring.ends.get(eid, ("?", "?", "?"))
-        event["pipe"] = pipe
-        event["pipe_name"] = pipe_name
-        event["end"] = end
-        event["op"] = OPS[op] if op < len(OPS) else str(op)
+        template = ring.templates.get((eid, site, op))
+        if template is None:
+            template = self._template(ring, eid, site, op)
+        event = template.copy()
+        event["t"] = t
+        event["pseq"] = pseq
+        ring.last_t = t
+        return event
+
+    def _template(self, ring: _Ring, eid: int, site: int, op: int) -> Event:
+        template = self._base(ring, 0, 0, "call")
+        ends = ring.ends.get(eid)
+        pipe, pipe_name, end = ("?", "?", "?") if ends is None else ends
+        template["pipe"] = pipe
+        template["pipe_name"] = pipe_name
+        template["end"] = end
+        template["op"] = OPS[op] if op < len(OPS) else str(op)
         site_text = ring.sites.get(site)
         if site_text is not None:
-            event["site"] = site_text
-        return event
+            template["site"] = site_text
+        if ends is not None and (site_text is not None or site == 0):
+            # Ends, sites and the process name are defined before use; only a
+            # complete template is kept (a process rename clears them all).
+            ring.templates[(eid, site, op)] = template
+        return template
 
     def _scan_slots(self, ring: _Ring) -> None:
         """Emit the `begin` of every call in flight whose record has not come yet."""
@@ -476,6 +501,47 @@ class Collector:
             event["timeout"] = None if timeout is None or math.isnan(timeout) else timeout
         self._hold(t, ring.pid, pseq, event)
 
+    def _decode_end(self, ring: _Ring, op: int, off: int) -> None:
+        """A call that returned: the commonest record, decoded without detours."""
+        mm = ring.mm
+        _, _, _, t0, pseq0, t, pseq, eid, site, nbytes, queued, h, hlen, flags = _unpack_call(
+            mm, off
+        )
+        template = ring.templates.get((eid, site, op))
+        if template is None:
+            template = self._template(ring, eid, site, op)
+        pending = self._pending
+        pid = ring.pid
+        if pseq0:
+            key = 2 * eid + (1 if RECEIVING[op] else 0)
+            if ring.begun.get(key) != pseq0:
+                ring.begun[key] = pseq0
+                begin = template.copy()
+                begin["t"] = t0
+                begin["pseq"] = pseq0
+                begin["phase"] = "begin"
+                if queued >= 0:
+                    begin["queued"] = queued
+                pending.append((t0, pid, pseq0, begin))
+            ring.done[key] = pseq0
+        event = template.copy()
+        event["t"] = t
+        event["pseq"] = pseq
+        event["phase"] = "end"
+        ring.last_t = t
+        if nbytes >= 0:
+            start = off + _CALL_SIZE
+            head = mm[start : start + hlen]
+            event["nbytes"] = nbytes
+            if flags & FLAG_SAMPLED:
+                h = complete_sample(nbytes, head, h)
+            elif not flags & FLAG_HASHED:
+                h = zlib.crc32(head)
+            event["hash"] = f"{h:08x}"
+            event["head"] = head[:HEAD_HEX_BYTES].hex()
+            event["type"], event["preview"] = self._describe(op, head, nbytes)
+        pending.append((t, pid, pseq, event))
+
     def _decode(self, ring: _Ring, rtype: int, op: int, off: int) -> None:
         mm = ring.mm
         if rtype in (REC_END, REC_POLL, REC_ERROR):
@@ -518,7 +584,11 @@ class Collector:
             elif nbytes >= 0:
                 head = mm[start : start + hlen]
                 event["nbytes"] = nbytes
-                event["hash"] = f"{h if flags & FLAG_HASHED else zlib.crc32(head):08x}"
+                if flags & FLAG_SAMPLED:
+                    h = complete_sample(nbytes, head, h)
+                elif not flags & FLAG_HASHED:
+                    h = zlib.crc32(head)
+                event["hash"] = f"{h:08x}"
                 event["head"] = head[:HEAD_HEX_BYTES].hex()
                 event["type"], event["preview"] = self._describe(op, head, nbytes)
             self._hold(t, ring.pid, pseq, event)
@@ -544,13 +614,23 @@ class Collector:
                 ring.sites[payload["site_id"]] = payload["site"]
             elif "process" in payload:
                 ring.process = payload["process"]
+                ring.templates.clear()
 
     def _describe(self, op: int, head: bytes, nbytes: int) -> tuple[str, str]:
         pickled = op in (OP_SEND, OP_RECV)
         complete = nbytes == len(head)
         if not pickled:
-            text = repr(head[:PREVIEW_CHARS])
-            return "bytes", _clip(text[:-1] + "…" if nbytes > PREVIEW_CHARS else text)
+            # The first PREVIEW_CHARS + 1 stored bytes decide the preview (and whether
+            # it is cut short): frames alike share it.
+            key = head[: PREVIEW_CHARS + 1]
+            preview = self._bytes_cache.get(key)
+            if preview is None:
+                text = repr(head[:PREVIEW_CHARS])
+                preview = "bytes", _clip(text[:-1] + "…" if nbytes > PREVIEW_CHARS else text)
+                if len(self._bytes_cache) >= _DESCRIBE_CACHE_MAX:
+                    self._bytes_cache.clear()
+                self._bytes_cache[key] = preview
+            return preview
         if not complete:
             return describe_pickle(head, complete=False)
         cached = self._describe_cache.get(head)

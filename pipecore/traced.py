@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipecore import telemetry
-from pipecore.telemetry import (
+from pipecore.ring import (
     OP_CLOSE,
     OP_POLL,
     OP_RECV,
@@ -24,6 +24,9 @@ from pipecore.telemetry import (
     OP_RECV_BYTES_INTO,
     OP_SEND,
     OP_SEND_BYTES,
+    SLOT,
+    SLOT_SIZE,
+    STEP_FLAG_OFFSET,
 )
 
 _dumps = reduction.ForkingPickler.dumps
@@ -36,6 +39,14 @@ _pipe_numbers = itertools.count(1)
 # older than this, so a tight loop pays for it about once a millisecond.
 QUEUED_INTERVAL_NS = 1_000_000
 _monotonic_ns = time.monotonic_ns
+_pack_slot = SLOT.pack_into
+_NAN = math.nan
+_STEP = STEP_FLAG_OFFSET
+_RECV_SLOT = SLOT_SIZE  # a receiving op's slot follows its end's sending slot
+_plain_send = Connection.send
+_plain_recv = Connection.recv
+_plain_send_bytes = Connection.send_bytes
+_plain_recv_bytes = Connection.recv_bytes
 
 
 class TracedConnection(Connection):
@@ -98,11 +109,8 @@ class TracedConnection(Connection):
     def __repr__(self) -> str:
         return f"<TracedConnection pipe={self._pipe_id!r} end={self._end!r} handle={self._handle}>"
 
-    def _queued(self) -> int:
+    def _queued(self, now: int) -> int:
         # FIONREAD: bytes waiting in the kernel for this end (-1: not measured).
-        now = _monotonic_ns()
-        if now - self._queued_at < QUEUED_INTERVAL_NS:
-            return -1
         self._queued_at = now
         try:
             _ioctl(self._handle, _FIONREAD, self._queued_buf)  # type: ignore[arg-type]
@@ -110,51 +118,96 @@ class TracedConnection(Connection):
             return -1
         return int.from_bytes(self._queued_buf, sys.byteorder)
 
+    # The four frame-moving methods write their `begin` inline: a call costs one slot
+    # write before and one record after, with no further Python call in between.
+
     def send(self, obj: Any) -> None:
         """Send a (picklable) object."""
         rec = telemetry._recorder
         if rec is None:
-            return super().send(obj)
-        begin = rec.begin(self, OP_SEND, _getframe(1))
+            return _plain_send(self, obj)
+        if rec.control[_STEP]:
+            rec.wait_step()
+        if self._tl_rec is not rec:
+            rec.define_end(self)
+        f = _getframe(1)
+        site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
+        if site < 0:
+            site = rec.site(f)
+        pseq = rec.next_pseq()
+        t = _monotonic_ns()
+        slot = self._tl_slot
+        if slot:
+            _pack_slot(rec.mm, slot, pseq, t, site, OP_SEND, 0, -1, _NAN, pseq)
+        else:
+            rec.begin_at(self, OP_SEND, pseq, t, site, -1, _NAN)
         try:
             self._check_closed()
             self._check_writable()
             buf = _dumps(obj)
             self._send_bytes(buf)
         except BaseException as exc:
-            rec.error(self, OP_SEND, begin, exc)
+            rec.error(self, OP_SEND, (pseq, t, site), exc)
             raise
-        rec.end(self, OP_SEND, begin, buf)
+        rec.end(self, OP_SEND, pseq, t, site, buf)
 
     def recv(self) -> Any:
         """Receive a (picklable) object."""
         rec = telemetry._recorder
         if rec is None:
-            return super().recv()
-        queued = self._queued()
-        begin = rec.begin(self, OP_RECV, _getframe(1), queued)
+            return _plain_recv(self)
+        if rec.control[_STEP]:
+            rec.wait_step()
+        if self._tl_rec is not rec:
+            rec.define_end(self)
+        f = _getframe(1)
+        site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
+        if site < 0:
+            site = rec.site(f)
+        pseq = rec.next_pseq()
+        t = _monotonic_ns()
+        queued = self._queued(t) if t - self._queued_at >= QUEUED_INTERVAL_NS else -1
+        slot = self._tl_slot
+        if slot:
+            _pack_slot(rec.mm, slot + _RECV_SLOT, pseq, t, site, OP_RECV, 0, queued, _NAN, pseq)
+        else:
+            rec.begin_at(self, OP_RECV, pseq, t, site, queued, _NAN)
         try:
             self._check_closed()
             self._check_readable()
             buf = self._recv_bytes()
         except BaseException as exc:
-            rec.error(self, OP_RECV, begin, exc, None, queued)
+            rec.error(self, OP_RECV, (pseq, t, site), exc, None, queued)
             raise
         with buf.getbuffer() as frame:
             try:
                 obj = _loads(frame)
             except BaseException as exc:
-                rec.error(self, OP_RECV, begin, exc, frame, queued)
+                rec.error(self, OP_RECV, (pseq, t, site), exc, frame, queued)
                 raise
-            rec.end(self, OP_RECV, begin, frame, queued)
+            rec.end(self, OP_RECV, pseq, t, site, frame, queued)
         return obj
 
     def send_bytes(self, buf: Any, offset: int = 0, size: int | None = None) -> None:
         """Send the bytes data from a bytes-like object."""
         rec = telemetry._recorder
         if rec is None:
-            return super().send_bytes(buf, offset, size)
-        begin = rec.begin(self, OP_SEND_BYTES, _getframe(1))
+            return _plain_send_bytes(self, buf, offset, size)
+        if rec.control[_STEP]:
+            rec.wait_step()
+        if self._tl_rec is not rec:
+            rec.define_end(self)
+        f = _getframe(1)
+        site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
+        if site < 0:
+            site = rec.site(f)
+        pseq = rec.next_pseq()
+        t = _monotonic_ns()
+        slot = self._tl_slot
+        if slot:
+            _pack_slot(rec.mm, slot, pseq, t, site, OP_SEND_BYTES, 0, -1, _NAN, pseq)
+        else:
+            rec.begin_at(self, OP_SEND_BYTES, pseq, t, site, -1, _NAN)
         try:
             self._check_closed()
             self._check_writable()
@@ -175,17 +228,35 @@ class TracedConnection(Connection):
             frame = m[offset : offset + size]
             self._send_bytes(frame)
         except BaseException as exc:
-            rec.error(self, OP_SEND_BYTES, begin, exc)
+            rec.error(self, OP_SEND_BYTES, (pseq, t, site), exc)
             raise
-        rec.end(self, OP_SEND_BYTES, begin, frame)
+        # The whole of a bytes object is the same frame, and cheaper to sample.
+        whole = type(buf) is bytes and size == n
+        rec.end(self, OP_SEND_BYTES, pseq, t, site, buf if whole else frame)
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
         """Receive bytes data as a bytes object."""
         rec = telemetry._recorder
         if rec is None:
-            return super().recv_bytes(maxlength)
-        queued = self._queued()
-        begin = rec.begin(self, OP_RECV_BYTES, _getframe(1), queued)
+            return _plain_recv_bytes(self, maxlength)
+        if rec.control[_STEP]:
+            rec.wait_step()
+        if self._tl_rec is not rec:
+            rec.define_end(self)
+        f = _getframe(1)
+        site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
+        if site < 0:
+            site = rec.site(f)
+        pseq = rec.next_pseq()
+        t = _monotonic_ns()
+        queued = self._queued(t) if t - self._queued_at >= QUEUED_INTERVAL_NS else -1
+        slot = self._tl_slot
+        if slot:
+            _pack_slot(
+                rec.mm, slot + _RECV_SLOT, pseq, t, site, OP_RECV_BYTES, 0, queued, _NAN, pseq
+            )
+        else:
+            rec.begin_at(self, OP_RECV_BYTES, pseq, t, site, queued, _NAN)
         try:
             self._check_closed()
             self._check_readable()
@@ -196,9 +267,9 @@ class TracedConnection(Connection):
                 self._bad_message_length()
             data: bytes = buf.getvalue()
         except BaseException as exc:
-            rec.error(self, OP_RECV_BYTES, begin, exc, None, queued)
+            rec.error(self, OP_RECV_BYTES, (pseq, t, site), exc, None, queued)
             raise
-        rec.end(self, OP_RECV_BYTES, begin, data, queued)
+        rec.end(self, OP_RECV_BYTES, pseq, t, site, data, queued)
         return data
 
     def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
@@ -206,7 +277,8 @@ class TracedConnection(Connection):
         rec = telemetry._recorder
         if rec is None:
             return super().recv_bytes_into(buf, offset)
-        queued = self._queued()
+        now = _monotonic_ns()
+        queued = self._queued(now) if now - self._queued_at >= QUEUED_INTERVAL_NS else -1
         begin = rec.begin(self, OP_RECV_BYTES_INTO, _getframe(1), queued)
         received = None
         try:
@@ -230,7 +302,7 @@ class TracedConnection(Connection):
             rec.error(self, OP_RECV_BYTES_INTO, begin, exc, consumed, queued)
             raise
         with received.getbuffer() as frame:
-            rec.end(self, OP_RECV_BYTES_INTO, begin, frame, queued)
+            rec.end(self, OP_RECV_BYTES_INTO, begin[0], begin[1], begin[2], frame, queued)
         return size
 
     def poll(self, timeout: float | None = 0.0) -> bool:
@@ -266,7 +338,7 @@ class TracedConnection(Connection):
         except BaseException as exc:
             rec.error(self, OP_CLOSE, begin, exc)
             raise
-        rec.end(self, OP_CLOSE, begin)
+        rec.end(self, OP_CLOSE, 0, 0, begin[2])
 
 
 def _capacity(handle: int, transport: str) -> int | None:

@@ -13,7 +13,7 @@ import pytest
 
 import pipecore
 from pipecore import telemetry
-from pipecore.telemetry import HASH_FULL_LIMIT, HASH_SAMPLE, frame_hash
+from pipecore.ring import HASH_FULL_LIMIT, HEAD_STORE, frame_hash, sample_stride
 from tests.unit.conftest import START_METHODS, Event, RunFixture, calls, make_run
 
 ROUNDS = 50_000  # four call events each: 200k events through a 64 KiB ring
@@ -196,20 +196,33 @@ def test_step_mode_lets_exactly_one_call_run_per_grant(run: RunFixture) -> None:
     b.close()
 
 
-def test_frame_hash_is_crc32_whole_then_sampled() -> None:
+def test_frame_hash_is_crc32_whole_then_length_head_and_strided_samples() -> None:
     small = os.urandom(HASH_FULL_LIMIT)
     assert frame_hash(small) == zlib.crc32(small)
     big = bytearray(os.urandom(1 << 20))
     n = len(big)
+    stride = sample_stride(n)
     expected = zlib.crc32(n.to_bytes(8, "little"))
-    expected = zlib.crc32(big[:HASH_SAMPLE], expected)
-    mid = (n - HASH_SAMPLE) // 2
-    expected = zlib.crc32(big[mid : mid + HASH_SAMPLE], expected)
-    expected = zlib.crc32(big[n - HASH_SAMPLE :], expected)
+    expected = zlib.crc32(big[:HEAD_STORE], expected)
+    sample = zlib.crc32(bytes(big[n - 1 :: -stride]))
+    expected = zlib.crc32(sample.to_bytes(4, "little"), expected)
     assert frame_hash(memoryview(big)) == expected
+    assert frame_hash(bytes(big)) == expected
     before = frame_hash(big)
     big[0] ^= 1
     assert frame_hash(big) != before
+
+
+@pytest.mark.parametrize("n", [HASH_FULL_LIMIT + 1, 64 * 1024, 1 << 20, 3 * (1 << 20) + 5])
+def test_frame_hash_sees_a_splice_of_one_stride_anywhere_in_a_one_byte_frame(n: int) -> None:
+    # Two writers' frames of one repeated byte each: a run of the other writer's
+    # bytes as long as the stride changes the hash wherever it lands.
+    stride = sample_stride(n)
+    intact = b"A" * n
+    before = frame_hash(intact)
+    for start in range(0, n - stride + 1, max(1, (n - stride) // 97)):
+        spliced = intact[:start] + b"B" * stride + intact[start + stride :]
+        assert frame_hash(spliced) != before, (n, start)
 
 
 def test_activate_is_idempotent_and_deactivate_restores_the_streams(run: RunFixture) -> None:
