@@ -9,6 +9,7 @@ send's `end` (and the rest of the receiver's events follow it).
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import defaultdict
 from typing import Any
@@ -25,10 +26,15 @@ MAX_HOLD_NS = 1_000_000_000
 FINAL_NS = 1 << 62
 
 
+@functools.lru_cache(maxsize=4096)
+def _lane(pipe: object, end: object, sending: bool) -> tuple[str, str]:
+    name = str(end)
+    peer = PEER.get(name, "?")
+    return (str(pipe), f"{name}>{peer}" if sending else f"{peer}>{name}")
+
+
 def _direction(event: Event, sending: bool) -> tuple[str, str]:
-    end = str(event.get("end"))
-    peer = PEER.get(end, "?")
-    return (str(event.get("pipe")), f"{end}>{peer}" if sending else f"{peer}>{end}")
+    return _lane(event.get("pipe"), event.get("end"), sending)
 
 
 def _takes_frame(event: Event) -> bool:
@@ -45,7 +51,7 @@ class CausalOrder:
         self._sent: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._received: defaultdict[tuple[str, str], int] = defaultdict(int)
         # sends begun and not ended: (pid, pipe, end) -> direction
-        self._in_flight: dict[tuple[int, str, str], tuple[str, str]] = {}
+        self._in_flight: dict[tuple[object, object, object], tuple[str, str]] = {}
 
     def _flying(self, direction: tuple[str, str]) -> bool:
         return any(d == direction for d in self._in_flight.values())
@@ -61,24 +67,23 @@ class CausalOrder:
         return direction
 
     def _account(self, event: Event) -> None:
-        kind, op, phase = event.get("kind"), event.get("op"), event.get("phase")
-        pid = int(event.get("pid", 0))
-        if kind == "process" and op == "exit":
+        kind, op = event.get("kind"), event.get("op")
+        if kind == "call":
+            if op in SEND_OPS:
+                key = (event.get("pid", 0), event.get("pipe"), event.get("end"))
+                phase = event.get("phase")
+                if phase == "begin":
+                    self._in_flight[key] = _direction(event, sending=True)
+                    return
+                self._in_flight.pop(key, None)
+                if phase == "end":
+                    self._sent[_direction(event, sending=True)] += 1
+            elif op in RECV_OPS and _takes_frame(event):
+                self._received[_direction(event, sending=False)] += 1
+        elif kind == "process" and op == "exit":
+            pid = event.get("pid", 0)
             for key in [k for k in self._in_flight if k[0] == pid]:
                 del self._in_flight[key]
-            return
-        if kind != "call":
-            return
-        key = (pid, str(event.get("pipe")), str(event.get("end")))
-        if op in SEND_OPS:
-            if phase == "begin":
-                self._in_flight[key] = _direction(event, sending=True)
-                return
-            self._in_flight.pop(key, None)
-            if phase == "end":
-                self._sent[_direction(event, sending=True)] += 1
-        elif _takes_frame(event):
-            self._received[_direction(event, sending=False)] += 1
 
     def release(self, ready: list[Event], now_ns: int) -> tuple[list[Event], list[Event]]:
         """Order `ready` (sorted by t, pid, pseq); return (released, held back).
@@ -86,6 +91,16 @@ class CausalOrder:
         Held events belong to processes whose next receive waits for a send not yet
         seen; the caller offers them again, with newer events, at the next drain.
         """
+        # Mostly time order is already causal: walk it, and merge only from the first
+        # receive that must wait.
+        for n, event in enumerate(ready):
+            if event.get("kind") == "call" and self._must_wait(event, now_ns) is not None:
+                out, held = self._merge(ready[n:], now_ns)
+                return ready[:n] + out, held
+            self._account(event)
+        return ready, []
+
+    def _merge(self, ready: list[Event], now_ns: int) -> tuple[list[Event], list[Event]]:
         queues: dict[int, list[Event]] = defaultdict(list)
         for event in ready:
             queues[int(event.get("pid", 0))].append(event)
