@@ -8,6 +8,7 @@ from pipecore.scenarios import (
     deadlock,
     eof,
     fanin,
+    flood,
     lockqueue,
     oneway,
     pingpong,
@@ -35,6 +36,7 @@ SCENARIOS: dict[str, Scenario] = {
         pipeline,
         fanin,
         custom,
+        flood,
     )
 }
 

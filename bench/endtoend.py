@@ -1,0 +1,224 @@
+"""End to end through a real server: a flood to a websockets viewer, and start latency."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.sync.client import ClientConnection, connect
+
+from bench.server import TERMINAL, Server, serve
+
+EVENTS_PER_FRAME = 4  # send_bytes begin/end on the writer, recv_bytes begin/end on the reader
+WRITER_LINE = re.compile(r"writer: (\d+) frames in ([\d.]+) s")
+# A flooded run's writer sleeps while its telemetry ring is full, which the deadlock
+# detector can take for a deadlock and end the run: the flood measures throughput, so it
+# waits longer before calling one (the false verdict is reported in docs/performance.md).
+FLOOD_DEADLOCK_SECONDS = 600.0
+# Past this the run is stopped: the benchmark must not take the shared machine's memory.
+RSS_CAP_KIB = 4 * 1024 * 1024
+
+
+@dataclass
+class Flood:
+    """One flood run: what the workers managed and, with a viewer, what it received."""
+
+    viewer: bool
+    messages: int
+    events_delivered: int = 0
+    delivery_seconds: float = 0.0
+    writer_frames_per_s: float = 0.0
+    latencies_ns: array[int] = field(default_factory=lambda: array("q"))
+    resyncs: int = 0
+    resync_events: int = 0
+    rss_start_kib: int = 0
+    rss_end_kib: int = 0
+    rss_peak_kib: int = 0
+    events_in_run: int = 0
+    state: str = ""
+    capped: bool = False
+    verdicts: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_ns)
+        out: dict[str, Any] = {
+            "viewer": self.viewer,
+            "messages": self.messages,
+            "events_in_run": self.events_in_run,
+            "state": self.state,
+            "stopped_at_rss_cap": self.capped,
+            "verdicts": self.verdicts,
+            "writer_frames_per_s": self.writer_frames_per_s,
+            "writer_events_per_s": self.writer_frames_per_s * EVENTS_PER_FRAME,
+            "rss_start_mib": self.rss_start_kib / 1024,
+            "rss_end_mib": self.rss_end_kib / 1024,
+            "rss_peak_mib": self.rss_peak_kib / 1024,
+        }
+        if self.viewer:
+            out["events_delivered"] = self.events_delivered
+            out["delivered_per_s"] = self.events_delivered / max(self.delivery_seconds, 1e-9)
+            out["resyncs"] = self.resyncs
+            out["latency_samples"] = len(lat)
+            out["events_first_seen_in_resync_snapshots"] = self.resync_events
+            if lat:
+                out["latency_p50_ms"] = lat[len(lat) // 2] / 1e6
+                out["latency_p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1e6
+                out["latency_max_ms"] = lat[-1] / 1e6
+        return out
+
+
+def _writer_rate(text: str) -> float | None:
+    match = WRITER_LINE.search(text)
+    if match is None:
+        return None
+    return int(match.group(1)) / max(float(match.group(2)), 1e-9)
+
+
+def _ws(server: Server) -> ClientConnection:
+    # No keepalive pings: a flooded server may not answer one in time, and that is measured
+    # as latency, not treated as a dead connection.
+    conn = connect(server.ws_url, max_size=None, open_timeout=10, ping_interval=None)
+    hello = json.loads(conn.recv(timeout=10))
+    if hello.get("type") != "hello":
+        raise RuntimeError(f"expected a hello frame first, got {hello.get('type')!r}")
+    return conn
+
+
+def flood(messages: int, viewer: bool) -> Flood:
+    """Run the flood scenario on a fresh server, with or without a subscribed viewer."""
+    result = Flood(viewer, messages)
+    with serve(deadlock_seconds=FLOOD_DEADLOCK_SECONDS) as server:
+        result.rss_start_kib = server.rss_kib()
+        if viewer:
+            with _ws(server) as conn:
+                run_id = server.start_run("flood", {"messages": messages})
+                conn.send(json.dumps({"type": "subscribe", "run": run_id}))
+                _watch(server, conn, run_id, result)
+        else:
+            run_id = server.start_run("flood", {"messages": messages})
+            _poll(server, run_id, result)
+        summary = server.wait_run(run_id, 900)
+        result.state = summary["state"]
+        result.events_in_run = summary["events"]
+        verdicts = summary.get("verdicts")
+        if isinstance(verdicts, list):
+            result.verdicts = sorted({v["verdict"] for v in verdicts})
+        result.rss_end_kib = server.rss_kib()
+        result.rss_peak_kib = server.peak_kib()
+        if not result.writer_frames_per_s:
+            tail = server.request(
+                "GET", f"/api/runs/{run_id}/events?after={max(0, summary['events'] - 20_000)}"
+            )
+            for event in tail:
+                rate = _writer_rate(event.get("text", "")) if event["kind"] == "output" else None
+                result.writer_frames_per_s = rate or result.writer_frames_per_s
+    return result
+
+
+def _cap(server: Server, run_id: str, result: Flood) -> None:
+    if not result.capped and server.rss_kib() > RSS_CAP_KIB:
+        result.capped = True
+        server.request("POST", f"/api/runs/{run_id}/stop")
+
+
+def _poll(server: Server, run_id: str, result: Flood) -> None:
+    while server.request("GET", f"/api/runs/{run_id}")["state"] not in TERMINAL:
+        _cap(server, run_id, result)
+        time.sleep(0.2)
+
+
+def _watch(server: Server, conn: ClientConnection, run_id: str, result: Flood) -> None:
+    last_seq = 0
+    first = last = 0
+    next_check = time.monotonic()
+    latencies = result.latencies_ns
+    while True:
+        raw = conn.recv(timeout=120)
+        arrived = time.monotonic_ns()
+        frame = json.loads(raw)
+        kind = frame.get("type")
+        if kind == "snapshot" and frame["run"]["id"] == run_id:
+            # The first snapshot holds what happened before the subscription; a later one
+            # (with a notice) resynchronises a viewer that fell behind, and its new
+            # events reach the viewer only now: their latency counts.
+            live = "notice" in frame
+            result.resyncs += live
+        elif kind == "events" and frame["run"] == run_id:
+            live = True
+        else:
+            continue
+        ended = False
+        for event in frame["events"]:
+            if event["seq"] <= last_seq:
+                continue  # resent by a resynchronising snapshot
+            last_seq = event["seq"]
+            result.events_delivered += 1
+            ekind = event["kind"]
+            if ekind == "call":
+                first = first or arrived
+                last = arrived
+                if live:
+                    latencies.append(arrived - event["t"])
+                    result.resync_events += kind == "snapshot"
+            elif ekind == "output":
+                rate = _writer_rate(event["text"])
+                result.writer_frames_per_s = rate or result.writer_frames_per_s
+            elif ekind == "run" and event["state"] in TERMINAL:
+                ended = True
+        if ended:
+            break
+        if time.monotonic() > next_check:
+            _cap(server, run_id, result)
+            next_check = time.monotonic() + 0.5
+    result.delivery_seconds = (last - first) / 1e9
+
+
+def start_latency(methods: tuple[str, ...], repeats: int) -> dict[str, dict[str, Any]]:
+    """POST /api/runs to the first events on the websocket, per start method (ms)."""
+    out: dict[str, dict[str, Any]] = {}
+    with serve() as server, _ws(server) as conn:
+        for method in methods:
+            first_any: list[float] = []
+            first_call: list[float] = []
+            for _ in range(repeats):
+                any_ms, call_ms = _one_start(server, conn, method)
+                first_any.append(any_ms)
+                first_call.append(call_ms)
+            out[method] = {
+                "first_event_ms": statistics.median(first_any),
+                "first_call_ms": statistics.median(first_call),
+                "first_call_ms_min": min(first_call),
+                "first_call_ms_max": max(first_call),
+                "repeats": repeats,
+            }
+    return out
+
+
+def _one_start(server: Server, conn: ClientConnection, method: str) -> tuple[float, float]:
+    began = time.monotonic_ns()
+    run_id = server.start_run("ping-pong", {}, method)
+    conn.send(json.dumps({"type": "subscribe", "run": run_id}))
+    first_any = first_call = 0
+    ended = False
+    while not ended:
+        frame = json.loads(conn.recv(timeout=60))
+        arrived = time.monotonic_ns()
+        if frame.get("type") not in ("snapshot", "events"):
+            continue
+        rid = frame["run"]["id"] if frame["type"] == "snapshot" else frame["run"]
+        if rid != run_id:
+            continue
+        for event in frame["events"]:
+            if event["pid"] != 0 and not first_any:
+                first_any = arrived
+            if event["kind"] == "call" and not first_call:
+                first_call = arrived
+            if event["kind"] == "run" and event["state"] in TERMINAL:
+                ended = True
+    conn.send(json.dumps({"type": "unsubscribe", "run": run_id}))
+    return (first_any - began) / 1e6, (first_call - began) / 1e6
