@@ -50,6 +50,7 @@ from pipecore.ring import (
     SLOT_SEQ,
     SLOT_SIZE,
     SLOTS,
+    WAITING_OFFSET,
     WRITE_POS_OFFSET,
     complete_sample,
     ensure_layout,
@@ -309,6 +310,16 @@ class Collector:
         self._step_control().grant(n)
 
     # -- draining -----------------------------------------------------------------
+
+    def writers_waiting(self) -> bool:
+        """Whether a process of the run waits for room in its ring (the collector lags):
+        such a process is busy recording, whatever its last call looks like."""
+        if self._closed:
+            return False
+        self._discover()
+        return any(
+            POSITION.unpack_from(ring.mm, WAITING_OFFSET)[0] for ring in self._rings.values()
+        )
 
     def drain(self, *, final: bool = False) -> list[Event]:
         """Return the new events, merged and ordered, with `seq` set."""

@@ -19,7 +19,8 @@ Event = dict[str, Any]
 SEND_OPS = frozenset({"send", "send_bytes"})
 RECV_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
 PEER = {"a": "b", "b": "a"}
-# a receive held this long waits no more (a sender stuck between write and record)
+# a receive waits no more once the stream has moved this far past it (a sender stuck
+# between its write and its record)
 MAX_HOLD_NS = 1_000_000_000
 # `now` of the final drain: nothing more will arrive, so the batch is ordered causally
 # as far as it can be and nothing is held back
@@ -52,6 +53,7 @@ class CausalOrder:
         self._received: defaultdict[tuple[str, str], int] = defaultdict(int)
         # sends begun and not ended: (pid, pipe, end) -> direction
         self._in_flight: dict[tuple[object, object, object], tuple[str, str]] = {}
+        self._newest = 0  # the newest `t` offered so far
 
     def _flying(self, direction: tuple[str, str]) -> bool:
         return any(d == direction for d in self._in_flight.values())
@@ -59,7 +61,8 @@ class CausalOrder:
     def _must_wait(self, event: Event, now_ns: int) -> tuple[str, str] | None:
         if not _takes_frame(event):
             return None
-        if now_ns < FINAL_NS and now_ns - int(event.get("t", 0)) > MAX_HOLD_NS:
+        if now_ns < FINAL_NS and self._newest - int(event.get("t", 0)) > MAX_HOLD_NS:
+            # stream time, not the clock: a lagging collector must not release early
             return None
         direction = _direction(event, sending=False)
         if self._received[direction] < self._sent[direction] or not self._flying(direction):
@@ -91,6 +94,8 @@ class CausalOrder:
         Held events belong to processes whose next receive waits for a send not yet
         seen; the caller offers them again, with newer events, at the next drain.
         """
+        if ready:
+            self._newest = max(self._newest, int(ready[-1].get("t", 0)))
         # Mostly time order is already causal: walk it, and merge only from the first
         # receive that must wait.
         for n, event in enumerate(ready):

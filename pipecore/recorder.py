@@ -49,6 +49,7 @@ from pipecore.ring import (
     SLOT_SIZE,
     SLOTS,
     STEP_FLAG_OFFSET,
+    WAITING_OFFSET,
     WRITE_POS_OFFSET,
     frame_sample,
     map_control,
@@ -154,11 +155,14 @@ class Recorder:
         return HEADER_BYTES + pos
 
     def _wait_space(self, read_needed: int) -> None:
-        # Back-pressure: never drop a record; wait for the collector to drain.
+        # Back-pressure: never drop a record; wait for the collector to drain. The flag
+        # tells the collector this process is busy, not stuck in a pipe call.
         waited = 0.0
+        POSITION.pack_into(self.mm, WAITING_OFFSET, 1)
         while True:
             self.read_pos = POSITION.unpack_from(self.mm, READ_POS_OFFSET)[0]
             if self.read_pos >= read_needed or self.broken:
+                POSITION.pack_into(self.mm, WAITING_OFFSET, 0)
                 return
             time.sleep(WAIT_SLEEP)
             waited += WAIT_SLEEP

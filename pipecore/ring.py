@@ -14,6 +14,7 @@ RING_MAGIC = 0x47525350  # "PSRG"
 RING_VERSION = 3
 WRITE_POS_OFFSET = 64  # own cache line: written by the process
 READ_POS_OFFSET = 128  # own cache line: written by the collector
+WAITING_OFFSET = 192  # own cache line: 1 while the process waits for ring space
 RING_HEAD = struct.Struct("<IIQQ")  # magic, version, data bytes, pid
 POSITION = struct.Struct("<Q")
 SLOT_BASE = 256

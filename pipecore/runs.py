@@ -441,9 +441,16 @@ class Run(BaseRun):
                 self._seq += 1
                 event["seq"] = self._seq
         verdicts = self._analysis.feed(events)
-        if not final:
+        # Time-based verdicts only while the collector keeps up: when it lags, the
+        # newest events are old and every process would look silent.
+        lagging = len(events) >= LAG_EVENTS or collector.writers_waiting()
+        if not final and not lagging:
             verdicts += self._analysis.tick(time.monotonic_ns())
-        verdicts = [v for v in verdicts if v.get("verdict") != "deadlock" or _stalled(v)]
+        verdicts = [
+            v
+            for v in verdicts
+            if v.get("verdict") != "deadlock" or (not collector.writers_waiting() and _stalled(v))
+        ]
         self._settle(events)
         if events or verdicts:
             with self._lock:
@@ -566,6 +573,10 @@ def _cpu_ticks(pid: int) -> tuple[str, int] | None:
         return None
     # Fields after the command name: state, ..., utime (12th), stime (13th).
     return fields[0].decode(), int(fields[11]) + int(fields[12])
+
+
+# a drain this large means the collector is behind the run's processes
+LAG_EVENTS = 5000
 
 
 def _stalled(verdict: Event, samples: int = 3, interval: float = 0.05) -> bool:

@@ -239,3 +239,37 @@ def test_ends_beyond_the_in_flight_slots_still_record_each_begin_once(run: RunFi
     for a, b in pipes:
         a.close()
         b.close()
+
+
+def test_a_writer_waiting_for_ring_space_is_seen_as_busy() -> None:
+    import threading
+
+    run = make_run(ring_bytes=64 * 1024)
+    run.activate()
+    done = threading.Event()
+
+    def flood() -> None:
+        for n in range(2000):  # ~2000 × 100-byte records: far more than 64 KiB
+            telemetry.record_event({"kind": "output", "stream": "stdout", "text": f"{n:0100d}"})
+        done.set()
+
+    writer = threading.Thread(target=flood)
+    try:
+        writer.start()
+        deadline = time.monotonic() + 20
+        while not run.collector.writers_waiting():
+            assert time.monotonic() < deadline and not done.is_set(), "the ring never filled"
+            time.sleep(0.001)
+        run.drain_until(lambda events: done.is_set(), timeout=20)
+        writer.join(10)
+        assert not run.collector.writers_waiting()
+        run.drain(final=True)
+        texts = [e["text"] for e in run.events if e["kind"] == "output"]
+        assert texts == [f"{n:0100d}" for n in range(2000)]
+    finally:
+        while writer.is_alive():  # never leave the writer waiting on a ring nobody drains
+            run.drain()
+            writer.join(0.01)
+        telemetry.deactivate()
+        run.drain(final=True)
+        run.collector.close()

@@ -28,6 +28,7 @@ CATALOGUE = [
     "pipeline",
     "fan-in",
     "custom",
+    "flood",
 ]
 
 
