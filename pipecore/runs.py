@@ -374,6 +374,10 @@ class Run(BaseRun):
         except Exception:
             logger.exception("run %s: teardown failed", self.id)
         finally:
+            killed = [v for v in self._verdicts if v.get("verdict") == "killed"]
+            if state is RunState.COMPLETED and killed:
+                # the program carried on without the worker: the outcome says so
+                message += f", but a worker was killed: {killed[-1]['message']}"
             with self._lock:
                 if self._collector is not None:
                     self._collector.close()

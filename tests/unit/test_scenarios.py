@@ -217,6 +217,7 @@ def test_eof_shows_eoferror_brokenpipe_and_the_killed_worker(manager: RunManager
     exits = [e for e in events if e["kind"] == "process" and e["op"] == "exit"]
     assert any(e.get("exitcode") == -9 or e.get("killed") for e in exits)
     assert verdicts(events, "killed")
+    assert "but a worker was killed: chatter" in events[-1]["message"]
 
 
 @pytest.mark.parametrize("variant", ["recv-recv", "send-send"])
