@@ -74,8 +74,10 @@ def kill_one_run(manager: RunManager, rng: random.Random) -> dict[str, Any]:
     pids = started_pids(run)
     victim = rng.choice(["producer", "consumer"])
     peer = "consumer" if victim == "producer" else "producer"
-    # The consumer alone needs at least 1 s (1000 pauses of 1 ms): both are still working.
-    time.sleep(rng.uniform(0, 0.25))
+    # Both must still be working at the kill. The consumer pauses at least `delay` per
+    # message; the producer is done once the unread rest fits in the 64 KiB pipe, which
+    # for 64-byte frames (84 bytes on the wire) takes at least 1000 - 780 = 220 pauses.
+    time.sleep(rng.uniform(0, 0.15 if size == 64 else 0.25))
     killed_at = time.monotonic_ns()
     os.kill(pids[victim], signal.SIGKILL)
     state = run.wait(30)
