@@ -542,16 +542,21 @@ class Collector:
         ring.last_t = t
         if nbytes >= 0:
             start = off + _CALL_SIZE
-            head = mm[start : start + hlen]
-            event["nbytes"] = nbytes
-            if flags & FLAG_SAMPLED:
-                h = complete_sample(nbytes, head, h)
-            elif not flags & FLAG_HASHED:
-                h = zlib.crc32(head)
-            event["hash"] = f"{h:08x}"
-            event["head"] = head[:HEAD_HEX_BYTES].hex()
-            event["type"], event["preview"] = self._describe(op, head, nbytes)
+            self._frame_fields(event, op, mm[start : start + hlen], nbytes, h, flags)
         pending.append((t, pid, pseq, event))
+
+    def _frame_fields(
+        self, event: Event, op: int, head: bytes, nbytes: int, h: int, flags: int
+    ) -> None:
+        """The frame's size, hash (completed here from the stored head), head and preview."""
+        event["nbytes"] = nbytes
+        if flags & FLAG_SAMPLED:
+            h = complete_sample(nbytes, head, h)
+        elif not flags & FLAG_HASHED:
+            h = zlib.crc32(head)
+        event["hash"] = f"{h:08x}"
+        event["head"] = head[:HEAD_HEX_BYTES].hex()
+        event["type"], event["preview"] = self._describe(op, head, nbytes)
 
     def _decode(self, ring: _Ring, rtype: int, op: int, off: int) -> None:
         mm = ring.mm
@@ -567,8 +572,8 @@ class Collector:
                 fields = (*fields[:9], -1, *fields[10:])
                 start = off + POLL.size
             else:
-                fields = ERROR.unpack_from(mm, off)[:-2]
-                jlen = ERROR.unpack_from(mm, off)[-2]
+                unpacked = ERROR.unpack_from(mm, off)
+                fields, jlen = unpacked[:-2], unpacked[-2]
                 start = off + ERROR.size
             _, _, _, t0, pseq0, t, pseq, eid, site, nbytes, queued, h, hlen, flags = fields
             info: dict[str, Any] = {}
@@ -593,15 +598,7 @@ class Collector:
                 if rtype == REC_POLL:
                     event["result"] = bool(flags & FLAG_RESULT)
             elif nbytes >= 0:
-                head = mm[start : start + hlen]
-                event["nbytes"] = nbytes
-                if flags & FLAG_SAMPLED:
-                    h = complete_sample(nbytes, head, h)
-                elif not flags & FLAG_HASHED:
-                    h = zlib.crc32(head)
-                event["hash"] = f"{h:08x}"
-                event["head"] = head[:HEAD_HEX_BYTES].hex()
-                event["type"], event["preview"] = self._describe(op, head, nbytes)
+                self._frame_fields(event, op, mm[start : start + hlen], nbytes, h, flags)
             self._hold(t, ring.pid, pseq, event)
         elif rtype == REC_BEGIN:
             _, _, _, t, pseq, eid, site, queued, wait = BEGIN.unpack_from(mm, off)
