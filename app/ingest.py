@@ -11,7 +11,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from app.api import VERSION
 from app.live import LiveHub
 from app.store import Store
-from pipecore.runs import CapacityError, ExternalRun, RunManager
+from pipecore.runs import CapacityError, ExternalRun, RunManager, reason
 from pipecore.scenarios import ParamError
 from pipecore.tracing import EventError
 
@@ -77,18 +77,26 @@ class Ingest:
         except IngestRefused as exc:
             log.warning("ingest refused: %s", exc)
             if self.run is not None:
-                self.run.disconnect(f"the tracer's stream was refused: {exc}")
+                self.run.disconnect(
+                    f"the tracer's stream was refused: {exc}", reason("refused", error=str(exc))
+                )
             await self._refuse(exc)
         except Exception as exc:
             log.exception("ingest failed")
             if self.run is not None:
-                self.run.disconnect(f"the server failed: {type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                self.run.disconnect(
+                    f"the server failed: {error}", reason("collector_failed", error=error)
+                )
             await self._refuse(
                 IngestRefused(f"internal error: {type(exc).__name__}", INTERNAL_ERROR)
             )
         finally:
             if self.run is not None:
-                self.run.disconnect("disconnected: the tracer left before the program ended")
+                self.run.disconnect(
+                    "disconnected: the tracer left before the program ended",
+                    reason("disconnected"),
+                )
 
     async def _serve(self) -> None:
         try:

@@ -30,6 +30,15 @@ BAD_LENGTH = "bad message length"
 TRUNCATED = "Ran out of input"  # pickle's EOFError, not the connection's
 OVERTAKE_WINDOW = 8
 PENDING_LIMIT = 1024
+MAX_KILLED = 1000
+MAX_VERDICTS = 1000
+# Frames sent and not yet received, per direction: the kernel buffer bounds them while the
+# receiver is traced; past this (an untraced receiver) the oldest are forgotten.
+SENDS_LIMIT = 100_000
+# Latencies: exact up to EXACT_LATENCIES values per direction, then logarithmic buckets.
+EXACT_LATENCIES = 4096
+EXACT_BELOW = 1024
+GROWTH = 1.019
 
 
 def wire_size(nbytes: int) -> int:
@@ -57,6 +66,74 @@ def percentiles(values: list[int]) -> dict[str, int | None]:
     return {"p50": rank(50), "p90": rank(90), "p99": rank(99), "max": rank(100)}
 
 
+class LatencyDigest:
+    """Latencies in bounded memory, for nearest-rank percentiles.
+
+    The first EXACT_LATENCIES values are kept as they are and their percentiles are exact.
+    Past that, values below EXACT_BELOW ns keep a bucket each and larger ones fall into
+    buckets [GROWTH**i, GROWTH**(i+1)); a percentile then reports its bucket's middle,
+    within 1% of the exact nearest-rank value ((GROWTH-1)/(GROWTH+1) = 0.94%, plus 0.5 ns
+    of rounding). `max` stays exact. At most a few thousand buckets exist for any run.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.max: int | None = None
+        self._exact: list[int] | None = []
+        self._buckets: dict[int, int] = {}
+
+    def add(self, value: int) -> None:
+        self.count += 1
+        self.max = value if self.max is None else max(self.max, value)
+        if self._exact is None:
+            self._count(value)
+            return
+        self._exact.append(value)
+        if len(self._exact) > EXACT_LATENCIES:
+            for held in self._exact:
+                self._count(held)
+            self._exact = None
+
+    def percentiles(self) -> dict[str, int | None]:
+        """Nearest-rank p50/p90/p99 and max (None when empty)."""
+        if self._exact is not None:
+            return percentiles(self._exact)
+        keys = sorted(self._buckets)
+        out: dict[str, int | None] = {}
+        for p in (50, 90, 99):
+            rank, seen = max(1, math.ceil(p * self.count / 100)), 0
+            for key in keys:
+                seen += self._buckets[key]
+                if seen >= rank:
+                    out[f"p{p}"] = min(_middle(key), self.max or 0)
+                    break
+        out["max"] = self.max
+        return out
+
+    def _count(self, value: int) -> None:
+        key = _bucket(value)
+        self._buckets[key] = self._buckets.get(key, 0) + 1
+
+
+def _bucket(value: int) -> int:
+    if value < EXACT_BELOW:
+        return max(0, value)
+    i = int(math.log(value) / math.log(GROWTH))
+    # Floating point may land one bucket off at a boundary.
+    while GROWTH**i > value:
+        i -= 1
+    while GROWTH ** (i + 1) <= value:
+        i += 1
+    return EXACT_BELOW + i
+
+
+def _middle(key: int) -> int:
+    if key < EXACT_BELOW:
+        return key
+    i = key - EXACT_BELOW
+    return round(2 * GROWTH ** (i + 1) / (GROWTH + 1))
+
+
 def describe(ev: Event) -> str:
     """What an event carried: its error, or its frame's hash and size."""
     if ev.get("phase") == "error":
@@ -72,6 +149,16 @@ class EndStatus(StrEnum):
     BLOCKED_SEND = "blocked_send"
     CLOSED = "closed"  # every process that held it closed it or exited
     ERRORED = "errored"  # EOF, broken pipe or a bad message length made it unusable
+
+
+@dataclass(frozen=True)
+class Killed:
+    """A process of the run that a signal ended; `signal` is "" when only its vanishing showed."""
+
+    process: str
+    pid: int
+    signal: str
+    message: str
 
 
 @dataclass
@@ -123,7 +210,7 @@ class DirectionState:
     nbytes: int = 0
     first_t: int | None = None
     last_t: int | None = None
-    latencies: list[int] = field(default_factory=list)
+    latencies: LatencyDigest = field(default_factory=LatencyDigest)
     blocked_ns: dict[str, int] = field(default_factory=dict)
     corrupt: int = 0
     raced: bool = False  # two processes were inside the same kind of call on one end at once
@@ -169,10 +256,12 @@ class Analysis:
         self._new: list[Event] = []
         self._reported: set[tuple[int, str, int]] = set()  # blocked calls named in a deadlock
         self._eofs: set[tuple[str, int, str]] = set()
+        # Processes a signal ended, oldest first (the newest MAX_KILLED).
+        self.killed: dict[int, Killed] = {}
 
     @property
     def verdicts(self) -> list[Event]:
-        """Every verdict so far, in the order they were made."""
+        """The verdicts so far (the first MAX_VERDICTS), in the order they were made."""
         return list(self._verdicts)
 
     def feed(self, events: list[Event]) -> list[Event]:
@@ -245,7 +334,7 @@ class Analysis:
                 "bytes": d.nbytes,
                 "messages_per_s": d.messages / span_s if span_s else 0.0,
                 "bytes_per_s": d.nbytes / span_s if span_s else 0.0,
-                "latency_ns": percentiles(d.latencies),
+                "latency_ns": d.latencies.percentiles(),
                 "blocked_ns": dict(sorted(d.blocked_ns.items())),
                 "queued": d.queued,
                 "peak_queued": d.peak,
@@ -283,13 +372,20 @@ class Analysis:
                 end.released.add(pid)
         if not (code < 0 or ev.get("killed") is True):
             return
-        how = ""
+        how, name = "", ""
         if code < 0:
             try:
-                how = f" by signal {-code} ({signal.Signals(-code).name})"
+                name = signal.Signals(-code).name
+                how = f" by signal {-code} ({name})"
             except ValueError:
-                how = f" by signal {-code}"
-        message = f"{ev.get('process', '')} (pid {pid}) was killed{how}"
+                name = f"signal {-code}"
+                how = f" by {name}"
+        process = str(ev.get("process", ""))
+        message = f"{process} (pid {pid}) was killed{how}"
+        self.killed.pop(pid, None)
+        self.killed[pid] = Killed(process, pid, name, message)
+        if len(self.killed) > MAX_KILLED:
+            del self.killed[next(iter(self.killed))]
         self._emit("killed", int(ev["t"]), message, [ev.get("seq")])
 
     def _on_call(self, ev: Event) -> None:
@@ -349,6 +445,8 @@ class Analysis:
         if d.pending:
             self._pair(ev, d.pending.popleft(), d, None)
         else:
+            if len(d.sends) >= SENDS_LIMIT:
+                d.sends.popleft()
             d.sends.append(ev)
         d.peak = max(d.peak, d.queued)
 
@@ -409,7 +507,7 @@ class Analysis:
         elif failure is None and not intact(send, recv):
             failure = describe(recv)
         if failure is None:
-            d.latencies.append(latency)
+            d.latencies.add(latency)
         else:
             self._corrupt(send, recv, d, failure)
 
@@ -494,7 +592,8 @@ class Analysis:
         ev: Event = {"run": self.run_id, "kind": "verdict", "t": t, "pid": 0, "process": ""}
         ev.update(verdict=verdict, message=message, events=[s for s in seqs if s is not None])
         ev.update(extra)
-        self._verdicts.append(ev)
+        if len(self._verdicts) < MAX_VERDICTS:
+            self._verdicts.append(ev)
         self._new.append(ev)
 
     # -- lookups --------------------------------------------------------------

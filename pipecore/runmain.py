@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import sys
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Imported here so that a spawned child re-importing this module as __mp_main__
     # does no work at import time.
-    from pipecore import telemetry
+    from pipecore import runprocs, telemetry
     from pipecore.scenarios import ParamError, get_scenario
 
     telemetry.activate(args.run_dir, args.run_id)
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         multiprocessing.set_start_method(args.start_method, force=True)
         scenario.main(params, multiprocessing.get_context(args.start_method))
         code = 0
+        # Workers still running now are ended by this process's exit, not by a fault.
+        left = [p.pid for p in multiprocessing.active_children() if p.pid is not None]
+        with contextlib.suppress(OSError):
+            runprocs.write_left(args.run_dir, left)
     except ParamError as exc:
         print(f"pipescope: {exc.message}", file=sys.stderr)
     except SystemExit as exc:

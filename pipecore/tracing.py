@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipecore import runprocs
 from pipecore.analysis import Analysis
 from pipecore.collector import Collector
 
@@ -19,6 +20,7 @@ Event = dict[str, Any]
 BOOT_DIR = Path(__file__).resolve().parent / "autotrace"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DRAIN_SECONDS = 0.01
+TERM_GRACE = 1.0
 
 
 # What an ingested event must look like (docs/protocol.md); anything else is refused.
@@ -32,6 +34,8 @@ RUN_STATES = frozenset(
 )
 TERMINAL_STATES = RUN_STATES - {"starting", "running"}
 MAX_BATCH_EVENTS = 10_000
+MAX_REASON_KEY = 40
+MAX_REASON_ARGS = 16
 
 
 class EventError(ValueError):
@@ -52,6 +56,30 @@ def _choice(event: Event, where: str, field: str, allowed: frozenset[str]) -> No
         raise EventError(
             f"{where}: expected {field!r} to be one of {', '.join(sorted(allowed))}, got {value!r}"
         )
+
+
+def _check_reason(reason: object, where: str) -> None:
+    """A run outcome's reason: {"key": str, "args": {str: str | int | float}}."""
+    if not isinstance(reason, dict) or set(reason) != {"key", "args"}:
+        raise EventError(
+            f"{where}: expected 'reason' to be an object with 'key' and 'args', got {reason!r}"
+        )
+    key, args = reason["key"], reason["args"]
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_REASON_KEY:
+        raise EventError(
+            f"{where}: expected 'reason.key' to be a string of 1 to {MAX_REASON_KEY} "
+            f"characters, got {key!r}"
+        )
+    if not isinstance(args, dict) or len(args) > MAX_REASON_ARGS:
+        raise EventError(
+            f"{where}: expected 'reason.args' to be an object of at most {MAX_REASON_ARGS} "
+            f"fields, got {args!r}"
+        )
+    for name, value in args.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise EventError(
+                f"{where}: expected 'reason.args.{name}' to be a string or a number, got {value!r}"
+            )
 
 
 def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
@@ -89,6 +117,8 @@ def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
             _choice(event, where, "phase", CALL_PHASES)
         elif kind == "run":
             _choice(event, where, "state", RUN_STATES)
+            if "reason" in event:
+                _check_reason(event["reason"], where)
         elif kind == "output":
             _choice(event, where, "stream", frozenset({"stdout", "stderr"}))
             _require(event, where, "text", str)
@@ -148,14 +178,18 @@ class EventPump:
             self._seq += 1
             event["seq"] = self._seq
 
-    def run_event(self, state: str, message: str | None = None) -> Event:
-        """A numbered `run` event announcing a state."""
+    def run_event(
+        self, state: str, message: str | None = None, reason: dict[str, Any] | None = None
+    ) -> Event:
+        """A numbered `run` event announcing a state (with its reason, if terminal)."""
         self._seq += 1
         event: Event = {"run": self.run_id, "seq": self._seq, "kind": "run",
                         "t": time.monotonic_ns(), "pid": 0, "process": "pipescope",
                         "state": state}  # fmt: skip
         if message is not None:
             event["message"] = message
+        if reason is not None:
+            event["reason"] = reason
         return event
 
     def close(self) -> None:
@@ -201,7 +235,9 @@ def trace_program(
         first = pump.run_event("running", None)
         first["message"] = f"tracing {label}"
         sink([first])
-        child = subprocess.Popen(list(command), env=trace_environment(run_dir, run_id))
+        mark = runprocs.new_mark(run_id)
+        env = runprocs.marked_environment(trace_environment(run_dir, run_id), mark)
+        child = subprocess.Popen(list(command), env=env)
         forward = _forward_signals(child)
         try:
             while child.poll() is None:
@@ -212,9 +248,12 @@ def trace_program(
         finally:
             _restore_signals(forward)
         code = child.returncode
+        # What the program left running (even in a session of its own) ends with it.
+        runprocs.end(mark, term_grace=TERM_GRACE)
         batch = pump.pump(final=True)
         state = "completed" if code == 0 else ("killed" if code < 0 else "failed")
-        batch.append(pump.run_event(state, f"{label} exited with status {code}"))
+        why = {"key": "program_exit", "args": {"program": label, "code": code}}
+        batch.append(pump.run_event(state, f"{label} exited with status {code}", why))
         sink(batch)
         return code
     finally:

@@ -206,6 +206,25 @@ def _forks_grandchildren(params: Params, ctx: RunContext) -> None:
     # Main returns with the worker and its grandchildren still running.
 
 
+def _setsid_spawner(conn: Connection) -> None:
+    # A grandchild that leaves the run's process group and session.
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        time.sleep(600)
+        os._exit(0)
+    conn.send(pid)
+    time.sleep(600)
+
+
+def _escapes_the_group(params: Params, ctx: RunContext) -> None:
+    a, b = pipecore.Pipe(name="escapee")
+    p = ctx.Process(target=_setsid_spawner, args=(b,), name="spawner", daemon=True)
+    p.start()
+    print(f"escaped: {a.recv()}")
+    # Main returns with the grandchild in a session of its own.
+
+
 FAULTY = {
     scenario.id: scenario
     for scenario in (
@@ -216,6 +235,9 @@ FAULTY = {
         Scenario("test-forks-grandchildren", {"en": "forks", "zh": "forks"},
                  {"en": "", "zh": ""}, [], _forks_grandchildren, __name__,
                  processes=lambda params: 3),
+        Scenario("test-escapes-the-group", {"en": "setsid", "zh": "setsid"},
+                 {"en": "", "zh": ""}, [], _escapes_the_group, __name__,
+                 processes=lambda params: 2),
     )
 }  # fmt: skip
 
@@ -229,7 +251,7 @@ def faulty_runmain() -> int:
 
 
 class _Interpreter:
-    """Stands in for `sys` inside pipecore.runs: the same, but another executable."""
+    """Stands in for `sys` inside pipecore.scenariorun: the same, but another executable."""
 
     def __init__(self, executable: str) -> None:
         self.executable = executable
@@ -249,8 +271,8 @@ def faulty_scenarios(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         'faulty_runmain; sys.exit(faulty_runmain())\' "$@"\n'
     )
     launcher.chmod(0o755)
-    import pipecore.runs
+    import pipecore.scenariorun
 
-    monkeypatch.setattr(pipecore.runs, "sys", _Interpreter(str(launcher)))
+    monkeypatch.setattr(pipecore.scenariorun, "sys", _Interpreter(str(launcher)))
     for scenario_id, scenario in FAULTY.items():
         monkeypatch.setitem(SCENARIOS, scenario_id, scenario)

@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import random
 import signal
-import sqlite3
 import struct
 import tempfile
 import time
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 import pipecore
+from app.store import Store
 from pipecore import telemetry
 from pipecore.collector import Collector
 from pipecore.runs import RunManager, RunState
@@ -83,18 +83,28 @@ def kill_one_run(manager: RunManager, rng: random.Random) -> dict[str, Any]:
     state = run.wait(30)
     events = run.events()
     where = f"{run.id} {params} killing {victim}"
-    assert state in (RunState.COMPLETED, RunState.KILLED), f"{where}: {state} {run.message}"
+    # The main process carries on (or fails) without the victim: the run was killed.
+    assert state is RunState.KILLED, f"{where}: {state} {run.message}"
 
     verdicts = [v["message"] for v in run.summary()["verdicts"] if v["verdict"] == "killed"]
     # The collector is not the victim's parent: it sees the process vanish, not the signal.
     named = f"{victim} (pid {pids[victim]}) was killed"
     assert any(message.startswith(named) for message in verdicts), f"{where}: {verdicts}"
+    assert run.message.startswith(named), f"{where}: {run.message}"
+    why = run.summary()["reason"]
+    assert why["key"] == "worker_killed", f"{where}: {why}"
+    assert (why["args"]["process"], why["args"]["pid"]) == (victim, pids[victim]), where
     # The peer's error, as an error event and as the traceback it printed.
     errors = [e["error_type"] for e in calls(events, pids[peer], "error")]
-    assert errors and errors[-1] in PEER_ERRORS, f"{where}: peer errors {errors}"
-    printed = [e["text"] for e in events if e["kind"] == "output" and e["pid"] == pids[peer]]
-    shown = [line for line in printed if line.split(":")[0] == errors[-1]]
-    assert shown, f"{where}: {printed[-3:]}"
+    # On a loaded machine the peer may have done all its work before the kill (the
+    # producer's last frame in the pipe, or the consumer past the end marker): it closed
+    # its end normally and has nothing to report.
+    peer_done = any(e["op"] == "close" for e in calls(events, pids[peer], "end"))
+    if not (peer_done and not errors):
+        assert errors and errors[-1] in PEER_ERRORS, f"{where}: peer errors {errors}"
+        printed = [e["text"] for e in events if e["kind"] == "output" and e["pid"] == pids[peer]]
+        shown = [line for line in printed if line.split(":")[0] == errors[-1]]
+        assert shown, f"{where}: {printed[-3:]}"
 
     lost = 0
     for pid in pids.values():
@@ -357,18 +367,18 @@ def test_sigterm_to_a_busy_server_ends_workers_keeps_records_and_exits_0(
         log = server.log()
     assert code == 0, f"exit status {code}; log:\n{log[-2000:]}"
     assert "Application shutdown complete" in log
-    db_conn = sqlite3.connect(db)
+    # Read back through the store, whatever its tables look like.
+    store = Store(str(db))
     try:
-        stored = {
-            row[0]: json.loads(row[1]) for row in db_conn.execute("SELECT id, summary FROM runs")
-        }
-        counts = dict(db_conn.execute("SELECT run, COUNT(*) FROM events GROUP BY run").fetchall())
+        stored = {summary["id"]: summary for summary in store.runs()}
+        seqs = {run_id: [e["seq"] for e in store.iter_events(run_id)] for run_id in run_ids}
     finally:
-        db_conn.close()
+        store.close()
+    counts = {run_id: len(found) for run_id, found in seqs.items()}
     for run_id in run_ids:
         assert not os.path.exists(f"/dev/shm/pipescope-{run_id}"), run_id
         assert stored[run_id]["state"] in TERMINAL, stored[run_id]
-        assert counts.get(run_id) == stored[run_id]["events"], run_id
+        assert seqs[run_id] == list(range(1, stored[run_id]["events"] + 1)), run_id
     figure(
         "SIGTERM to a busy server",
         f"{len(run_ids)} runs, {len(pids)} processes gone {gone_after:.2f} s after the signal, "
@@ -388,6 +398,10 @@ def test_a_scenario_that_raises_fails_with_its_error_and_is_cleaned_up(
     assert run.message == (
         "the main process exited with code 1: RuntimeError: the scenario failed on purpose"
     )
+    assert run.events()[-1]["reason"] == {
+        "key": "exit_code",
+        "args": {"code": 1, "stderr": "RuntimeError: the scenario failed on purpose"},
+    }
     printed = [e["text"] for e in run.events() if e["kind"] == "output"]
     assert "Traceback (most recent call last):" in printed
     # The calls made before the failure are all there.
@@ -433,5 +447,26 @@ def test_grandchildren_outliving_their_worker_are_ended_with_the_run(
     # Main returns at once: the run ends, and its teardown ends everything in its group.
     assert run.wait(30) is RunState.COMPLETED, run.message
     assert not any(alive(pid) for pid in [*grandchildren, spawner])
+    manager.shutdown()
+    leaks.check(manager.list())
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn", "fork"])
+def test_a_grandchild_in_a_session_of_its_own_is_ended_with_the_run(
+    faulty_scenarios: None, manager: RunManager, leaks: Leaks, method: str
+) -> None:
+    run = manager.start("test-escapes-the-group", start_method=method)
+    wait_for(
+        lambda: any(e.get("text", "").startswith("escaped:") for e in run.events()),
+        30,
+        "the grandchild's pid printed",
+    )
+    printed = next(e["text"] for e in run.events() if e.get("text", "").startswith("escaped:"))
+    grandchild = int(printed.split(":", 1)[1])
+    # It left the run's process group: killing the group alone would miss it.
+    wait_for(lambda: os.getsid(grandchild) == grandchild, 10, "the grandchild's own session")
+    assert run.pgid is not None and os.getpgid(grandchild) != run.pgid
+    assert run.wait(30) is RunState.COMPLETED, run.message
+    wait_for(lambda: not alive(grandchild), 10, "the grandchild ended")
     manager.shutdown()
     leaks.check(manager.list())

@@ -6,7 +6,7 @@ import json
 import random
 from typing import Any
 
-from pipecore.analysis import Analysis, percentiles
+from pipecore.analysis import EXACT_LATENCIES, Analysis, LatencyDigest, percentiles
 
 Event = dict[str, Any]
 NAMES = {10: "MainProcess", 11: "Process-1", 12: "Process-2", 13: "Process-3"}
@@ -494,3 +494,40 @@ def test_a_one_way_pipe_has_one_direction() -> None:
 def test_percentiles_use_the_nearest_rank() -> None:
     assert percentiles(list(range(10, 0, -1))) == {"p50": 5, "p90": 9, "p99": 10, "max": 10}
     assert percentiles([]) == {"p50": None, "p90": None, "p99": None, "max": None}
+
+
+def test_latency_percentiles_past_the_exact_values_stay_within_one_percent() -> None:
+    rng = random.Random(7)
+    # Microseconds to seconds, a cluster of tiny values, and ties.
+    values = [int(rng.lognormvariate(11, 2.5)) for _ in range(30_000)]
+    values += [rng.randrange(0, 2000) for _ in range(5000)] + [123_456] * 3000
+    rng.shuffle(values)
+    digest = LatencyDigest()
+    for i, value in enumerate(values, 1):
+        digest.add(value)
+        if i in (EXACT_LATENCIES, EXACT_LATENCIES + 1, len(values)):
+            exact, got = percentiles(values[:i]), digest.percentiles()
+            assert got["max"] == exact["max"]
+            for p in ("p50", "p90", "p99"):
+                want, have = exact[p], got[p]
+                assert want is not None and have is not None
+                assert abs(have - want) <= 0.01 * want, (i, p, have, want)
+    assert digest.count == len(values)
+
+
+def test_latency_statistics_of_many_messages_come_from_the_digest() -> None:
+    s, an = Stream(), Analysis("r1")
+    s.pipe(capacity=10**9)
+    latencies = [1000 + 37 * i for i in range(EXACT_LATENCIES + 500)]
+    for i, latency in enumerate(latencies):
+        t = 10 * SECOND + i * 100_000
+        s.send(t, 11, "a", f"{i:08x}", 5)
+        s.recv(t + latency, 12, "b", f"{i:08x}", 5)
+    s.feed(an)
+    stats = an.stats()["p1"]["a>b"]
+    exact = percentiles(latencies)
+    assert stats["messages"] == len(latencies) and stats["latency_ns"]["max"] == exact["max"]
+    for p in ("p50", "p90", "p99"):
+        want = exact[p]
+        assert want is not None
+        assert abs(stats["latency_ns"][p] - want) <= 0.01 * want

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipecore.runs import CapacityError, NotControllable, Run, RunManager, RunState
+from pipecore.runs import CapacityError, NotControllable, Run, RunManager, RunState, reason
 from pipecore.scenarios import ParamError, get_scenario
 from pipecore.tracing import EventError
 
@@ -65,6 +65,7 @@ def test_a_completed_run_announces_its_states_in_order(manager: RunManager) -> N
     assert seqs == list(range(1, len(seqs) + 1))
     summary = run.summary()
     assert summary["state"] == "completed" and summary["events"] == len(seqs)
+    assert summary["reason"] == run.events()[-1]["reason"] == {"key": "completed", "args": {}}
     assert manager.get(run.id) is run and run in manager.list()
 
 
@@ -84,6 +85,7 @@ def test_stop_tears_everything_down(manager: RunManager) -> None:
     run.stop()
     assert run.wait(15) is RunState.STOPPED
     assert run.events()[-1]["state"] == "stopped"
+    assert run.events()[-1]["reason"] == {"key": "stopped", "args": {}}
     assert not group_exists(pgid)
     assert not os.path.exists(run.run_dir)
     no_new_semaphores(shm)
@@ -94,6 +96,7 @@ def test_a_run_over_its_time_limit_times_out(manager: RunManager) -> None:
     run = manager.start("poll", {"messages": 50}, timeout=1.0)
     assert run.wait(15) is RunState.TIMEOUT
     assert "time limit of 1 s" in run.message
+    assert run.summary()["reason"] == {"key": "timeout", "args": {"limit": 1.0}}
     assert run.pgid is not None and not group_exists(run.pgid)
 
 
@@ -192,6 +195,7 @@ def test_a_killed_main_process_ends_the_run_killed_and_its_workers_go_too(
     os.kill(run.pgid, signal.SIGKILL)
     assert run.wait(15) is RunState.KILLED
     assert "killed by signal 9 (SIGKILL)" in run.message
+    assert run.events()[-1]["reason"] == {"key": "main_killed", "args": {"signal": "SIGKILL"}}
     assert not group_exists(run.pgid)
 
 
@@ -223,8 +227,12 @@ def test_an_external_run_publishes_what_its_tracer_streams_and_ends_with_it() ->
         run.ingest([_out(run.id, 1, kind="run", state="running"), _out(run.id, 2)])
         assert run.state is RunState.RUNNING
         run.ingest([_out(run.id, 3, kind="verdict", verdict="eof", message="end a closed")])
-        run.ingest([_out(run.id, 4, kind="run", state="killed", message="killed by SIGKILL")])
+        why = {"key": "program_exit", "args": {"program": "prog.py", "code": -9}}
+        run.ingest(
+            [_out(run.id, 4, kind="run", state="killed", message="killed by SIGKILL", reason=why)]
+        )
         assert run.wait(0) is RunState.KILLED and run.message == "killed by SIGKILL"
+        assert run.summary()["reason"] == why
         assert [e["seq"] for e in received] == [1, 2, 3, 4]
         assert run.summary()["verdicts"] == [{"verdict": "eof", "message": "end a closed"}]
         with pytest.raises(EventError, match="after the run ended"):
@@ -253,7 +261,9 @@ def test_an_external_run_counts_against_the_cap_and_refuses_control() -> None:
         run.disconnect("disconnected: the tracer left")
         assert run.state is RunState.FAILED
         assert run.events()[-1] == {**run.events()[-1], "seq": 2, "state": "failed",
-                                    "message": "disconnected: the tracer left"}  # fmt: skip
+                                    "message": "disconnected: the tracer left",
+                                    "reason": {"key": "disconnected", "args": {}}}  # fmt: skip
+        assert run.summary()["reason"] == {"key": "disconnected", "args": {}}
         assert runs.open_external("other.py").state is RunState.STARTING
     finally:
         runs.shutdown()
@@ -279,3 +289,81 @@ def test_a_receive_matched_after_it_was_published_is_reported_as_amended() -> No
     waiting["match"] = 5  # the analysis saw its send later, and annotated it in place
     run._settle([])
     assert run.amended() == [waiting]
+
+
+STRUCTURE = {"run", "pipe", "process", "attach", "verdict"}
+
+
+def test_a_run_holds_its_structure_and_only_the_newest_calls() -> None:
+    runs = RunManager(max_runs=1, live_events=1000)
+    try:
+        run = runs.start("flood", {"messages": 2000})
+        received: list[Event] = []
+        snapshot, unsubscribe = run.subscribe(received.extend)
+        assert run.wait(60) is RunState.COMPLETED
+        unsubscribe()
+        events, summary = run.events(), run.summary()
+        total = summary["events"]
+        assert total > 5000 and summary["events_held"] == len(events)
+        kept = [e for e in events if e["kind"] in STRUCTURE]
+        others = [e for e in events if e["kind"] not in STRUCTURE]
+        assert len(others) == 1000 and len(events) == 1000 + len(kept)
+        # Everything that draws the run is there: its states and every process's start and exit.
+        assert [e["state"] for e in kept if e["kind"] == "run"] == [
+            "starting",
+            "running",
+            "completed",
+        ]
+        processes = [e for e in kept if e["kind"] == "process"]
+        started = {e["pid"] for e in processes if e["op"] == "start"}
+        assert len(started) >= 2 and started <= {e["pid"] for e in processes if e["op"] == "exit"}
+        # From the oldest call held on, nothing is missing up to the last event.
+        first = others[0]["seq"]
+        assert [e["seq"] for e in events if e["seq"] >= first] == list(range(first, total + 1))
+        # A subscriber still saw every event exactly once.
+        assert [e["seq"] for e in snapshot + received] == list(range(1, total + 1))
+        tailed, unsubscribe = run.subscribe(lambda batch: None, tail=10)
+        unsubscribe()
+        assert tailed == sorted(kept + others[-10:], key=lambda e: e["seq"])
+    finally:
+        runs.shutdown()
+
+
+def test_live_events_and_tail_must_be_counts() -> None:
+    with pytest.raises(ValueError, match="live_events must be an integer of 1 or more, got 0"):
+        RunManager(live_events=0)
+    runs = RunManager()
+    try:
+        run = runs.open_external("prog.py")
+        with pytest.raises(ValueError, match="tail must be an integer of 0 or more, got -1"):
+            run.subscribe(lambda batch: None, tail=-1)
+    finally:
+        runs.shutdown()
+
+
+def test_a_failing_collector_fails_the_run_with_its_error(
+    manager: RunManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(self: Run, *, final: bool) -> None:
+        if not final:
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(Run, "_pump", fail)
+    run = manager.start("ping-pong")
+    assert run.wait(30) is RunState.FAILED
+    assert run.message == "the collector failed: RuntimeError: boom"
+    assert run.summary()["reason"] == {
+        "key": "collector_failed",
+        "args": {"error": "RuntimeError: boom"},
+    }
+    assert run.pgid is not None and not group_exists(run.pgid)
+
+
+def test_a_refused_stream_ends_its_run_with_the_refusal() -> None:
+    runs = RunManager()
+    try:
+        run = runs.open_external("prog.py")
+        run.disconnect("refused: bad", reason("refused", error="bad"))
+        assert run.events()[-1]["reason"] == {"key": "refused", "args": {"error": "bad"}}
+    finally:
+        runs.shutdown()

@@ -2,6 +2,8 @@
 
 import math
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import pytest
 
 from pipecore.runs import RunManager, RunState
-from pipecore.scenarios import SCENARIOS, ParamError, get_scenario
+from pipecore.scenarios import MODULES, SCENARIOS, ParamError, get_scenario
 
 Event = dict[str, Any]
 
@@ -63,6 +65,23 @@ def verdicts(events: list[Event], name: str) -> list[Event]:
 
 def test_registry_lists_the_fourteen_scenarios_in_catalogue_order() -> None:
     assert list(SCENARIOS) == CATALOGUE
+
+
+def test_each_scenario_id_names_the_module_that_defines_it() -> None:
+    assert list(MODULES) == list(SCENARIOS)
+    for scenario_id, module in MODULES.items():
+        assert SCENARIOS[scenario_id].module == f"pipecore.scenarios.{module}"
+
+
+def test_looking_up_a_scenario_imports_only_its_module() -> None:
+    # A run's main process looks its scenario up: the other modules cost start time.
+    code = (
+        "import sys; from pipecore.scenarios import get_scenario; get_scenario('eof'); "
+        "print(sorted(m for m in sys.modules if m.startswith('pipecore.scenarios.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['pipecore.scenarios.catalogue', 'pipecore.scenarios.eof']"
 
 
 @pytest.mark.parametrize("scenario_id", CATALOGUE)
@@ -210,14 +229,24 @@ def test_backpressure_blocks_the_producer_with_the_pipe_full(manager: RunManager
 
 def test_eof_shows_eoferror_brokenpipe_and_the_killed_worker(manager: RunManager) -> None:
     state, events = run_events(manager, "eof", kill_after=0.2)
-    assert state is RunState.COMPLETED
+    # The main process carries on without the chatter, but a worker was killed: issue #7.
+    assert state is RunState.KILLED
     types = [e["error_type"] for e in calls(events, phase="error")]
     assert types.count("EOFError") == 2
     assert "BrokenPipeError" in types
     exits = [e for e in events if e["kind"] == "process" and e["op"] == "exit"]
     assert any(e.get("exitcode") == -9 or e.get("killed") for e in exits)
     assert verdicts(events, "killed")
-    assert "but a worker was killed: chatter" in events[-1]["message"]
+    chatter = next(e["pid"] for e in events if e["kind"] == "process" and e["process"] == "chatter")
+    assert events[-1]["state"] == "killed"
+    assert re.fullmatch(
+        rf"chatter \(pid {chatter}\) was killed( by signal 9 \(SIGKILL\))?; "
+        "the main process carried on and exited with 0",
+        events[-1]["message"],
+    ), events[-1]["message"]
+    why = events[-1]["reason"]
+    assert why["key"] == "worker_killed" and why["args"]["signal"] in ("", "SIGKILL")
+    assert why["args"] == {**why["args"], "process": "chatter", "pid": chatter, "code": 0}
 
 
 @pytest.mark.parametrize("variant", ["recv-recv", "send-send"])
@@ -227,6 +256,7 @@ def test_deadlock_is_detected_and_ends_the_run(manager: RunManager, variant: str
     found = verdicts(events, "deadlock")
     assert found and {c["process"] for c in found[0]["cycle"]} == {"left", "right"}
     assert events[-1]["kind"] == "run" and events[-1]["state"] == "deadlock"
+    assert events[-1]["reason"] == {"key": "deadlock", "args": {}}
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +125,50 @@ def _event(seq: int, **fields: Any) -> dict[str, Any]:
             "stream": "stdout", "text": "hi", **fields}  # fmt: skip
 
 
+ESCAPING = """
+import os, sys, time
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    time.sleep(600)
+    os._exit(0)
+print(pid, flush=True)
+"""
+
+
+def test_a_process_the_program_left_in_a_session_of_its_own_is_ended(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "escaping.py"
+    script.write_text(ESCAPING)
+    events: list[dict[str, Any]] = []
+    assert trace_program([sys.executable, str(script)], events.extend) == 0
+    assert events[-1]["state"] == "completed"
+    assert events[-1]["reason"] == {
+        "key": "program_exit",
+        "args": {"program": "escaping.py", "code": 0},
+    }
+    pid = int(capfd.readouterr().out.split()[-1])
+    deadline = time.monotonic() + 10
+    while _running(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still runs after the trace ended"
+        time.sleep(0.01)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
+
+
 def test_check_batch_accepts_the_protocol_and_names_what_breaks_it() -> None:
     good = [_event(3), _event(4, kind="run", state="completed")]
     assert check_batch(good, "t1", 3) == good
+    why = {"key": "program_exit", "args": {"program": "prog.py", "code": 0}}
+    reasoned = [_event(3, kind="run", state="completed", reason=why)]
+    assert check_batch(reasoned, "t1", 3) == reasoned
     refused = {
         "not a list": ({"seq": 3}, "expected 'events' to be a list, got dict"),
         "foreign run": ([_event(3, run="t2")], "expected 'run' to be 't1', got 't2'"),
@@ -137,6 +179,18 @@ def test_check_batch_accepts_the_protocol_and_names_what_breaks_it() -> None:
         "state": ([_event(3, kind="run", state="asleep")], "got 'asleep'"),
         "stream": ([_event(3, stream="stdin")], "expected 'stream' to be one of stderr, stdout"),
         "end": ([_event(3, kind="call", pipe="1.1", end="c", op="send", phase="end")], "'c'"),
+        "reason shape": (
+            [_event(3, kind="run", state="failed", reason="gone")],
+            "expected 'reason' to be an object with 'key' and 'args', got 'gone'",
+        ),
+        "reason key": (
+            [_event(3, kind="run", state="failed", reason={"key": 7, "args": {}})],
+            "expected 'reason.key' to be a string of 1 to 40 characters, got 7",
+        ),
+        "reason arg": (
+            [_event(3, kind="run", state="failed", reason={"key": "k", "args": {"a": [1]}})],
+            "expected 'reason.args.a' to be a string or a number, got [1]",
+        ),
         "after the end": (
             [_event(3, kind="run", state="failed"), _event(4)],
             "expected nothing after the run's terminal state",
