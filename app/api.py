@@ -162,21 +162,41 @@ def get_events(
     after: Annotated[int, Query(ge=0, description="only events with a larger seq")] = 0,
 ) -> SafeJSONResponse:
     """The run's events in seq order (docs/protocol.md)."""
-    events = _events_of(request, run_id)
-    if after:
-        events = [event for event in events if _seq(event) > after]
+    events = _events_of(request, run_id, after)
     # Events are already plain JSON: skip re-validating what may be a hundred thousand dicts.
     return SafeJSONResponse(events)
 
 
-def _events_of(request: Request, run_id: str) -> list[dict[str, Any]]:
+def _events_of(request: Request, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+    """The run's events with a seq above `after`."""
+    store = _store(request)
     try:
-        return _manager(request).get(run_id).events()
+        run = _manager(request).get(run_id)
     except KeyError:
-        store = _store(request)
         if store.run(run_id) is None:
             raise HTTPException(404, f"unknown run {run_id!r}") from None
-        return store.events(run_id)
+        return list(store.iter_events(run_id, after=after))
+    held = run.events()
+    # The run holds every event past its first gap: what lies beyond `after` is all here.
+    if _complete_after(held, after):
+        return [event for event in held if _seq(event) > after]
+    # The rest are in the run's record, which has everything published before the flush.
+    store.flush()
+    stored = list(store.iter_events(run_id, after=after))
+    last = _seq(stored[-1]) if stored else after
+    return stored + [event for event in held if _seq(event) > last]
+
+
+def _complete_after(held: list[dict[str, Any]], after: int) -> bool:
+    expected = after + 1
+    for event in held:
+        seq = _seq(event)
+        if seq <= after:
+            continue
+        if seq != expected:
+            return False
+        expected += 1
+    return True
 
 
 @router.get(

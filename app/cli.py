@@ -182,13 +182,19 @@ def serve(args: argparse.Namespace) -> int:
             host=settings.host,
             port=settings.port,
             reload=True,
+            ws_per_message_deflate=settings.ws_compression,
             reload_dirs=[str(root / "app"), str(root / "pipecore")],
         )
     else:
         # uvicorn shuts down cleanly on SIGTERM, then raises the signal again for the
         # handler that was there before it: make that handler an orderly exit 0.
         signal.signal(signal.SIGTERM, _exit_cleanly)
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            ws_per_message_deflate=settings.ws_compression,
+        )
     return 0
 
 

@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_processes=settings.max_processes,
             max_run_seconds=settings.max_run_seconds,
             deadlock_after_ns=int(settings.deadlock_seconds * 1e9),
+            live_events=settings.live_events,
         )
         hub = live.LiveHub(manager, store, settings, asyncio.get_running_loop(), records)
         app.state.manager = manager

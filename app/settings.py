@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENV_PREFIX = "PIPESCOPE_"
+BOOLEANS = {"true": True, "1": True, "yes": True, "on": True}
+BOOLEANS.update({"false": False, "0": False, "no": False, "off": False})
 
 
 class SettingsError(ValueError):
@@ -70,6 +72,16 @@ class Settings:
             minimum=1000,
         ),
     )
+    live_events: int = field(
+        default=100_000,
+        metadata=_doc(
+            "events of one run held in memory for viewers: its run, pipe, process and attach "
+            "events and first verdicts, plus the newest this many others (calls, output "
+            "lines); the database keeps every event",
+            minimum=1000,
+            maximum=10_000_000,
+        ),
+    )
     max_runs: int = field(
         default=4,
         metadata=_doc("runs that may be in progress at once", minimum=1, maximum=64),
@@ -94,14 +106,22 @@ class Settings:
     viewer_backlog: int = field(
         default=20_000,
         metadata=_doc(
-            "events that may wait for one slow viewer before it is resynchronised "
-            "from a fresh snapshot",
+            "events that may pile up for a viewer while a frame to it is still being "
+            "written; past this it is resynchronised from a snapshot of the newest events",
             minimum=1,
         ),
     )
     viewer_fps: float = field(
         default=30.0,
         metadata=_doc("most 'events' frames sent to one viewer per second", minimum=1, maximum=240),
+    )
+    ws_compression: bool = field(
+        default=False,
+        metadata=_doc(
+            "compress websocket frames (permessage-deflate) for viewers that offer it: a "
+            "flood's frames shrink to about 1/20, which a remote viewer on a slow link "
+            "needs, but each viewer costs the server its own compression"
+        ),
     )
     deadlock_seconds: float = field(
         default=1.0,
@@ -168,7 +188,7 @@ class Setting:
 
     @property
     def base(self) -> Any:
-        """The value's type without None: int, float, str or tuple."""
+        """The value's type without None: bool, int, float, str or tuple."""
         if self.optional:
             return next(t for t in typing.get_args(self.type) if t is not type(None))
         return typing.get_origin(self.type) or self.type
@@ -177,12 +197,14 @@ class Setting:
         """What a valid value looks like, for error messages."""
         if self.base is tuple:
             return "a comma-separated list"
+        if self.base is bool:
+            return "true or false"
         names = {int: "an integer", float: "a number", str: "a string"}
         text = names[self.base]
         if self.minimum is not None and self.maximum is not None:
-            text += f" from {self.minimum:g} to {self.maximum:g}"
+            text += f" from {_number(self.minimum)} to {_number(self.maximum)}"
         elif self.minimum is not None:
-            text += f" of at least {self.minimum:g}"
+            text += f" of at least {_number(self.minimum)}"
         return text
 
     def _where(self) -> str:
@@ -196,11 +218,13 @@ class Setting:
         try:
             if self.base is tuple:
                 return tuple(part.strip() for part in text.split(",") if part.strip())
+            if self.base is bool:
+                return BOOLEANS[text.lower()]
             if self.base is int:
                 return int(text)
             if self.base is float:
                 return float(text)
-        except ValueError:
+        except (ValueError, KeyError):
             raise SettingsError(
                 f"{self._where()}: expected {self.describe()}, got {raw!r}"
             ) from None
@@ -210,7 +234,7 @@ class Setting:
         if value is None and self.optional:
             return
         expected: Any = (int, float) if self.base is float else self.base
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and self.base is not bool):
             raise SettingsError(f"{self._where()}: expected {self.describe()}, got {value!r}")
         if isinstance(value, tuple):
             if not all(isinstance(item, str) for item in value):
@@ -224,14 +248,19 @@ class Setting:
     def format(self, value: Any) -> str:
         if self.base is tuple:
             return ",".join(value)
+        if self.base is bool:
+            return "true" if value else "false"
         return str(value)
 
     def default_text(self) -> str:
         if self.default is None:
             return "(none)"
-        if self.base is tuple:
-            return ",".join(self.default) or "(none)"
-        return str(self.default)
+        return self.format(self.default) or "(none)"
+
+
+def _number(value: float) -> str:
+    # 10000000, not 1e+07
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _table() -> tuple[Setting, ...]:

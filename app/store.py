@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from pipecore.runs import BaseRun
 
 Event = dict[str, Any]
@@ -27,7 +29,20 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     PRIMARY KEY (run, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunks (
+    run TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (run, seq)
+) WITHOUT ROWID;
 """
+# Events arrive in batches in seq order: each batch is one row of `chunks` (a JSON array
+# of its events, seq to last), which costs the writer one row, not one per event. `events`
+# holds single events: those saved again with more fields (they replace the chunk's copy)
+# and whole runs recorded before chunks existed.
+CHUNK_PAGE = 64
 
 
 def default_db_path() -> str:
@@ -55,6 +70,13 @@ class Store:
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        # Running counts for retention: counting the table on every commit grows with it.
+        self._run_ids = {row[0] for row in self._db.execute("SELECT id FROM runs")}
+        (singles,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
+        (chunked,) = self._db.execute("SELECT TOTAL(count) FROM chunks").fetchone()
+        self._event_count = int(singles + chunked)
+        # run id -> the largest seq stored: a later event starts a chunk, another replaces
+        self._last_seq: dict[str, int] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="pipescope-store")
@@ -123,13 +145,11 @@ class Store:
                     self._db.execute(
                         "INSERT INTO runs (id, started, summary) VALUES (?, ?, ?) "
                         "ON CONFLICT(id) DO UPDATE SET summary = excluded.summary",
-                        (value["id"], float(value.get("started") or 0.0), json.dumps(value)),
+                        (value["id"], float(value.get("started") or 0.0), _text(value)),
                     )
+                    self._run_ids.add(value["id"])
                 elif kind == "events":
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO events (run, seq, body) VALUES (?, ?, ?)",
-                        [(e["run"], e["seq"], json.dumps(e, ensure_ascii=False)) for e in value],
-                    )
+                    self._insert_events(value)
                 else:
                     flushes.append(value)
             self._retain()
@@ -137,15 +157,46 @@ class Store:
         for done in flushes:
             done.set()
 
+    def _insert_events(self, events: list[Event]) -> None:
+        runs: dict[str, list[Event]] = {}
+        for event in events:
+            runs.setdefault(event["run"], []).append(event)
+        for run_id, batch in runs.items():
+            last = self._stored_up_to(run_id)
+            new = sorted((e for e in batch if e["seq"] > last), key=_seq)
+            again = [e for e in batch if e["seq"] <= last]
+            if new:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO chunks (run, seq, last, count, body) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (run_id, new[0]["seq"], new[-1]["seq"], len(new), _text(new)),
+                )
+                self._event_count += len(new)
+                self._last_seq[run_id] = new[-1]["seq"]
+            if again:
+                # Saved again with more fields (matched after they were published): the
+                # later version wins; the count does not change.
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO events (run, seq, body) VALUES (?, ?, ?)",
+                    [(run_id, e["seq"], _text(e)) for e in again],
+                )
+
+    def _stored_up_to(self, run_id: str) -> int:
+        last = self._last_seq.get(run_id)
+        if last is None:
+            (chunked,) = self._db.execute(
+                "SELECT MAX(last) FROM chunks WHERE run = ?", (run_id,)
+            ).fetchone()
+            (single,) = self._db.execute(
+                "SELECT MAX(seq) FROM events WHERE run = ?", (run_id,)
+            ).fetchone()
+            last = self._last_seq[run_id] = max(chunked or 0, single or 0)
+        return last
+
     def _retain(self) -> None:
-        (runs,) = self._db.execute("SELECT COUNT(*) FROM runs").fetchone()
-        if runs > self.max_runs:
-            self._drop_oldest(runs - self.max_runs)
-        while True:
-            (events,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
-            (runs,) = self._db.execute("SELECT COUNT(*) FROM runs").fetchone()
-            if events <= self.max_events or runs <= 1:
-                return
+        if len(self._run_ids) > self.max_runs:
+            self._drop_oldest(len(self._run_ids) - self.max_runs)
+        while self._event_count > self.max_events and len(self._run_ids) > 1:
             self._drop_oldest(1)
 
     def _drop_oldest(self, count: int) -> None:
@@ -153,38 +204,76 @@ class Store:
             "SELECT id FROM runs ORDER BY started, id LIMIT ?", (count,)
         )]  # fmt: skip
         for run_id in ids:
-            self._db.execute("DELETE FROM events WHERE run = ?", (run_id,))
+            (chunked,) = self._db.execute(
+                "SELECT TOTAL(count) FROM chunks WHERE run = ?", (run_id,)
+            ).fetchone()
+            self._db.execute("DELETE FROM chunks WHERE run = ?", (run_id,))
+            single = self._db.execute("DELETE FROM events WHERE run = ?", (run_id,)).rowcount
+            self._event_count -= int(chunked) + single
+            self._last_seq.pop(run_id, None)
             self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            self._run_ids.discard(run_id)
 
     # reads (any thread)
     def runs(self) -> list[dict[str, Any]]:
         """Every stored run's summary, newest first."""
         with self._lock:
             rows = self._db.execute("SELECT summary FROM runs ORDER BY started DESC, id").fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return [orjson.loads(row[0]) for row in rows]
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT summary FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        return None if row is None else dict(orjson.loads(row[0]))
 
     def events(self, run_id: str) -> list[Event]:
         return list(self.iter_events(run_id))
 
-    def iter_events(self, run_id: str, batch: int = 5000) -> Iterator[Event]:
-        """The run's events in `seq` order, read in batches."""
-        last = 0
+    def iter_events(self, run_id: str, batch: int = 5000, *, after: int = 0) -> Iterator[Event]:
+        """The run's events with a `seq` above `after`, in order, read a page at a time."""
         while True:
             with self._lock:
-                rows = self._db.execute(
-                    "SELECT seq, body FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?",
-                    (run_id, last, batch),
+                chunks = self._db.execute(
+                    "SELECT last, body FROM chunks WHERE run = ? AND last > ? ORDER BY seq LIMIT ?",
+                    (run_id, after, CHUNK_PAGE),
                 ).fetchall()
-            if not rows:
+                upto = chunks[-1][0] if chunks else None
+                if upto is None:
+                    singles = self._db.execute(
+                        "SELECT seq, body FROM events WHERE run = ? AND seq > ? ORDER BY seq "
+                        "LIMIT ?",
+                        (run_id, after, batch),
+                    ).fetchall()
+                else:
+                    singles = self._db.execute(
+                        "SELECT seq, body FROM events WHERE run = ? AND seq > ? AND seq <= ?",
+                        (run_id, after, upto),
+                    ).fetchall()
+            if not chunks and not singles:
                 return
-            for seq, body in rows:
-                yield json.loads(body)
-                last = seq
+            page: dict[int, Event] = {}
+            for _, body in chunks:
+                for event in orjson.loads(body):
+                    page[event["seq"]] = event
+            for seq, body in singles:
+                page[seq] = orjson.loads(body)
+            for seq in sorted(page):
+                if seq > after:
+                    yield page[seq]
+            after = upto if upto is not None else singles[-1][0]
+
+
+def _seq(event: Event) -> int:
+    return int(event["seq"])
+
+
+def _text(value: Any) -> str:
+    """JSON text of a summary or an event (orjson writes UTF-8, as ensure_ascii=False did)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # An integer past 64 bits or a non-string key, which only the standard library takes.
+        return json.dumps(value, ensure_ascii=False)
 
 
 def _record_of(run: BaseRun) -> dict[str, Any]:

@@ -1,15 +1,25 @@
-"""End to end through a real server: a flood to a websockets viewer, and start latency."""
+"""End to end through a real server: a flood to one viewer and to fifty, and start latency."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import multiprocessing
+import os
 import re
+import socket
 import statistics
 import time
 from array import array
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
+import orjson
+from websockets.asyncio.client import ClientConnection as AsyncClientConnection
+from websockets.asyncio.client import connect as aconnect
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from bench.server import TERMINAL, Server, serve
@@ -63,6 +73,8 @@ class Flood:
             out["events_delivered"] = self.events_delivered
             out["delivered_per_s"] = self.events_delivered / max(self.delivery_seconds, 1e-9)
             out["resyncs"] = self.resyncs
+            # Left out of resynchronising snapshots (bounded), so never shown live.
+            out["events_not_delivered"] = self.events_in_run - self.events_delivered
             out["latency_samples"] = len(lat)
             out["events_first_seen_in_resync_snapshots"] = self.resync_events
             if lat:
@@ -89,10 +101,10 @@ def _ws(server: Server) -> ClientConnection:
     return conn
 
 
-def flood(messages: int, viewer: bool) -> Flood:
+def flood(messages: int, viewer: bool, ws_compression: bool | None = None) -> Flood:
     """Run the flood scenario on a fresh server, with or without a subscribed viewer."""
     result = Flood(viewer, messages)
-    with serve(deadlock_seconds=FLOOD_DEADLOCK_SECONDS) as server:
+    with serve(deadlock_seconds=FLOOD_DEADLOCK_SECONDS, ws_compression=ws_compression) as server:
         result.rss_start_kib = server.rss_kib()
         if viewer:
             with _ws(server) as conn:
@@ -111,13 +123,18 @@ def flood(messages: int, viewer: bool) -> Flood:
         result.rss_end_kib = server.rss_kib()
         result.rss_peak_kib = server.peak_kib()
         if not result.writer_frames_per_s:
-            tail = server.request(
-                "GET", f"/api/runs/{run_id}/events?after={max(0, summary['events'] - 20_000)}"
-            )
-            for event in tail:
-                rate = _writer_rate(event.get("text", "")) if event["kind"] == "output" else None
-                result.writer_frames_per_s = rate or result.writer_frames_per_s
+            result.writer_frames_per_s = _writer_rate_of(server, run_id, summary["events"])
     return result
+
+
+def _writer_rate_of(server: Server, run_id: str, events: int) -> float:
+    """The frames/s the run's writer printed, from the end of its record."""
+    rate = 0.0
+    tail = server.request("GET", f"/api/runs/{run_id}/events?after={max(0, events - 20_000)}")
+    for event in tail:
+        if event["kind"] == "output":
+            rate = _writer_rate(event.get("text", "")) or rate
+    return rate
 
 
 def _cap(server: Server, run_id: str, result: Flood) -> None:
@@ -137,16 +154,18 @@ def _watch(server: Server, conn: ClientConnection, run_id: str, result: Flood) -
     first = last = 0
     next_check = time.monotonic()
     latencies = result.latencies_ns
+    snapshots = 0
     while True:
         raw = conn.recv(timeout=120)
         arrived = time.monotonic_ns()
-        frame = json.loads(raw)
+        frame = orjson.loads(raw)  # a fast parser, as a browser has: measure the server
         kind = frame.get("type")
         if kind == "snapshot" and frame["run"]["id"] == run_id:
             # The first snapshot holds what happened before the subscription; a later one
-            # (with a notice) resynchronises a viewer that fell behind, and its new
-            # events reach the viewer only now: their latency counts.
-            live = "notice" in frame
+            # resynchronises a viewer that fell behind, and its new events reach the
+            # viewer only now: their latency counts. It brings only the newest calls.
+            live = snapshots > 0
+            snapshots += 1
             result.resyncs += live
         elif kind == "events" and frame["run"] == run_id:
             live = True
@@ -222,3 +241,133 @@ def _one_start(server: Server, conn: ClientConnection, method: str) -> tuple[flo
                 ended = True
     conn.send(json.dumps({"type": "unsubscribe", "run": run_id}))
     return (first_any - began) / 1e6, (first_call - began) / 1e6
+
+
+def many_viewers(messages: int, viewers: int = 50, pairs: int = 2) -> dict[str, Any]:
+    """The flood writer's frames/s with `viewers` websocket viewers (one of them never
+    reading) against the same flood with none, alternating, each on a fresh server.
+
+    The reading viewers live in a process of their own and only look for the run's end
+    in each frame's text, so that what they cost the machine stays small.
+    """
+    plan = [v for rep in range(pairs) for v in ((0, viewers) if rep % 2 == 0 else (viewers, 0))]
+    runs: list[dict[str, Any]] = []
+    for count in plan:
+        runs.append(_watched_flood(messages, count))
+        print(f"  viewers {json.dumps(runs[-1])}", flush=True)
+    alone = [r["writer_frames_per_s"] for r in runs if r["viewers"] == 0]
+    watched = [r for r in runs if r["viewers"]]
+    ratios = [
+        w["writer_frames_per_s"] / a
+        for w, a in zip(watched, alone, strict=True)
+        if a > 0 and w["writer_frames_per_s"] > 0
+    ]
+    return {
+        "messages": messages,
+        "viewers": viewers,
+        "runs": runs,
+        "worker_ratio": statistics.median(ratios) if ratios else None,
+        "worker_ratio_min": min(ratios) if ratios else None,
+        "worker_ratio_max": max(ratios) if ratios else None,
+        "readers_to_the_end": min((w["readers_to_the_end"] for w in watched), default=0),
+        "readers_resynchronised": max((w["readers_resynchronised"] for w in watched), default=0),
+    }
+
+
+def _watched_flood(messages: int, viewers: int) -> dict[str, Any]:
+    with serve(deadlock_seconds=FLOOD_DEADLOCK_SECONDS) as server:
+        # Step mode holds the flood until every viewer has subscribed; both arms go this way.
+        run_id = server.start_run("flood", {"messages": messages})
+        server.request("POST", f"/api/runs/{run_id}/step-mode", {"on": True})
+        stalled = _stalled_viewer(server, run_id) if viewers else None
+        mine, theirs = multiprocessing.Pipe()
+        readers = multiprocessing.get_context("spawn").Process(
+            target=_readers_process, args=(server.ws_url, run_id, max(0, viewers - 1), theirs)
+        )
+        readers.start()
+        theirs.close()
+        try:
+            if not (mine.poll(120) and mine.recv() == "subscribed"):
+                raise RuntimeError("expected the reading viewers to subscribe within 120 s")
+            server.request("POST", f"/api/runs/{run_id}/step-mode", {"on": False})
+            summary = server.wait_run(run_id, 900)
+            report: dict[str, Any] = mine.recv() if mine.poll(300) else {}
+        finally:
+            readers.join(60)
+            if readers.is_alive():
+                readers.kill()
+                readers.join()
+            mine.close()
+            if stalled is not None:
+                stalled.close()
+        return {
+            "viewers": viewers,
+            "state": summary["state"],
+            "events_in_run": summary["events"],
+            "writer_frames_per_s": _writer_rate_of(server, run_id, summary["events"]),
+            "readers_to_the_end": report.get("ended", 0),
+            "readers_resynchronised": report.get("resynchronised", 0),
+            "rss_peak_mib": server.peak_kib() / 1024,
+        }
+
+
+def _stalled_viewer(server: Server, run_id: str) -> socket.socket:
+    """A websocket client that subscribes and then never reads a byte."""
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(1)  # byte by byte: leave everything after the handshake unread
+    if not answer.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(f"expected the websocket handshake to succeed, got {answer[:80]!r}")
+    payload = json.dumps({"type": "subscribe", "run": run_id}).encode()
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    return sock
+
+
+def _readers_process(url: str, run_id: str, count: int, report: Connection) -> None:
+    asyncio.run(_read_as_viewers(url, run_id, count, report))
+    report.close()
+
+
+async def _read_as_viewers(url: str, run_id: str, count: int, report: Connection) -> None:
+    clients = [await aconnect(url, max_size=None, ping_interval=None) for _ in range(count)]
+    try:
+        for ws in clients:
+            await ws.send(json.dumps({"type": "subscribe", "run": run_id}))
+        report.send("subscribed")
+        results = await asyncio.gather(*(_follow_to_the_end(ws) for ws in clients))
+    finally:
+        for ws in clients:
+            await ws.close()
+    report.send(
+        {
+            "ended": sum(ended for ended, _ in results),
+            "resynchronised": sum(resynced for _, resynced in results),
+        }
+    )
+
+
+async def _follow_to_the_end(ws: AsyncClientConnection) -> tuple[bool, bool]:
+    snapshots = 0
+    while True:
+        try:
+            text = await asyncio.wait_for(ws.recv(), 300)
+        except (TimeoutError, ConnectionClosed):
+            return False, snapshots > 1
+        assert isinstance(text, str)
+        snapshots += text.startswith('{"type":"snapshot"')
+        # The run's terminal state is the last event of the frame that ends it.
+        end = text[-2000:]
+        if '"kind":"run"' in end and any(f'"state":"{s}"' in end for s in TERMINAL):
+            return True, snapshots > 1

@@ -90,8 +90,15 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(max_run_seconds: float = 900.0, deadlock_seconds: float = 1.0) -> Iterator[Server]:
-    """Start `pipescope serve` with a temporary database; stop it and remove it afterwards."""
+def serve(
+    max_run_seconds: float = 900.0,
+    deadlock_seconds: float = 1.0,
+    ws_compression: bool | None = None,
+) -> Iterator[Server]:
+    """Start `pipescope serve` with a temporary database; stop it and remove it afterwards.
+
+    `ws_compression` sets permessage-deflate on or off (None: the server's default).
+    """
     with tempfile.TemporaryDirectory(prefix="pipescope-bench-") as tmp:
         port = _free_port()
         log = Path(tmp) / "server.log"
@@ -102,6 +109,8 @@ def serve(max_run_seconds: float = 900.0, deadlock_seconds: float = 1.0) -> Iter
             "--max-run-seconds", str(max_run_seconds),
             "--deadlock-seconds", str(deadlock_seconds),
         ]  # fmt: skip
+        if ws_compression is not None:
+            command += ["--ws-compression", "true" if ws_compression else "false"]
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

@@ -236,3 +236,18 @@ def test_a_run_exports_as_json_lines_and_as_a_chrome_trace(client: TestClient) -
 
     refused = client.get(f"/api/runs/{run_id}/export", params={"format": "csv"})
     assert refused.status_code == 422 and "format" in refused.json()["detail"]
+
+
+def test_events_of_a_run_holding_only_its_newest_calls_come_whole_from_the_record(
+    make_client: MakeClient,
+) -> None:
+    client = make_client(live_events=1000)
+    run_id = client.post("/api/runs", json={"scenario": "flood", "params": {"messages": 1000}})
+    run_id = run_id.json()["id"]
+    detail = wait_for_state(client, run_id)
+    assert detail["state"] == "completed"
+    assert detail["events_held"] < detail["events"]
+    events = client.get(f"/api/runs/{run_id}/events").json()
+    assert [e["seq"] for e in events] == list(range(1, detail["events"] + 1))
+    later = client.get(f"/api/runs/{run_id}/events?after=3000").json()
+    assert later == events[3000:]

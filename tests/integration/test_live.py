@@ -14,7 +14,7 @@ from fastapi import WebSocket
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from app.live import MAX_OUTBOX, OVERFLOW_REASON, LiveHub, Viewer
+from app.live import MAX_OUTBOX, OVERFLOW_REASON, RESYNC_TAIL, LiveHub, Viewer
 from app.models import FrameError, parse_client_frame
 from app.settings import Settings
 from app.store import Store
@@ -193,26 +193,6 @@ def test_the_token_guards_the_websocket_and_the_api(start_server: StartServer) -
     assert httpx.get(f"{server.url}/api/runs", headers=authorised).status_code == 200
 
 
-def test_a_viewer_that_falls_behind_is_resynchronised_from_a_snapshot(
-    start_server: StartServer,
-) -> None:
-    # A backlog of one event and one frame a second: any burst overflows this viewer.
-    server = start_server({"PIPESCOPE_VIEWER_BACKLOG": "1", "PIPESCOPE_VIEWER_FPS": "1"})
-    run_id = start_run(server.url, step_mode=True)
-    with viewer(server.url) as ws:
-        receive_until(ws, "hello")
-        ws.send(json.dumps({"type": "subscribe", "run": run_id}))
-        first = receive_until(ws, "snapshot")
-        assert "notice" not in first
-        httpx.post(f"{server.url}/api/runs/{run_id}/step-mode", json={"on": False})
-        frames, events = follow_more(ws, run_id, list(first["events"]))
-
-    notices = [f["notice"] for f in frames if f["type"] == "snapshot" and "notice" in f]
-    assert notices and "resynchronised" in notices[0]
-    # What the viewer ends up holding is still the whole run, in order.
-    assert events == httpx.get(f"{server.url}/api/runs/{run_id}/events").json()
-
-
 def test_a_recorded_run_outlives_a_restart_and_replays(
     start_server: StartServer, tmp_path: Path
 ) -> None:
@@ -253,9 +233,9 @@ class NetworkSocket:
         if not stalled:
             self.flowing.set()
 
-    async def send_json(self, frame: Frame) -> None:
+    async def send_text(self, text: str) -> None:
         await self.flowing.wait()
-        self.sent.append(frame)
+        self.sent.append(json.loads(text))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self.closed = (code, reason)
@@ -302,7 +282,7 @@ def test_a_stalled_viewer_stays_bounded_and_never_holds_up_another() -> None:
                 assert time.monotonic() < deadline, "the stalled viewer never caught up"
                 await asyncio.sleep(0.01)
             notices = [f["notice"] for f in stalled_socket.sent if "notice" in f]
-            assert notices and f"more than {limit} events behind" in notices[0]
+            assert notices and f"fell more than {limit} events behind" in notices[0]
         finally:
             for sender in senders:
                 sender.cancel()
@@ -349,3 +329,141 @@ def test_a_viewer_that_never_reads_is_dropped_with_a_reason_not_buffered_forever
     finally:
         manager.shutdown()
         store.close()
+
+
+KEPT_KINDS = {"run", "pipe", "process", "attach", "verdict"}
+
+
+def test_a_resynchronising_snapshot_is_bounded_and_counts_what_it_skipped() -> None:
+    async def scenario(manager: RunManager, store: Store) -> None:
+        settings = Settings(db=":memory:", viewer_backlog=100, viewer_fps=50)
+        hub = LiveHub(manager, store, settings, asyncio.get_running_loop(), [])
+        socket = NetworkSocket(stalled=True)
+        late = Viewer(hub, cast(WebSocket, socket))
+        sender = asyncio.create_task(late.send_forever())
+        try:
+            run = manager.start("flood", {"messages": 2000})
+            late.subscribe(run)
+            deadline = time.monotonic() + 60
+            while not run.state.terminal or late.behind == set():
+                assert time.monotonic() < deadline, "the run never ended"
+                await asyncio.sleep(0.01)
+            socket.flowing.set()
+            while (
+                not socket.held_events(run.id)
+                or socket.held_events(run.id)[-1] != (run.events()[-1])
+            ):
+                assert time.monotonic() < deadline, "the viewer never caught up"
+                await asyncio.sleep(0.01)
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            late.unsubscribe_all()
+
+        everything = run.events()
+        resyncs = [f for f in socket.sent if f["type"] == "snapshot" and "skipped" in f]
+        assert resyncs, [f.get("notice") for f in socket.sent if f["type"] == "snapshot"]
+        snapshot = resyncs[0]
+        events = snapshot["events"]
+        total = events[-1]["seq"]
+        others = [e for e in events if e["kind"] not in KEPT_KINDS]
+        # Every kept event up to the snapshot's last, then only the newest calls and lines.
+        assert [e for e in events if e["kind"] in KEPT_KINDS] == [
+            e for e in everything[:total] if e["kind"] in KEPT_KINDS
+        ]
+        assert len(others) <= RESYNC_TAIL
+        assert (
+            others == [e for e in everything[:total] if e["kind"] not in KEPT_KINDS][-len(others) :]
+        )
+        skipped = total - len(events)
+        assert skipped > 0 and snapshot["skipped"] == skipped
+        assert snapshot["notice"] == (
+            f"fell more than 100 events behind: showing {len(events):,} of {total:,} events, "
+            f"{skipped:,} older calls and output lines skipped"
+        )
+        # What follows the snapshot continues it without a gap.
+        assert [e["seq"] for e in socket.held_events(run.id) if e["seq"] > total] == list(
+            range(total + 1, everything[-1]["seq"] + 1)
+        )
+
+    manager = RunManager(max_runs=1)
+    store = Store(":memory:")
+    try:
+        asyncio.run(scenario(manager, store))
+    finally:
+        manager.shutdown()
+        store.close()
+
+
+def test_the_first_snapshot_holds_what_the_run_keeps_and_says_what_it_left_out() -> None:
+    async def scenario(manager: RunManager, store: Store) -> None:
+        hub = LiveHub(manager, store, Settings(db=":memory:"), asyncio.get_running_loop(), [])
+        socket = NetworkSocket(stalled=False)
+        late = Viewer(hub, cast(WebSocket, socket))
+        run = manager.start("flood", {"messages": 1000})
+        assert run.wait(60).value == "completed", run.message
+        late.subscribe(run)
+        (snapshot,) = [f for f in late.outbox if f["type"] == "snapshot"]
+        late.unsubscribe_all()
+
+        events, total = snapshot["events"], run.summary()["events"]
+        assert events == run.events() and events[-1]["seq"] == total
+        assert len([e for e in events if e["kind"] not in KEPT_KINDS]) == 1000
+        skipped = total - len(events)
+        assert skipped > 0 and snapshot["skipped"] == skipped
+        assert snapshot["notice"].startswith(
+            f"showing {len(events):,} of {total:,} events: {skipped:,} older calls and output "
+            "lines are kept only in the run's record"
+        )
+
+    manager = RunManager(max_runs=1, live_events=1000)
+    store = Store(":memory:")
+    try:
+        asyncio.run(scenario(manager, store))
+    finally:
+        manager.shutdown()
+        store.close()
+
+
+def test_a_recorded_run_replays_bounded_like_a_run_in_memory() -> None:
+    async def scenario(manager: RunManager, store: Store) -> None:
+        settings = Settings(db=":memory:", live_events=1000)
+        hub = LiveHub(manager, store, settings, asyncio.get_running_loop(), [])
+        late = Viewer(hub, cast(WebSocket, NetworkSocket(stalled=False)))
+        assert await late._replay("old")
+        (snapshot,) = [f for f in late.outbox if f["type"] == "snapshot"]
+        events = snapshot["events"]
+        assert [e["kind"] for e in events[:1]] == ["run"] and events[-1]["kind"] == "run"
+        assert [e["seq"] for e in events[1:-1]] == list(range(502, 1502))
+        assert snapshot["skipped"] == 500
+        assert snapshot["notice"].startswith("showing 1,002 of 1,502 events: 500 older calls")
+
+    record = [{"run": "old", "seq": 1, "kind": "run", "state": "running"}]
+    record += [{"run": "old", "seq": s, "kind": "output", "text": f"{s}"} for s in range(2, 1502)]
+    record += [{"run": "old", "seq": 1502, "kind": "run", "state": "completed"}]
+    manager = RunManager(max_runs=1)
+    store = Store(":memory:")
+    store.save_run({"id": "old", "started": 1.0, "state": "completed"})
+    store.append_events(record)
+    store.flush()
+    try:
+        asyncio.run(scenario(manager, store))
+    finally:
+        manager.shutdown()
+        store.close()
+
+
+def test_frames_are_compressed_only_when_the_setting_says_so(
+    live_server: str, start_server: StartServer
+) -> None:
+    with viewer(live_server) as ws:  # the client offers permessage-deflate
+        assert extensions_of(ws) == ""
+    server = start_server({"PIPESCOPE_WS_COMPRESSION": "true"})
+    with viewer(server.url) as ws:
+        assert extensions_of(ws).startswith("permessage-deflate")
+        assert receive(ws)["type"] == "hello"
+
+
+def extensions_of(ws: ClientConnection) -> str:
+    assert ws.response is not None
+    return str(ws.response.headers.get("Sec-WebSocket-Extensions", ""))

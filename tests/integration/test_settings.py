@@ -32,6 +32,15 @@ def test_environment_variables_are_parsed_to_their_types() -> None:
     assert settings.max_runs == 1
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("ON", True), ("1", True), ("no", False), ("0", False)]
+)
+def test_a_switch_takes_the_usual_spellings(value: str, expected: bool) -> None:
+    settings = Settings.from_env({"PIPESCOPE_WS_COMPRESSION": value})
+    assert settings.ws_compression is expected
+    assert Settings.from_env(settings.to_env()).ws_compression is expected
+
+
 def test_an_empty_token_means_no_token() -> None:
     assert Settings.from_env({"PIPESCOPE_TOKEN": ""}).token is None
 
@@ -51,6 +60,16 @@ def test_options_override_the_environment() -> None:
             "PIPESCOPE_VIEWER_FPS",
             "fast",
             "(--viewer-fps): expected a number from 1 to 240, got 'fast'",
+        ),
+        (
+            "PIPESCOPE_LIVE_EVENTS",
+            "10",
+            "(--live-events): expected an integer from 1000 to 10000000, got 10",
+        ),
+        (
+            "PIPESCOPE_WS_COMPRESSION",
+            "maybe",
+            "(--ws-compression): expected true or false, got 'maybe'",
         ),
     ],
 )
@@ -107,3 +126,13 @@ def test_retention_settings_reach_the_record_store() -> None:
     with TestClient(app):
         store = app.state.store
         assert (store.max_runs, store.max_events) == (3, 5000)
+
+
+def test_the_live_event_bound_reaches_the_run_manager() -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    app = create_app(Settings(db=":memory:", live_events=5000))
+    with TestClient(app):
+        assert app.state.manager.live_events == 5000

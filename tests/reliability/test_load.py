@@ -201,7 +201,7 @@ def test_fifty_viewers_on_a_flood_run_while_one_never_reads() -> None:
         # Now the stalled viewer reads: it is resynchronised from a snapshot saying why.
         stalled.settimeout(30)
         received = b""
-        marker = f"fell more than {BACKLOG} events behind".encode()
+        marker = f"fell more than {BACKLOG:,} events behind".encode()
         deadline = time.monotonic() + 60
         while marker not in received:
             assert time.monotonic() < deadline, "the stalled viewer was never resynchronised"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -68,5 +70,59 @@ def test_event_cap_drops_whole_old_runs_but_keeps_the_newest() -> None:
         store.flush()
         assert [r["id"] for r in store.runs()] == ["new"]
         assert len(store.events("new")) == 8
+    finally:
+        store.close()
+
+
+def test_a_resaved_event_replaces_the_first_and_counts_once() -> None:
+    store = Store(":memory:", max_events=10)
+    try:
+        store.save_run({"id": "old", "started": 1.0})
+        store.append_events(_events("old", 6))
+        annotated = {**_events("old", 1, start=3)[0], "match": 1}
+        store.append_events([annotated])
+        store.save_run({"id": "new", "started": 2.0})
+        store.append_events(_events("new", 4))
+        store.flush()
+        # 6 + 4 events, not 11: the old run is within the cap and stays.
+        assert [r["id"] for r in store.runs()] == ["new", "old"]
+        assert store.events("old")[2] == annotated
+    finally:
+        store.close()
+
+
+def test_the_event_cap_counts_what_an_earlier_server_left(tmp_path: Path) -> None:
+    path = str(tmp_path / "runs.sqlite3")
+    first = Store(path)
+    first.save_run({"id": "old", "started": 1.0})
+    first.append_events(_events("old", 8))
+    first.close()
+
+    second = Store(path, max_events=10)
+    try:
+        second.save_run({"id": "new", "started": 2.0})
+        second.append_events(_events("new", 3))
+        second.flush()
+        assert [r["id"] for r in second.runs()] == ["new"]
+        assert second.events("old") == []
+    finally:
+        second.close()
+
+
+def test_events_recorded_one_a_row_by_an_earlier_version_still_read(tmp_path: Path) -> None:
+    path = str(tmp_path / "runs.sqlite3")
+    Store(path).close()  # creates the tables
+    with sqlite3.connect(path) as db:
+        db.execute('INSERT INTO runs VALUES (\'r1\', 1.0, \'{"id": "r1", "started": 1.0}\')')
+        db.executemany(
+            "INSERT INTO events VALUES ('r1', ?, ?)",
+            [(e["seq"], json.dumps(e)) for e in _events("r1", 7)],
+        )
+    store = Store(path)
+    try:
+        store.append_events(_events("r1", 3, start=8))
+        store.flush()
+        assert store.events("r1") == _events("r1", 10)
+        assert [e["seq"] for e in store.iter_events("r1", batch=2)] == list(range(1, 11))
     finally:
         store.close()
