@@ -9,6 +9,7 @@ from typing import Any
 
 from bench.server import TERMINAL, serve
 
+# Debian's chromium and its launch arguments, for this benchmark and the browser tests alike.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -18,6 +19,13 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Debian's chromium, headless, from a started Playwright (its sync API)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
 # Counts animation frames per second and long tasks. Injected with evaluate, because the
 # page's CSP (script-src 'self') refuses inline scripts.
 PROBE = """() => {
@@ -58,9 +66,7 @@ def page_under_flood(seconds: float, messages: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     with serve() as server, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1366, "height": 768}, locale="en-US")
             page.goto(server.url)

@@ -1,5 +1,7 @@
 // Banners above the live view: the run's outcome, deadlock with who waits where, corruption, notices.
 
+import { outcomeText } from './i18n_run.js';
+
 const TERMINAL = new Set(['completed', 'failed', 'stopped', 'timeout', 'deadlock', 'killed']);
 const MAX_LISTED = 50; // beyond this a banner only counts
 
@@ -40,13 +42,16 @@ export function bannersFor(state, t) {
     out.push({
       kind: `status-${state.status}`, tone: ok ? 'good' : 'warn',
       title: ok ? t('banner.completed') : t(`status.${state.status}`),
-      lines: ok ? [] : [state.message].filter(Boolean),
+      lines: ok ? [] : [outcomeText(state.reason, state.message, t)].filter(Boolean),
     });
   }
   return out;
 }
 
-/** The banner area: update(state) shows the run's banners; notice(text, tone) adds a dismissible one. */
+/**
+ * The banner area: update(state) shows the run's banners; notice(text, tone) adds a dismissible
+ * one; partial(text) says the page holds only the run's latest events (one such notice at most).
+ */
 export function createBanners(container, { t }) {
   let notices = [];
   let drawnKey = '';
@@ -64,7 +69,7 @@ export function createBanners(container, { t }) {
       box.dataset.banner = b.kind;
       box.setAttribute('role', b.tone === 'bad' ? 'alert' : 'status');
       const title = document.createElement('strong');
-      title.textContent = b.title;
+      title.textContent = b.titleKey ? t(b.titleKey) : b.title;
       box.append(title);
       // The first lines are shown; the rest fold away so the live view keeps its room.
       const shown = b.kind === 'deadlock' ? 2 : 1;
@@ -107,6 +112,12 @@ export function createBanners(container, { t }) {
     refresh: () => draw(last, true),
     notice(text, tone = 'info', title = null) {
       notices = [...notices.slice(-2), { kind: 'notice', tone, title: title ?? t('banner.notice'), lines: [text], notice: true }];
+      draw(last, true);
+    },
+    partial(text) {
+      // The title is looked up when drawn, so it follows a change of language.
+      notices = [...notices.filter((n) => n.kind !== 'window').slice(-2),
+        { kind: 'window', tone: 'info', titleKey: 'window.banner', lines: text ? [text] : [], notice: true }];
       draw(last, true);
     },
     clearNotices() { notices = []; draw(last, true); },

@@ -2,6 +2,7 @@
 
 export const ROW_HEIGHT = 22;
 const OVERSCAN = 8;
+const MAX_EVENTS = 100000; // the log keeps the latest events; a flood's oldest scroll away
 
 /** The columns of one event's row, as text. */
 export function describeEvent(event, t0) {
@@ -50,22 +51,23 @@ export function createEventLog(root, { t }) {
   let t0 = null;
   let drawn = '';
   let follow = true;
+  let dropped = 0; // events the log let go to stay within MAX_EVENTS
+  let skipped = 0; // events the page never received (a snapshot of the latest calls only)
 
   const filters = () => Object.fromEntries(Object.entries(selects).map(([k, s]) => [k, s.value]));
+  // f: [key, value] pairs of the filters in use
   const passes = (event, f) => {
     const keys = filterKeys(event);
-    return Object.entries(f).every(([k, v]) => !v || keys[k] === v);
+    return f.every(([k, v]) => keys[k] === v);
   };
 
-  function addOptions(keys) {
-    for (const [key, value] of Object.entries(keys)) {
-      if (!value || seen[key].has(value)) continue;
-      seen[key].add(value);
-      const option = document.createElement('option');
-      option.value = value;
-      option.textContent = value;
-      selects[key]?.append(option);
-    }
+  function addOption(key, value) {
+    if (!value || seen[key].has(value)) return;
+    seen[key].add(value);
+    const option = document.createElement('option');
+    option.value = value;
+    option.textContent = value;
+    selects[key]?.append(option);
   }
 
   function draw(force = false) {
@@ -77,8 +79,12 @@ export function createEventLog(root, { t }) {
     const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - OVERSCAN);
     const last = Math.min(shown.length, Math.ceil((top + viewport.clientHeight) / ROW_HEIGHT) + OVERSCAN);
     const key = `${first}:${last}:${shown.length}`;
-    count.textContent = t('events.count', { shown: shown.length, total: events.length });
+    const missing = skipped + dropped;
+    count.textContent = missing
+      ? t('window.events', { shown: shown.length, total: events.length, skipped: missing })
+      : t('events.count', { shown: shown.length, total: events.length });
     root.dataset.total = String(events.length);
+    root.dataset.skipped = String(missing);
     root.dataset.shown = String(shown.length);
     if (key === drawn && !force) return;
     drawn = key;
@@ -105,8 +111,18 @@ export function createEventLog(root, { t }) {
     spacer.replaceChildren(...rows);
   }
 
+  function trim() {
+    const cut = events.length - MAX_EVENTS;
+    events = events.slice(cut);
+    dropped += cut;
+    let keep = 0;
+    while (keep < shown.length && shown[keep] < cut) keep += 1;
+    shown = shown.slice(keep).map((i) => i - cut);
+    drawn = '';
+  }
+
   function refilter() {
-    const f = filters();
+    const f = Object.entries(filters()).filter(([, v]) => v);
     shown = [];
     events.forEach((event, i) => { if (passes(event, f)) shown.push(i); });
     draw(true);
@@ -125,6 +141,8 @@ export function createEventLog(root, { t }) {
       events = [];
       shown = [];
       t0 = null;
+      dropped = 0;
+      skipped = 0;
       for (const [key, set] of Object.entries(seen)) {
         set.clear();
         selects[key].length = 1; // keep "All"
@@ -138,16 +156,22 @@ export function createEventLog(root, { t }) {
     push(batch) {
       if (!batch.length) return;
       const f = Object.entries(filters()).filter(([, v]) => v); // only the filters in use
+      // Runs for every event of a flood: no object per event, only the three keys.
       for (const event of batch) {
         if (t0 == null && event.t != null) t0 = event.t;
-        const keys = filterKeys(event);
-        addOptions(keys);
-        if (f.every(([k, v]) => keys[k] === v)) shown.push(events.length);
+        addOption('process', event.process ?? '');
+        addOption('pipe', event.pipe_name ?? event.pipe ?? '');
+        addOption('op', event.op ?? event.kind ?? '');
+        if (!f.length || passes(event, f)) shown.push(events.length);
         events.push(event);
       }
+      if (events.length > MAX_EVENTS + (MAX_EVENTS >> 2)) trim();
     },
-    /** Redraw the rows in view (call at most a few times a second). */
-    update() { draw(); },
+    /** Redraw the rows in view (call at most a few times a second); `held` is the model's window. */
+    update(held = null) {
+      skipped = held?.skipped ?? 0;
+      draw();
+    },
     refresh() { draw(true); },
     get size() { return events.length; },
     destroy() { spacer.replaceChildren(); },

@@ -1,4 +1,4 @@
-// Every label of the page in English and 中文 (the live view's keys have English defaults of their own).
+// Every label of the page in English and 中文 (the live view's own are in liveview_text.js).
 
 export const MESSAGES = {
   en: {
@@ -192,13 +192,5 @@ export const MESSAGES = {
     'banner.dismiss': '关闭',
     'banner.more': '另外 {count} 条',
     'error.network': '网络错误：{error}',
-    // The live view's and the sequence chart's own keys (English defaults live in liveview_text.js).
-    blocked_recv: '等待 recv', blocked_send: '等待 send', blocked_poll: '等待 poll', closed: '已关闭',
-    queued: '排队', deadlock: '死锁', duplex: '双工', one_way: '单向', corrupt: '损坏', more: '更多',
-    running: '运行中', exited: '已退出', killed: '被终止', signal: '信号',
-    no_processes: '尚未运行：选择一个场景并点击“运行”。',
-    legend: '消息：宽度 ∝ log(字节数)，颜色 = 发送者 · 点击查看其字节',
-    liveview_label: '管道实时视图', seq_title: '时序图', seq_empty: '尚无消息。',
-    seq_queued: '已排队，尚未接收', sent: '已发送', received: '已接收',
   },
 };

@@ -1,4 +1,4 @@
-// English defaults for the live view's texts, used when the page's lookup does not know a key.
+// The live view's texts: English defaults (used when the page's lookup does not know a key) and 中文.
 
 export const LIVEVIEW_TEXT = {
   blocked_recv: 'waiting in recv',
@@ -25,6 +25,17 @@ export const LIVEVIEW_TEXT = {
   seq_queued: 'queued, not received yet',
   sent: 'sent',
   received: 'received',
+};
+
+// The same keys in 中文 (i18n.js adds them to the page's labels).
+export const LIVEVIEW_TEXT_ZH = {
+  blocked_recv: '等待 recv', blocked_send: '等待 send', blocked_poll: '等待 poll', closed: '已关闭',
+  queued: '排队', deadlock: '死锁', duplex: '双工', one_way: '单向', corrupt: '损坏', more: '更多',
+  running: '运行中', exited: '已退出', killed: '被终止', signal: '信号',
+  no_processes: '尚未运行：选择一个场景并点击“运行”。',
+  legend: '消息：宽度 ∝ log(字节数)，颜色 = 发送者 · 点击查看其字节',
+  liveview_label: '管道实时视图', seq_title: '时序图', seq_empty: '尚无消息。',
+  seq_queued: '已排队，尚未接收', sent: '已发送', received: '已接收',
 };
 
 /** Wrap a lookup `t(key)` (which returns the key when unknown) with the English defaults. */

@@ -48,7 +48,8 @@ export function createMessagePanel(container, { t }) {
     const dl = document.createElement('dl');
     dl.className = 'message-facts';
     row(dl, t('message.route'), `${name(token.fromPid)} → ${name(token.toPid)}`);
-    row(dl, t('message.status'), t(`message.${info.status ?? 'queued'}`), `status-${info.status}`);
+    const unseen = token.sendUnseen ? ` (${t('window.sendUnseen')})` : '';
+    row(dl, t('message.status'), t(`message.${info.status ?? 'queued'}`) + unseen, `status-${info.status}`);
     row(dl, t('message.value'), `${info.repr} (${info.type || info.kind})`, 'mono');
     row(dl, t('message.size'), `${info.size} B`);
     row(dl, t('message.hash'), info.recvHash && info.recvHash !== info.hash ? `${info.hash} ≠ ${info.recvHash}` : info.hash, 'mono');

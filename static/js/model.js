@@ -6,10 +6,13 @@ const MAX_LINES = 1000; // per process: output beyond this scrolls away
 
 function emptyState() {
   return {
-    run: null, status: 'idle', message: '',
+    run: null, status: 'idle', message: '', reason: null,
     processes: {}, pipes: {}, tokens: {}, delivered: [], verdicts: [], deadlock: null,
     lastCall: null, counts: { events: 0, calls: 0, messages: 0, corrupt: 0 },
     t0: null, tNow: null, lastSeq: null,
+    // Set when seqs are missing (a snapshot that holds only the run's latest calls):
+    // {from: seq where the unbroken stretch begins, skipped: how many events were not seen}.
+    window: null,
     // Additions beyond the page contract: history for the sequence chart.
     spans: [], // {pid, op, pipe, end, since, until} blocked intervals that ended
     marks: [], // {seq, t, pid, pipe, end, kind: 'close'|'error'|'eof', text}
@@ -40,10 +43,27 @@ function onProcess(state, ev) {
   }
 }
 
+// The calls that began before a snapshot's window are missing: the deadlock's cycle says
+// who waits where, so the processes in it are shown blocked all the same.
+function waitsFromCycle(state, verdict) {
+  for (const w of verdict.cycle ?? []) {
+    const proc = ensureProcess(state, w.pid, w.process);
+    const end = state.pipes[w.pipe]?.ends[w.end];
+    if (proc.blocked || !end || proc.exited) continue;
+    proc.blocked = { op: w.op, pipe: w.pipe, end: w.end, since: verdict.t };
+    end.waiting[w.pid] = { op: w.op, since: verdict.t };
+    end.state = endStateOf(end);
+  }
+}
+
 function applyOne(state, ev) {
   // A batch seen twice (a snapshot overlapping live frames) must not send its messages twice.
   if (typeof ev.seq === 'number') {
     if (state.lastSeq != null && ev.seq <= state.lastSeq) return;
+    const expected = (state.lastSeq ?? 0) + 1;
+    if (ev.seq > expected) {
+      state.window = { from: ev.seq, skipped: (state.window?.skipped ?? 0) + ev.seq - expected };
+    }
     state.lastSeq = ev.seq;
   }
   state.counts.events += 1;
@@ -63,12 +83,18 @@ function applyOne(state, ev) {
     case 'process': onProcess(state, ev); break;
     case 'verdict':
       state.verdicts.push(ev);
-      if (ev.verdict === 'deadlock') state.deadlock = ev;
+      if (ev.verdict === 'deadlock') {
+        state.deadlock = ev;
+        if (state.window) waitsFromCycle(state, ev);
+      }
       break;
     case 'run':
       state.status = ev.state;
       state.message = ev.message ?? '';
-      if (state.run) state.run = { ...state.run, state: ev.state, message: state.message };
+      state.reason = ev.reason ?? null;
+      if (state.run) {
+        state.run = { ...state.run, state: ev.state, message: state.message, reason: state.reason };
+      }
       break;
     default: break; // unknown kinds come from newer servers: ignore, never fail
   }
@@ -95,6 +121,7 @@ export function createRunModel() {
       model.state.run = summary;
       if (summary && summary.state) model.state.status = summary.state;
       if (summary && summary.message) model.state.message = summary.message;
+      if (summary && summary.reason) model.state.reason = summary.reason;
     },
   };
   return model;

@@ -12,8 +12,9 @@ export function push(list, item, max) {
 }
 
 export function newLane(capacity) {
+  // bytes, latencyNs and timed add up every delivery, so statistics never walk the tokens.
   return { tokens: [], queued: 0, capacity: capacity ?? null, sent: 0, received: 0,
-    kernelQueued: null, early: [] };
+    kernelQueued: null, early: [], bytes: 0, latencyNs: 0, timed: 0 };
 }
 
 export function laneFor(pipe, dir) {
@@ -39,6 +40,8 @@ function adopt(state, lane, ev) {
       if (at >= 0) list[at] = ev.seq;
     }
     lane.sent += 1;
+    lane.latencyNs += token.latencyNs;
+    lane.timed += 1;
     return true;
   }
   return false;
@@ -63,6 +66,32 @@ export function onSend(state, pipe, ev) {
   }
 }
 
+// The pid holding an end alone, else null (several holders: the sender is unknown).
+function soleHolder(pipe, end) {
+  const pids = pipe.ends[end]?.pids ?? [];
+  return pids.length === 1 ? pids[0] : null;
+}
+
+// A snapshot's window can begin after a receive whose send it holds: that frame waits at
+// the head of its lane although it was read. A frame never overtakes one of its own
+// sender's, so those ahead of the matched one from the same sender were read already.
+function dropReadUnseen(state, lane, idx) {
+  const pid = state.tokens[lane.tokens[idx]]?.fromPid;
+  const kept = [];
+  for (const seq of lane.tokens.slice(0, idx)) {
+    const token = state.tokens[seq];
+    if (!token || token.fromPid !== pid) {
+      kept.push(seq);
+      continue;
+    }
+    lane.queued = Math.max(0, lane.queued - token.nbytes);
+    lane.received += 1;
+    delete state.tokens[seq];
+  }
+  lane.tokens.splice(0, idx, ...kept);
+  return kept.length;
+}
+
 export function onReceive(state, pipe, ev) {
   const lane = laneFor(pipe, `${peerOf(ev.end)}>${ev.end}`);
   let idx = ev.match != null ? lane.tokens.indexOf(ev.match) : -1;
@@ -75,21 +104,32 @@ export function onReceive(state, pipe, ev) {
   if (idx < 0 && ev.match == null && lane.tokens.length) idx = 0;
   let token;
   if (idx >= 0) {
+    if (idx > 0 && state.window) idx = dropReadUnseen(state, lane, idx);
     token = state.tokens[lane.tokens[idx]];
     lane.tokens.splice(idx, 1);
     lane.queued = Math.max(0, lane.queued - token.nbytes);
   } else {
     // A frame from an untraced sender, or a send we never saw: keep it visible anyway.
+    // Matched to a send before the snapshot's window: it was sent, the page only missed it.
+    const unseen = state.window != null && ev.match != null;
     token = { seq: ev.seq, pipe: pipe.id, dir: `${peerOf(ev.end)}>${ev.end}`, op: null,
-      fromPid: null, nbytes: ev.nbytes ?? 0, preview: ev.preview ?? '', type: ev.type ?? '',
-      hash: ev.hash ?? '', head: ev.head ?? '', site: null, tSend: null };
+      fromPid: unseen ? soleHolder(pipe, peerOf(ev.end)) : null, nbytes: ev.nbytes ?? 0,
+      preview: ev.preview ?? '', type: ev.type ?? '', hash: ev.hash ?? '', head: ev.head ?? '',
+      site: null, tSend: null, sendUnseen: unseen };
     state.tokens[ev.seq] = token;
+    if (unseen) lane.sent += 1;
     if (ev.match == null) lane.early.push(ev.seq); // its send may still be on its way
   }
   Object.assign(token, { toPid: ev.pid, tRecv: ev.t, status: 'delivered',
     corrupt: ev.corrupt ?? null, recvSeq: ev.seq, latencyNs: ev.latency_ns ?? null,
     recvPreview: ev.preview ?? null, recvHash: ev.hash ?? null });
   lane.received += 1;
+  lane.bytes += token.nbytes;
+  if (token.latencyNs == null && token.tSend != null) token.latencyNs = ev.t - token.tSend;
+  if (token.latencyNs != null) {
+    lane.latencyNs += token.latencyNs;
+    lane.timed += 1;
+  }
   // Delivery order is receive order; a receive held for its late send goes back in place.
   let at = state.delivered.length;
   while (at > 0 && (state.tokens[state.delivered[at - 1]]?.recvSeq ?? 0) > ev.seq) at -= 1;

@@ -43,9 +43,11 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
   const anim = { pos: new Map(), leavers: [], seen: 0, lastNow: null, tNow: null, tNowWall: 0,
     corrupt: -1, corruptByPipe: new Map() };
 
+  let box = null; // the element's size, from the ResizeObserver: reading it every frame forced a layout
   function measure() {
-    const w = Math.max(200, Math.round(element.clientWidth || container.clientWidth || 640));
-    const h = Math.max(240, Math.round(element.clientHeight || container.clientHeight || 420));
+    box ??= { w: element.clientWidth || container.clientWidth, h: element.clientHeight || container.clientHeight };
+    const w = Math.max(200, Math.round(box.w || 640));
+    const h = Math.max(240, Math.round(box.h || 420));
     const dpr = window.devicePixelRatio || 1;
     if (w !== size.w || h !== size.h || dpr !== size.dpr) {
       size = { w, h, dpr };
@@ -156,7 +158,10 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
   canvas.addEventListener('click', onClick);
   canvas.addEventListener('mousemove', onMove);
   canvas.addEventListener('keydown', onKey);
-  const observer = new ResizeObserver(() => { if (last) draw(...last); });
+  const observer = new ResizeObserver(([entry]) => {
+    box = { w: entry.contentRect.width, h: entry.contentRect.height };
+    if (last) draw(...last);
+  });
   observer.observe(element);
 
   return {

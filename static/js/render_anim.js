@@ -5,6 +5,7 @@ import { CORRUPT_LEAVE_MS, LEAVE_MS, tokenWidth } from './render_tokens.js';
 import { laneRoom } from './render_tube.js';
 
 const MAX_LEAVERS = 24; // under a flood only the latest deliveries animate
+const MAX_POSITIONS = 2000;
 
 /** Note the messages delivered since the last frame so they can slide out of their lane. */
 export function trackDeliveries(anim, state, nowMs, geoms) {
@@ -25,7 +26,13 @@ export function trackDeliveries(anim, state, nowMs, geoms) {
     anim.leavers.push({ token, d0, start: nowMs, dur });
   }
   anim.seen = state.counts.messages;
-  anim.leavers = anim.leavers.filter((l) => nowMs - l.start < l.dur).slice(-MAX_LEAVERS * 4);
+  if (anim.pos.size > MAX_POSITIONS) {
+    // Under a flood most deliveries are not animated: forget where those tokens were drawn.
+    for (const seq of anim.pos.keys()) {
+      if (state.tokens[seq]?.status !== 'queued') anim.pos.delete(seq);
+    }
+  }
+  anim.leavers = anim.leavers.filter((l) => nowMs - l.start < l.dur).slice(-MAX_LEAVERS);
   if (state.tNow !== anim.tNow) {
     anim.tNow = state.tNow;
     anim.tNowWall = nowMs;

@@ -23,8 +23,24 @@ export function roundRect(ctx, x, y, w, h, r) {
   ctx.closePath();
 }
 
-export function fitText(ctx, text, maxWidth) {
-  const s = String(text);
+// Measuring text is the costliest part of a frame under a flood: the same labels come back
+// every frame, so their fitted form is kept (per font and width) until the cache fills.
+const fitted = new Map();
+const MAX_FITTED = 4000;
+
+/** `text` cut with an ellipsis to fit maxWidth; pass the font set on ctx when known (cheaper). */
+export function fitText(ctx, text, maxWidth, font = ctx.font) {
+  const key = `${font}|${maxWidth}|${text}`;
+  let out = fitted.get(key);
+  if (out === undefined) {
+    if (fitted.size >= MAX_FITTED) fitted.clear();
+    out = measureFit(ctx, String(text), maxWidth);
+    fitted.set(key, out);
+  }
+  return out;
+}
+
+function measureFit(ctx, s, maxWidth) {
   if (ctx.measureText(s).width <= maxWidth) return s;
   let lo = 0;
   let hi = s.length;

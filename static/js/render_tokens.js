@@ -4,6 +4,7 @@ import { COLOURS, fitText, roundRect } from './render_process.js';
 import { LANE_W, laneRoom, laneX } from './render_tube.js';
 
 const GAP = 3;
+const TOKEN_FONT = '600 10px ui-monospace, monospace';
 const EASE_MS = 90; // how quickly a token slides to its place in the queue
 export const LEAVE_MS = 450;
 export const CORRUPT_LEAVE_MS = 1100; // a corrupt frame lingers a little so it is noticed
@@ -25,11 +26,11 @@ function drawToken(ctx, token, x, y, w, colour, alpha) {
     ctx.stroke();
   }
   ctx.fillStyle = '#fff';
-  ctx.font = '600 10px ui-monospace, monospace';
+  ctx.font = TOKEN_FONT;
   ctx.textAlign = 'center';
   ctx.textBaseline = 'middle';
   const label = token.corrupt ? `✕ ${token.preview}` : token.preview;
-  const text = fitText(ctx, label, w - 6);
+  const text = fitText(ctx, label, w - 6, TOKEN_FONT);
   if (text) ctx.fillText(text, x, y + 0.5);
   ctx.globalAlpha = 1;
 }

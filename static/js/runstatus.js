@@ -1,5 +1,12 @@
 // The status row above the live view: the shown run's state, what it is, and its export links.
 
+import { outcomeText } from './i18n_run.js';
+
+// Several times a second under a flood: an unchanged text is not set again (no relayout).
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 /**
  * Bind the status row. update({ run, state, selected, stepping, replaying }) shows the run
  * on screen (`run` = { id, scenario, summary }), or what to do when there is none.
@@ -15,16 +22,17 @@ export function createRunStatus(box, { i18n, api }) {
     element: box,
     update({ run, state, selected, stepping, replaying }) {
       const status = run.id ? state.status : 'idle';
-      box.dataset.status = status;
-      document.body.dataset.status = status;
-      document.body.dataset.run = run.id ?? '';
-      chip.textContent = run.id ? t(`status.${status}`) : '';
+      for (const [node, key, value] of [[box, 'status', status],
+        [document.body, 'status', status], [document.body, 'run', run.id ?? '']]) {
+        if (node.dataset[key] !== value) node.dataset[key] = value;
+      }
+      setText(chip, run.id ? t(`status.${status}`) : '');
       const title = run.scenario ? i18n.pick(run.scenario.title) : '';
       const picked = selected ? i18n.pick(selected.title) : '';
-      text.textContent = run.id
+      setText(text, run.id
         ? [replaying ? t('replay.tag') : '', title, run.id, run.summary?.start_method,
-          state.message, stepping ? t('status.stepHint') : ''].filter(Boolean).join(' · ')
-        : (picked ? t('status.ready', { title: picked }) : t('status.idle'));
+          outcomeText(state.reason, state.message, t), stepping ? t('status.stepHint') : ''].filter(Boolean).join(' · ')
+        : (picked ? t('status.ready', { title: picked }) : t('status.idle')));
       exports.hidden = !run.id;
       if (run.id && run.id !== exported) {
         exported = run.id;

@@ -1,64 +1,17 @@
 // Sequence chart: one lifeline per process, an arrow from each send to its recv, waits as bars.
 
-import { endPid, processOrder } from './layout.js';
+import { processOrder } from './layout.js';
 import { withDefaults } from './liveview_text.js';
 import { processColour } from './render_process.js';
+import { ROW_H, buildRows, receiverOf, yOfTime } from './seqchart_rows.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
-const MAX_MESSAGES = 150; // the chart shows the latest messages; older ones scroll away
-const ROW_H = 24;
 const COL_W = [92, 170]; // lifelines share the width; below 92 px the chart scrolls sideways
 const LEFT = 64; // room for the time column
 const HEAD_H = 34;
 
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 const cut = (s, n) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
-
-function receiverOf(state, token) {
-  if (token.toPid != null) return token.toPid;
-  const pipe = state.pipes[token.pipe];
-  return pipe ? endPid(pipe.ends[token.dir[2]]) : null;
-}
-
-// Rows are the calls worth a line, in stream order; the y of a time between rows is
-// interpolated so waits line up with the calls around them.
-function buildRows(state) {
-  const queued = [];
-  for (const pipe of Object.values(state.pipes)) {
-    for (const lane of Object.values(pipe.lanes)) {
-      queued.push(...lane.tokens.slice(0, MAX_MESSAGES));
-    }
-  }
-  const seqs = state.delivered.slice(-MAX_MESSAGES).concat(queued.sort((a, b) => a - b))
-    .slice(-MAX_MESSAGES);
-  const tokens = seqs.map((s) => state.tokens[s]).filter(Boolean);
-  const from = tokens.length ? Math.min(...tokens.map((tk) => tk.seq)) : 0;
-  const rows = [];
-  for (const tk of tokens) {
-    if (tk.tSend != null) rows.push({ seq: tk.seq, t: tk.tSend });
-    if (tk.recvSeq != null) rows.push({ seq: tk.recvSeq, t: tk.tRecv });
-  }
-  const marks = state.marks.filter((m) => m.seq >= from);
-  for (const m of marks) rows.push({ seq: m.seq, t: m.t });
-  rows.sort((a, b) => a.seq - b.seq);
-  for (let i = rows.length - 1; i > 0; i -= 1) {
-    if (rows[i].seq === rows[i - 1].seq) rows.splice(i, 1); // a recv that also failed
-  }
-  const index = new Map(rows.map((r, i) => [r.seq, i]));
-  return { tokens, marks, rows, index };
-}
-
-function yOfTime(rows, t) {
-  if (!rows.length) return 0;
-  let lo = 0;
-  let hi = rows.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (rows[mid].t < t) lo = mid + 1;
-    else hi = mid;
-  }
-  return 12 + Math.max(0, lo - 0.5) * ROW_H;
-}
 
 // One SVG element as text; attribute values and text are escaped.
 function tag(name, attrs, inner = '') {

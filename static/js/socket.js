@@ -11,6 +11,62 @@ export function socketUrl(location, path = '/ws', token = '') {
 }
 
 /**
+ * A WebSocket whose connection lives in a worker (socket_worker.js): the same interface, but
+ * a large frame reaches `onmessage` as several smaller ones, and only as fast as ack() says
+ * the page took the last ones. When the worker thinned a run's waiting events, a page-side
+ * frame `{type: 'skipped', run, skipped}` says how many calls and output lines went.
+ */
+export class WorkerSocket {
+  constructor(url) {
+    this.readyState = 0;
+    this.unacked = 0;
+    this.worker = new Worker(new URL('./socket_worker.js', import.meta.url), { type: 'module' });
+    this.worker.onmessage = ({ data }) => {
+      if (data.event === 'message') {
+        if (!data.free) this.unacked += 1;
+        this.onmessage?.({ data: data.text });
+      } else if (data.event === 'skipped') {
+        const { run, skipped } = data;
+        this.onmessage?.({ data: JSON.stringify({ type: 'skipped', run, skipped }) });
+      } else if (data.event === 'open') {
+        this.readyState = 1;
+        this.onopen?.();
+      } else if (data.event === 'error') {
+        this.onerror?.();
+      } else if (data.event === 'close') {
+        this.readyState = 3;
+        this.worker.terminate();
+        this.onclose?.();
+      }
+    };
+    this.worker.onerror = () => {
+      WorkerSocket.failed = true; // the worker could not load: reconnect without one
+      this.close();
+    };
+    this.worker.postMessage({ open: new URL(url, location.href).href });
+  }
+
+  send(text) { this.worker.postMessage({ send: text }); }
+
+  /** The page took every message so far: the worker may send the next ones. */
+  ack() {
+    if (!this.unacked) return;
+    this.worker.postMessage({ ack: this.unacked });
+    this.unacked = 0;
+  }
+
+  close() {
+    if (this.readyState === 3) return;
+    this.worker.postMessage({ close: true });
+    if (this.readyState === 0) {
+      this.readyState = 3;
+      this.worker.terminate();
+      this.onclose?.();
+    }
+  }
+}
+
+/**
  * Connect and stay connected.
  * onFrame(frame) gets every parsed server frame; onStatus('connecting'|'open'|'closed') every
  * change. The subscribed run is re-subscribed after each reconnect, so the server sends a
@@ -40,7 +96,7 @@ export function createSocket(url, { onFrame, onStatus, WebSocketImpl = WebSocket
   function connect() {
     retry = null;
     setStatus('connecting');
-    ws = new WebSocketImpl(url);
+    ws = new (WebSocketImpl === WorkerSocket && WorkerSocket.failed ? WebSocket : WebSocketImpl)(url);
     ws.onopen = () => {
       delay = MIN_DELAY_MS;
       setStatus('open');
@@ -69,6 +125,8 @@ export function createSocket(url, { onFrame, onStatus, WebSocketImpl = WebSocket
   return {
     get status() { return status; },
     send: sendNow,
+    /** The page took what it was given (see WorkerSocket; nothing to do for a plain WebSocket). */
+    ack: () => ws?.ack?.(),
     subscribe(runId) {
       if (subscribed && subscribed !== runId) sendNow({ type: 'unsubscribe', run: subscribed });
       subscribed = runId;

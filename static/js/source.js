@@ -22,11 +22,19 @@ export function createSourcePanel(container, { t }) {
   let lines = [];
   let lit = null;
   let sourceFile = null;
+  // Where each line sits and how much of the panel shows, measured once per source: reading
+  // layout on every lit line forced the browser to lay the page out several times a second.
+  let offsets = null;
+  let view = null; // {top, height} of the scrolling box
+  const box = () => container.parentElement ?? container;
+  box().addEventListener('scroll', () => { if (view) view.top = box().scrollTop; });
 
   function showSource(scenario) {
     shownId = scenario?.id ?? null;
     sourceFile = scenario?.file ?? scenario?.source_file ?? null;
     lit = null;
+    offsets = null;
+    view = null;
     const text = scenario?.source ?? '';
     lines = text ? text.replace(/\n$/, '').split('\n').map((line, i) => {
       const li = document.createElement('li');
@@ -49,21 +57,28 @@ export function createSourcePanel(container, { t }) {
       lit?.classList.remove('current');
       next?.classList.add('current');
       lit = next;
-      if (next) {
+      if (next && !view && box().clientHeight > 0) {
+        // Measured only when the panel shows: a hidden one has no layout.
+        offsets = lines.map((li) => li.offsetTop);
+        view = { top: box().scrollTop, height: box().clientHeight };
+      }
+      if (next && view) {
         // Keep the lit line in view inside the panel without scrolling the whole page.
-        const box = container.parentElement ?? container;
-        const top = next.offsetTop - box.clientHeight / 3;
-        if (next.offsetTop < box.scrollTop || next.offsetTop > box.scrollTop + box.clientHeight - 24) {
-          box.scrollTop = Math.max(0, top);
+        const at = offsets[index];
+        if (at < view.top || at > view.top + view.height - 24) {
+          view.top = Math.max(0, at - view.height / 3);
+          box().scrollTop = view.top;
         }
       }
     }
+    let words = caption.textContent;
     if (next) {
       const process = state?.processes?.[call.pid]?.name ?? `pid ${call.pid}`;
-      caption.textContent = t('source.current', { process, line: site.line });
+      words = t('source.current', { process, line: site.line });
     } else if (lines.length) {
-      caption.textContent = '';
+      words = '';
     }
+    if (caption.textContent !== words) caption.textContent = words;
     container.dataset.litLine = next ? String(site.line) : '';
   }
 

@@ -22,6 +22,8 @@ export function summarise(state, { run, playback, controls, lang, banners, calls
     runState: run.summary?.state ?? null,
     status: state.status,
     message: state.message,
+    reason: state.reason,
+    window: state.window,
     processes,
     pipes,
     tokens,

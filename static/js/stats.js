@@ -3,23 +3,8 @@
 /** Per pipe and direction: sent, delivered, queued frames and bytes, mean latency (ms). */
 export function laneStats(state) {
   const rows = [];
-  const totals = new Map();
-  for (const seq of state.delivered ?? []) {
-    const token = state.tokens[seq];
-    if (!token) continue;
-    const key = `${token.pipe} ${token.dir}`;
-    const acc = totals.get(key) ?? { bytes: 0, latency: 0, timed: 0 };
-    acc.bytes += token.nbytes ?? 0;
-    const latency = token.latencyNs ?? (token.tSend != null && token.tRecv != null ? token.tRecv - token.tSend : null);
-    if (latency != null) {
-      acc.latency += latency;
-      acc.timed += 1;
-    }
-    totals.set(key, acc);
-  }
   for (const pipe of Object.values(state.pipes ?? {})) {
     for (const [dir, lane] of Object.entries(pipe.lanes ?? {})) {
-      const acc = totals.get(`${pipe.id} ${dir}`) ?? { bytes: 0, latency: 0, timed: 0 };
       rows.push({
         pipe: pipe.name ?? pipe.id,
         dir,
@@ -28,8 +13,8 @@ export function laneStats(state) {
         queued: lane.tokens?.length ?? 0,
         queuedBytes: lane.queued ?? 0,
         capacity: lane.capacity ?? null,
-        bytes: acc.bytes,
-        latencyMs: acc.timed ? acc.latency / acc.timed / 1e6 : null,
+        bytes: lane.bytes ?? 0,
+        latencyMs: lane.timed ? lane.latencyNs / lane.timed / 1e6 : null,
       });
     }
   }
@@ -51,23 +36,32 @@ export function createStatsPanel(container, { t }) {
     element: container,
     update(state) {
       const counts = state?.counts ?? { events: 0, calls: 0, messages: 0, corrupt: 0 };
+      const held = state?.window ?? null;
       const elapsed = state?.t0 != null && state?.tNow != null ? (state.tNow - state.t0) / 1e6 : null;
       const totals = document.createElement('dl');
       totals.className = 'stat-totals';
       const pairs = [
-        ['events', counts.events], ['calls', counts.calls], ['messages', counts.messages],
+        // seqs number every event of the run, so the last one counts those the page missed too.
+        ['events', held ? state.lastSeq : counts.events], ['calls', counts.calls],
+        ['messages', counts.messages],
         ['corrupt', counts.corrupt], ['elapsed', elapsed == null ? '—' : fmtMs(elapsed)],
       ];
       for (const [key, value] of pairs) {
         const item = document.createElement('div');
         item.className = `stat stat-${key}${key === 'corrupt' && value ? ' bad' : ''}`;
         item.dataset.stat = key;
-        item.append(cell('dt', t(`stats.${key}`)), cell('dd', String(value)));
+        const shown = typeof value === 'number' ? value.toLocaleString() : String(value);
+        item.append(cell('dt', t(`stats.${key}`)), cell('dd', shown));
         totals.append(item);
       }
+      // Without the older calls, every figure but the events counts only what the page holds.
+      const scope = held ? [cell('p', t('window.stats', { from: held.from.toLocaleString(),
+        skipped: held.skipped.toLocaleString() }), 'stat-window')] : [];
+      if (held) container.dataset.window = String(held.from);
+      else delete container.dataset.window;
       const rows = state ? laneStats(state) : [];
       if (!rows.length) {
-        container.replaceChildren(totals, cell('p', t('stats.none'), 'muted'));
+        container.replaceChildren(totals, ...scope, cell('p', t('stats.none'), 'muted'));
         return;
       }
       const table = document.createElement('table');
@@ -86,7 +80,7 @@ export function createStatsPanel(container, { t }) {
           cell('td', String(row.bytes), 'num'), cell('td', fmtMs(row.latencyMs), 'num'));
         body.append(tr);
       }
-      container.replaceChildren(totals, table);
+      container.replaceChildren(totals, ...scope, table);
     },
     destroy() { container.replaceChildren(); },
   };

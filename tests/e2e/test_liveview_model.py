@@ -12,21 +12,15 @@ from typing import Any
 
 import pytest
 
+from bench.page import CHROMIUM, launch_chromium
+from tests.e2e import synthetic
+
 sync_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SHOTS = Path("/tmp/shots")
 BLANK = (
     b"<!doctype html><html><head><meta charset='utf-8'>"
@@ -79,7 +73,7 @@ def lv_browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"expected Debian's chromium at {CHROMIUM}, found nothing")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         try:
             yield browser
         finally:
@@ -521,3 +515,198 @@ def test_events_seen_twice_are_applied_once(lv_page: Any) -> None:
     assert out["delivered"] == [
         e["seq"] for e in events if e.get("op") == "send" and e.get("phase") == "end"
     ]
+
+
+def test_a_snapshot_of_the_latest_calls_only_shows_no_false_corruption_or_stuck_frame(
+    lv_page: Any,
+) -> None:
+    events = synthetic.windowed_snapshot()
+    state = apply(lv_page, events)
+    held = len(events)
+    assert state["window"] == {"from": synthetic.WINDOW_FROM, "skipped": synthetic.LAST_SEND - held}
+    lane = state["pipes"][synthetic.PIPE]["lanes"]["a>b"]
+    # Only the newest send waits; the one read before the window does not stay in the tube.
+    assert lane["tokens"] == [synthetic.LAST_SEND]
+    assert str(synthetic.WINDOW_FROM + 2) not in state["tokens"]
+    assert lane["sent"] - lane["received"] == len(lane["tokens"])
+    assert state["counts"]["corrupt"] == 0
+    assert not [tk for tk in state["tokens"].values() if tk["corrupt"]]
+    # Receives of frames sent before the window: delivered, from the end's only writer.
+    early = state["tokens"][str(synthetic.WINDOW_FROM)]
+    assert (early["status"], early["fromPid"], early["toPid"], early["sendUnseen"]) == (
+        "delivered",
+        synthetic.WRITER,
+        synthetic.READER,
+        True,
+    )
+    assert state["delivered"][:2] == [synthetic.WINDOW_FROM, synthetic.WINDOW_FROM + 1]
+    assert {p["blocked"] is None for p in state["processes"].values()} == {True}
+
+    done = apply(lv_page, events + synthetic.finish({"key": "completed", "args": {}}))
+    assert done["pipes"][synthetic.PIPE]["lanes"]["a>b"]["tokens"] == []
+    assert (done["status"], done["reason"]) == ("completed", {"key": "completed", "args": {}})
+    assert done["counts"]["corrupt"] == 0
+
+
+def test_a_whole_stream_has_no_window(lv_page: Any) -> None:
+    assert apply(lv_page, fixture("pingpong"))["window"] is None
+
+
+OUTCOME = """async ({ reason, message, lang }) => {
+  const { createI18n } = await import('/static/js/i18n.js');
+  const { outcomeText } = await import('/static/js/i18n_run.js');
+  const i18n = createI18n(lang);
+  return outcomeText(reason, message, (k, v) => i18n.t(k, v));
+}"""
+
+
+@pytest.mark.parametrize(
+    ("reason", "lang", "expected"),
+    [
+        ({"key": "completed", "args": {}}, "zh", "场景已运行完毕"),
+        ({"key": "timeout", "args": {"limit": 30}}, "zh", "运行超过了 30 秒的时间限制"),
+        (
+            {
+                "key": "worker_killed",
+                "args": {"process": "Process-1", "pid": 7, "signal": "SIGKILL", "code": 1},
+            },
+            "en",
+            "Process-1 (pid 7) was killed by SIGKILL; the main process exited with 1",
+        ),
+        ({"key": "exit_code", "args": {"code": 2, "stderr": ""}}, "zh", "主进程以退出码 2 退出"),
+        (
+            {"key": "exit_code", "args": {"code": 2, "stderr": "boom"}},
+            "en",
+            "the main process exited with code 2: boom",
+        ),
+        ({"key": "no_such_outcome", "args": {}}, "zh", "the server's words"),
+        ({"key": "main_killed", "args": {}}, "zh", "the server's words"),
+        (None, "zh", "the server's words"),
+    ],
+)
+def test_an_outcome_is_told_in_the_page_language_or_in_the_server_words(
+    lv_page: Any, reason: Any, lang: str, expected: str
+) -> None:
+    args = {"reason": reason, "message": "the server's words", "lang": lang}
+    assert lv_page.evaluate(OUTCOME, args) == expected
+
+
+SLICES = """async (events) => {
+  const { slices } = await import('/static/js/socket_worker.js');
+  const shuffled = [...events].reverse();
+  const parts = slices({ type: 'snapshot', run: { id: 'rwindow' }, events: shuffled,
+    notice: 'n' }, 500);
+  const batch = slices({ type: 'events', run: 'rwindow', events: events.slice(0, 1200) }, 500);
+  const small = slices({ type: 'runs', runs: [] }, 500);
+  return { parts: parts.map((p) => ({ type: p.type, run: p.run, n: p.events.length,
+    missing: p.missing, notice: p.notice, seqs: p.events.map((e) => e.seq) })),
+    batch: batch.map((p) => [p.type, p.run, p.events.length]), small };
+}"""
+
+
+def test_a_long_snapshot_reaches_the_page_in_slices_in_seq_order(lv_page: Any) -> None:
+    events = synthetic.windowed_snapshot()
+    out = lv_page.evaluate(SLICES, events)
+    first, *rest = out["parts"]
+    assert (first["type"], first["n"], first["notice"]) == ("snapshot", 500, "n")
+    assert first["missing"] == synthetic.LAST_SEND - len(events)
+    assert {(p["type"], p["run"]) for p in rest} == {("events", synthetic.RUN)}
+    assert [s for p in out["parts"] for s in p["seqs"]] == [e["seq"] for e in events]
+    assert out["batch"] == [
+        ["events", "rwindow", 500],
+        ["events", "rwindow", 500],
+        ["events", "rwindow", 200],
+    ]
+    assert out["small"] == [{"type": "runs", "runs": []}]
+
+
+FEED = """async () => {
+  const { createFeed } = await import('/static/js/feed.js');
+  const { createPlayback } = await import('/static/js/playback.js');
+  const applied = [];
+  const model = { apply: (batch) => applied.push(batch.map((e) => e.seq)), reset() {} };
+  let now = 0;
+  const clock = () => (now += 1); // each look at the clock costs a millisecond
+  const feed = createFeed({ model, playback: createPlayback(), budgetMs: 6, clock });
+  const events = [];
+  for (let i = 1; i <= 5000; i++) events.push({ seq: i, kind: 'call', t: 1e9 + i });
+  feed.push(events);
+  const perFrame = [];
+  for (let f = 0; f < 10 && (f === 0 || feed.backlog); f++) {
+    const before = applied.flat().length;
+    feed.pump(f * 16);
+    perFrame.push(applied.flat().length - before);
+  }
+  return { perFrame, seqs: applied.flat(), backlog: feed.backlog };
+}"""
+
+
+def test_the_feed_spreads_a_large_batch_over_frames_in_order(lv_page: Any) -> None:
+    out = lv_page.evaluate(FEED)
+    assert len(out["perFrame"]) > 1 and max(out["perFrame"]) < 5000, out["perFrame"]
+    assert sum(out["perFrame"]) == 5000 and out["backlog"] == 0
+    assert out["seqs"] == list(range(1, 5001))
+
+
+SKIP = """async () => {
+  const { createFeed } = await import('/static/js/feed.js');
+  const { createPlayback } = await import('/static/js/playback.js');
+  const applied = [];
+  const skips = [];
+  const model = { apply: (batch) => applied.push(...batch), reset() {} };
+  const feed = createFeed({ model, playback: createPlayback(), maxWaiting: 1000, keep: 100,
+    onSkip: (n) => skips.push(n) });
+  const events = [];
+  for (let i = 1; i <= 3000; i++) {
+    const kind = i % 500 === 0 ? 'process' : 'call';
+    events.push({ seq: i, kind, t: 1e9 + i });
+  }
+  feed.push(events);
+  for (let f = 0; f < 50 && (f === 0 || feed.backlog); f++) feed.pump(f * 16);
+  return { seqs: applied.map((e) => e.seq), kinds: applied.map((e) => e.kind), skips };
+}"""
+
+
+def test_a_view_that_falls_behind_keeps_every_run_event_and_the_latest_calls(
+    lv_page: Any,
+) -> None:
+    out = lv_page.evaluate(SKIP)
+    calls = [s for s, k in zip(out["seqs"], out["kinds"], strict=True) if k == "call"]
+    assert calls == list(range(2900, 3000))  # the latest 100 calls (3000 is no call)
+    assert [s for s, k in zip(out["seqs"], out["kinds"], strict=True) if k != "call"] == [
+        500,
+        1000,
+        1500,
+        2000,
+        2500,
+        3000,
+    ]
+    assert out["seqs"] == sorted(out["seqs"])
+    assert out["skips"] == [3000 - 6 - 100]
+
+
+THIN = """async () => {
+  const { thin } = await import('/static/js/socket_worker.js');
+  const frames = [];
+  let seq = 0;
+  for (let f = 0; f < 6; f++) {
+    const events = [];
+    for (let i = 0; i < 500; i++) {
+      seq += 1;
+      events.push({ seq, kind: seq % 1000 === 0 ? 'verdict' : 'call', t: seq });
+    }
+    frames.push({ type: 'events', run: 'r1', events });
+    if (f === 2) frames.push({ type: 'snapshot', run: { id: 'r2' }, events: [] });
+  }
+  const { frames: left, gone } = thin(frames, 100);
+  return { gone, types: left.map((f) => f.type),
+    seqs: left.filter((f) => f.type === 'events').flatMap((f) => f.events.map((e) => e.seq)) };
+}"""
+
+
+def test_a_worker_thins_what_waits_to_the_run_events_and_the_latest_calls(lv_page: Any) -> None:
+    out = lv_page.evaluate(THIN)
+    assert out["gone"] == [["r1", 3000 - 3 - 100]]
+    # every verdict, then the latest 100 calls; the other run's snapshot stays in its place
+    assert out["seqs"] == [1000, 2000, *range(2900, 3000), 3000]
+    assert out["types"].count("snapshot") == 1

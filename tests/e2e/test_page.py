@@ -173,6 +173,23 @@ def test_language_switch_changes_labels_and_scenario_texts(page: Any, live_serve
     assert page.locator(".card-title").first.inner_text() == listed[0]["title"]["en"]
 
 
+def test_a_completed_ping_pong_tells_its_outcome_in_chinese(page: Any) -> None:
+    page.click("[data-action='lang']")
+    wait_state(page, lambda s: s["ui"]["lang"] == "zh", "the language to be zh", timeout=5)
+    state = run_to_end(page, "ping-pong")
+    assert (state["status"], state["reason"]) == ("completed", {"key": "completed", "args": {}})
+    status = page.locator("[data-status-text]")
+    wait_for(
+        page,
+        "document.querySelector('[data-status-text]').textContent",
+        lambda text: "场景已运行完毕" in text,
+        what="the outcome in Chinese",
+    )
+    assert state["message"] not in status.inner_text(), "the English message gives way"
+    assert page.locator("[data-status-chip]").inner_text() == "已完成"
+    shoot(page, "ping-pong-completed-zh")
+
+
 @pytest.mark.parametrize(("key", "field", "expected"), [("+", "speed", 1.5), ("-", "speed", 0.5)])
 def test_keyboard_changes_speed(page: Any, key: str, field: str, expected: float) -> None:
     page.wait_for_selector(".card")

@@ -1,0 +1,130 @@
+// The websocket read off the page's thread. A flood's multi-megabyte frames are parsed here and
+// handed to the page in slices, each a task of its own, no faster than the page takes them (it
+// acknowledges what it has applied); what waits beyond that is thinned here, as the server
+// thins a slow viewer's stream, so the page never reads events it would have to drop.
+
+import { orderSnapshot } from './feed.js';
+
+const SLICE = 500; // events per message to the page
+const IN_FLIGHT = 2; // messages the page has not acknowledged yet
+const SKIPPABLE = new Set(['call', 'output']); // what a view that fell behind may go without
+
+/** A server frame as the messages the page gets: long event lists cut into `events` frames. */
+export function slices(frame, size = SLICE) {
+  if (frame?.type === 'snapshot' && Array.isArray(frame.events)) {
+    const { events, missing } = orderSnapshot(frame.events);
+    const rest = [];
+    for (let at = size; at < events.length; at += size) {
+      rest.push({ type: 'events', run: frame.run?.id, events: events.slice(at, at + size) });
+    }
+    return [{ ...frame, events: events.slice(0, size), missing }, ...rest];
+  }
+  if (frame?.type === 'events' && Array.isArray(frame.events) && frame.events.length > size) {
+    const out = [];
+    for (let at = 0; at < frame.events.length; at += size) {
+      out.push({ type: 'events', run: frame.run, events: frame.events.slice(at, at + size) });
+    }
+    return out;
+  }
+  return [frame];
+}
+
+/**
+ * Thin the waiting `events` frames of each run to every event but calls and output lines, and
+ * of those the latest `keep`; returns [[run, how many went], ...] and the frames left.
+ */
+export function thin(frames, keep) {
+  const skippable = new Map();
+  for (const f of frames) {
+    if (f.type !== 'events') continue;
+    let n = skippable.get(f.run) ?? 0;
+    for (const ev of f.events) if (SKIPPABLE.has(ev.kind)) n += 1;
+    skippable.set(f.run, n);
+  }
+  const left = new Map([...skippable].map(([run, n]) => [run, Math.max(0, n - keep)]));
+  const out = [];
+  for (const f of frames) {
+    let drop = f.type === 'events' ? left.get(f.run) : 0;
+    if (!drop) {
+      out.push(f);
+      continue;
+    }
+    const events = [];
+    for (const ev of f.events) {
+      if (drop > 0 && SKIPPABLE.has(ev.kind)) drop -= 1;
+      else events.push(ev);
+    }
+    left.set(f.run, drop);
+    if (events.length) out.push({ ...f, events });
+  }
+  const gone = [...skippable].map(([run, n]) => [run, Math.max(0, n - keep)]).filter(([, n]) => n);
+  return { frames: out, gone };
+}
+
+function runWorker({ maxWaiting = 20000, keep = 2000 } = {}) {
+  let ws = null;
+  let queue = []; // parsed frames not posted yet, in order
+  let waiting = 0; // events in queue
+  let inFlight = 0;
+
+  const count = (f) => (f.type === 'events' ? f.events.length : 0);
+  function flush() {
+    while (inFlight < IN_FLIGHT && queue.length) {
+      const part = queue.shift();
+      waiting -= count(part);
+      inFlight += 1;
+      // As JSON text: the page parses it faster than it would copy the objects.
+      postMessage({ event: 'message', text: JSON.stringify(part) });
+    }
+  }
+  function take(frame) {
+    if (frame?.type !== 'events' && frame?.type !== 'snapshot') {
+      // hello, runs, error: small, and the runs list must not wait behind a flood's events
+      postMessage({ event: 'message', text: JSON.stringify(frame), free: true });
+      return;
+    }
+    if (frame.type === 'snapshot') {
+      // A snapshot replaces what the run sent before it: what of that still waits can go.
+      queue = queue.filter((f) => f.type !== 'events' || f.run !== frame.run?.id);
+      waiting = queue.reduce((n, f) => n + count(f), 0);
+    }
+    for (const part of slices(frame)) {
+      queue.push(part);
+      waiting += count(part);
+    }
+    if (waiting > maxWaiting) {
+      const { frames, gone } = thin(queue, keep);
+      queue = frames;
+      waiting = queue.reduce((n, f) => n + count(f), 0);
+      for (const [run, skipped] of gone) postMessage({ event: 'skipped', run, skipped });
+    }
+    flush();
+  }
+
+  globalThis.onmessage = ({ data }) => {
+    if (data.open) {
+      ws = new WebSocket(data.open);
+      ws.onopen = () => postMessage({ event: 'open' });
+      ws.onclose = () => postMessage({ event: 'close' });
+      ws.onerror = () => postMessage({ event: 'error' });
+      ws.onmessage = (message) => {
+        let frame;
+        try {
+          frame = JSON.parse(message.data);
+        } catch {
+          return; // the server only sends JSON; ignore anything else rather than stop
+        }
+        take(frame);
+      };
+    } else if (data.ack) {
+      inFlight = Math.max(0, inFlight - data.ack);
+      flush();
+    } else if (data.send != null && ws?.readyState === 1) {
+      ws.send(data.send);
+    } else if (data.close) {
+      ws?.close();
+    }
+  };
+}
+
+if (typeof WorkerGlobalScope !== 'undefined' && globalThis instanceof WorkerGlobalScope) runWorker();
