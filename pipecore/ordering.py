@@ -51,12 +51,14 @@ class CausalOrder:
     def __init__(self) -> None:
         self._sent: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._received: defaultdict[tuple[str, str], int] = defaultdict(int)
-        # sends begun and not ended: (pid, pipe, end) -> direction
+        # sends begun and not ended: (pid, pipe, end) -> direction; and their count
+        # per direction
         self._in_flight: dict[tuple[object, object, object], tuple[str, str]] = {}
+        self._flying_count: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._newest = 0  # the newest `t` offered so far
 
     def _flying(self, direction: tuple[str, str]) -> bool:
-        return any(d == direction for d in self._in_flight.values())
+        return self._flying_count[direction] > 0
 
     def _must_wait(self, event: Event, now_ns: int) -> tuple[str, str] | None:
         if not _takes_frame(event):
@@ -73,20 +75,26 @@ class CausalOrder:
         kind, op = event.get("kind"), event.get("op")
         if kind == "call":
             if op in SEND_OPS:
-                key = (event.get("pid", 0), event.get("pipe"), event.get("end"))
-                phase = event.get("phase")
-                if phase == "begin":
-                    self._in_flight[key] = _direction(event, sending=True)
-                    return
-                self._in_flight.pop(key, None)
-                if phase == "end":
-                    self._sent[_direction(event, sending=True)] += 1
+                self._account_send(event)
             elif op in RECV_OPS and _takes_frame(event):
                 self._received[_direction(event, sending=False)] += 1
         elif kind == "process" and op == "exit":
             pid = event.get("pid", 0)
             for key in [k for k in self._in_flight if k[0] == pid]:
-                del self._in_flight[key]
+                self._flying_count[self._in_flight.pop(key)] -= 1
+
+    def _account_send(self, event: Event) -> None:
+        key = (event.get("pid", 0), event.get("pipe"), event.get("end"))
+        phase = event.get("phase")
+        previous = self._in_flight.pop(key, None)
+        if previous is not None:
+            self._flying_count[previous] -= 1
+        if phase == "begin":
+            direction = _direction(event, sending=True)
+            self._in_flight[key] = direction
+            self._flying_count[direction] += 1
+        elif phase == "end":
+            self._sent[_direction(event, sending=True)] += 1
 
     def release(self, ready: list[Event], now_ns: int) -> tuple[list[Event], list[Event]]:
         """Order `ready` (sorted by t, pid, pseq); return (released, held back).
@@ -97,12 +105,47 @@ class CausalOrder:
         if ready:
             self._newest = max(self._newest, int(ready[-1].get("t", 0)))
         # Mostly time order is already causal: walk it, and merge only from the first
-        # receive that must wait.
+        # receive that must wait. The walk is `_must_wait` and `_account` inlined: it
+        # sees every event of the run.
+        newest = self._newest
+        final = now_ns >= FINAL_NS
+        sent = self._sent
+        received = self._received
+        flying = self._flying_count
+        in_flight = self._in_flight
         for n, event in enumerate(ready):
-            if event.get("kind") == "call" and self._must_wait(event, now_ns) is not None:
-                out, held = self._merge(ready[n:], now_ns)
-                return ready[:n] + out, held
-            self._account(event)
+            kind = event.get("kind")
+            if kind == "call":
+                op = event.get("op")
+                if op in SEND_OPS:
+                    key = (event.get("pid", 0), event.get("pipe"), event.get("end"))
+                    previous = in_flight.pop(key, None)
+                    if previous is not None:
+                        flying[previous] -= 1
+                    phase = event.get("phase")
+                    if phase == "begin":
+                        direction = _lane(key[1], key[2], True)
+                        in_flight[key] = direction
+                        flying[direction] += 1
+                    elif phase == "end":
+                        sent[_lane(key[1], key[2], True)] += 1
+                elif op in RECV_OPS:
+                    phase = event.get("phase")
+                    if phase != "end" and not (
+                        phase == "error" and event.get("error_type") == "BufferTooShort"
+                    ):
+                        continue
+                    direction = _lane(event.get("pipe"), event.get("end"), False)
+                    if (
+                        received[direction] >= sent[direction]
+                        and flying[direction] > 0
+                        and (final or newest - int(event.get("t", 0)) <= MAX_HOLD_NS)
+                    ):
+                        out, held = self._merge(ready[n:], now_ns)
+                        return ready[:n] + out, held
+                    received[direction] += 1
+            elif kind == "process" and event.get("op") == "exit":
+                self._account(event)
         return ready, []
 
     def _merge(self, ready: list[Event], now_ns: int) -> tuple[list[Event], list[Event]]:

@@ -11,7 +11,7 @@ import zlib
 # Ring file: a header, one in-flight slot per traced end, then the data area that
 # variable-length records wrap around in.
 RING_MAGIC = 0x47525350  # "PSRG"
-RING_VERSION = 3
+RING_VERSION = 4
 WRITE_POS_OFFSET = 64  # own cache line: written by the process
 READ_POS_OFFSET = 128  # own cache line: written by the collector
 WAITING_OFFSET = 192  # own cache line: 1 while the process waits for ring space
@@ -43,8 +43,8 @@ SLOT_BODY = struct.Struct("<qIHHqd")  # at slot + 8
 SLOT_SEQ = struct.Struct("<Q")  # at slot + 0 and slot + 40
 SLOT_LAST = 40
 
-# Record layout. Every record starts with (length, type, op) and is 8-byte aligned;
-# `length` covers the whole record including alignment padding.
+# Record layout. Every record starts with (length, type, op, head length) and is 8-byte
+# aligned; `length` covers the whole record including alignment padding.
 REC_PAD = 0
 REC_BEGIN = 1
 REC_END = 2
@@ -52,20 +52,25 @@ REC_ERROR = 3
 REC_EVENT = 4
 REC_DEFINE = 5
 REC_POLL = 6
-RECORD_HEAD = struct.Struct("<IHH")
-# A call that returned, with its begin: length, type, op, begin t, begin pseq (0: no
-# begin), end t, end pseq, end id, site id, nbytes (-1: no frame), queued, hash, head
-# length, flags; then the head bytes.
-CALL = struct.Struct("<IHHqQqQIIqqIHH")
+RECORD_HEAD = struct.Struct("<IBBH")
+# A call that returned, with its begin: length, type, op, head length, begin t, begin
+# pseq (0: no begin), end t, end pseq, queued; then what alike calls share: end id, site
+# id, nbytes (-1: no frame), hash, flags, op again; then the head bytes.
+CALL = struct.Struct("<IBBHqQqQqIIqIHBx")
+# The fields that differ from call to call: begin t, begin pseq, end t, end pseq, queued.
+CALL_TIMES = struct.Struct("<8xqQqQq")
+# Where the shared part starts: from here to the head's end, the bytes describe a call
+# of one end, site, op and frame, whenever it happens.
+CALL_KIND_OFFSET = 48
 # The same for poll, with its timeout (NaN: None) in place of nbytes.
-POLL = struct.Struct("<IHHqQqQIIdqIHH")
+POLL = struct.Struct("<IBBHqQqQqIIdIHBx")
 # The same for a call that raised, then the JSON length; then head bytes and JSON.
-ERROR = struct.Struct("<IHHqQqQIIqqIHHII")
-# A `begin` of an end without a slot: length, type, op, t, pseq, end id, site id,
+ERROR = struct.Struct("<IBBHqQqQqIIqIHBxII")
+# A `begin` of an end without a slot: length, type, op, 0, t, pseq, end id, site id,
 # queued, poll timeout
-BEGIN = struct.Struct("<IHHqQIIqd")
-# length, type, op, t, pseq, json length
-EVENT = struct.Struct("<IHHqQI")
+BEGIN = struct.Struct("<IBBHqQIIqd")
+# length, type, op, 0, t, pseq, json length
+EVENT = struct.Struct("<IBBHqQI")
 FLAG_RESULT = 1
 FLAG_HASHED = 2  # the record's hash is the whole frame's CRC-32
 FLAG_SAMPLED = 4  # the record's hash is `frame_sample`; the collector completes it

@@ -88,6 +88,14 @@ class TracedConnection(Connection):
         self._tl_eid = 0
         self._tl_slot = 0
         self._tl_origin = os.getpid()
+        # The last call site of each direction (its code, instruction and site id): a
+        # loop calling from one line skips the site lookup.
+        self._tl_send_code: object = None
+        self._tl_send_lasti = -1
+        self._tl_send_site = 0
+        self._tl_recv_code: object = None
+        self._tl_recv_lasti = -1
+        self._tl_recv_site = 0
         self._queued_buf = bytearray(4)
         self._queued_at = 0
 
@@ -131,9 +139,16 @@ class TracedConnection(Connection):
         if self._tl_rec is not rec:
             rec.define_end(self)
         f = _getframe(1)
-        site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
-        if site < 0:
-            site = rec.site(f)
+        if f.f_lasti == self._tl_send_lasti and f.f_code is self._tl_send_code:
+            site = self._tl_send_site
+        else:
+            site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
+            if site < 0:
+                site = rec.site(f)
+            else:
+                self._tl_send_lasti = f.f_lasti
+                self._tl_send_code = f.f_code
+                self._tl_send_site = site
         pseq = rec.next_pseq()
         t = _monotonic_ns()
         slot = self._tl_slot
@@ -161,9 +176,16 @@ class TracedConnection(Connection):
         if self._tl_rec is not rec:
             rec.define_end(self)
         f = _getframe(1)
-        site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
-        if site < 0:
-            site = rec.site(f)
+        if f.f_lasti == self._tl_recv_lasti and f.f_code is self._tl_recv_code:
+            site = self._tl_recv_site
+        else:
+            site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
+            if site < 0:
+                site = rec.site(f)
+            else:
+                self._tl_recv_lasti = f.f_lasti
+                self._tl_recv_code = f.f_code
+                self._tl_recv_site = site
         pseq = rec.next_pseq()
         t = _monotonic_ns()
         queued = self._queued(t) if t - self._queued_at >= QUEUED_INTERVAL_NS else -1
@@ -198,9 +220,16 @@ class TracedConnection(Connection):
         if self._tl_rec is not rec:
             rec.define_end(self)
         f = _getframe(1)
-        site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
-        if site < 0:
-            site = rec.site(f)
+        if f.f_lasti == self._tl_send_lasti and f.f_code is self._tl_send_code:
+            site = self._tl_send_site
+        else:
+            site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
+            if site < 0:
+                site = rec.site(f)
+            else:
+                self._tl_send_lasti = f.f_lasti
+                self._tl_send_code = f.f_code
+                self._tl_send_site = site
         pseq = rec.next_pseq()
         t = _monotonic_ns()
         slot = self._tl_slot
@@ -244,9 +273,16 @@ class TracedConnection(Connection):
         if self._tl_rec is not rec:
             rec.define_end(self)
         f = _getframe(1)
-        site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
-        if site < 0:
-            site = rec.site(f)
+        if f.f_lasti == self._tl_recv_lasti and f.f_code is self._tl_recv_code:
+            site = self._tl_recv_site
+        else:
+            site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
+            if site < 0:
+                site = rec.site(f)
+            else:
+                self._tl_recv_lasti = f.f_lasti
+                self._tl_recv_code = f.f_code
+                self._tl_recv_site = site
         pseq = rec.next_pseq()
         t = _monotonic_ns()
         queued = self._queued(t) if t - self._queued_at >= QUEUED_INTERVAL_NS else -1

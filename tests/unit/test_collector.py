@@ -273,3 +273,34 @@ def test_a_writer_waiting_for_ring_space_is_seen_as_busy() -> None:
         telemetry.deactivate()
         run.drain(final=True)
         run.collector.close()
+
+
+def test_repeated_calls_from_one_line_each_get_their_own_complete_events(run: RunFixture) -> None:
+    from pipecore.ring import frame_hash
+
+    run.activate()
+    a, b = pipecore.Pipe()
+    # one line, frames alike and unlike: same bytes, a changed byte, a 2 KiB frame whose
+    # first 192 bytes stay while its tail changes
+    frames = [b"same" * 25] * 3 + [b"samE" * 25, b"same" * 25]
+    frames += [b"h" * 192 + bytes([n]) * 1856 for n in (1, 2, 1)]
+    for frame in frames:
+        a.send_bytes(frame)
+        assert b.recv_bytes() == frame
+    events = run.drain_until(lambda ev: len(calls(ev, op="recv_bytes", phase="end")) == 8)
+    events += run.drain(final=True)
+    for op in ("send_bytes", "recv_bytes"):
+        ends = calls(events, op=op, phase="end")
+        assert [e["hash"] for e in ends] == [f"{frame_hash(f):08x}" for f in frames]
+        assert [e["nbytes"] for e in ends] == [len(f) for f in frames]
+        assert [e["head"] for e in ends] == [f[:64].hex() for f in frames]
+        assert [e["preview"][:8] for e in ends] == [repr(f)[:8] for f in frames]
+        begins = calls(events, op=op, phase="begin")
+        assert [e["pseq"] + 1 for e in begins] == [e["pseq"] for e in ends]
+        assert all(e["t"] <= end["t"] for e, end in zip(begins, ends, strict=True))
+    # every event is its own object: what a consumer adds to one stays on that one
+    ends = calls(events, op="recv_bytes", phase="end")
+    ends[0]["match"] = 1
+    assert [e.get("match") for e in ends] == [1] + [None] * 7
+    a.close()
+    b.close()

@@ -1,0 +1,378 @@
+"""RingReader: decodes one process's ring records into protocol events (see `pipecore.ring`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipecore.preview import PREVIEW_CHARS, clip, describe_pickle
+from pipecore.ring import (
+    BEGIN,
+    CALL,
+    CALL_KIND_OFFSET,
+    CALL_TIMES,
+    ERROR,
+    EVENT,
+    FLAG_HASHED,
+    FLAG_RESULT,
+    FLAG_SAMPLED,
+    HEADER_BYTES,
+    OP_POLL,
+    OP_RECV,
+    OP_SEND,
+    OPS,
+    POLL,
+    POSITION,
+    READ_POS_OFFSET,
+    REC_BEGIN,
+    REC_DEFINE,
+    REC_END,
+    REC_ERROR,
+    REC_EVENT,
+    REC_PAD,
+    REC_POLL,
+    RECEIVING,
+    RECORD_HEAD,
+    SLOT_BASE,
+    SLOT_BODY,
+    SLOT_LAST,
+    SLOT_SEQ,
+    SLOT_SIZE,
+    SLOTS,
+    WRITE_POS_OFFSET,
+    complete_sample,
+)
+
+Event = dict[str, Any]
+
+HEAD_HEX_BYTES = 64
+_DESCRIBE_CACHE_MAX = 4096
+_KINDS_MAX = 1024  # per ring: a ring holds one process's recurring calls
+
+
+@dataclass
+class Ring:
+    """What the collector knows of one process's ring."""
+
+    pid: int
+    path: str
+    mm: mmap.mmap
+    capacity: int
+    read_pos: int = 0
+    process: str = ""
+    ends: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+    sites: dict[int, str] = field(default_factory=dict)
+    begun: dict[int, int] = field(default_factory=dict)  # slot -> last begin emitted
+    done: dict[int, int] = field(default_factory=dict)  # slot -> last begin completed
+    exited: bool = False
+    last_t: int = 0
+    # (end id, site id, op) -> the fields every call event of that kind shares
+    templates: dict[tuple[int, int, int], Event] = field(default_factory=dict)
+    # a call record's shared bytes -> its begin and end events but for t and pseq, and
+    # its slot key
+    kinds: dict[bytes, tuple[Event, Event, int]] = field(default_factory=dict)
+    seen: set[bytes] = field(default_factory=set)  # shared bytes of calls seen once
+
+
+_unpack_call = CALL.unpack_from
+_unpack_times = CALL_TIMES.unpack_from
+_unpack_head = RECORD_HEAD.unpack_from
+_CALL_SIZE = CALL.size
+
+
+class RingReader:
+    """Turns ring records into events (held in `_pending` with their sort key); the
+    collector decides which rings to read and when."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._pending: list[tuple[int, int, int, Event]] = []
+        self._describe_cache: dict[bytes, tuple[str, str]] = {}
+        self._bytes_cache: dict[bytes, tuple[str, str]] = {}
+
+    def _hold(self, t: int, pid: int, pseq: int, event: Event) -> None:
+        self._pending.append((t, pid, pseq, event))
+
+    def _read(self, ring: Ring) -> int:
+        mm = ring.mm
+        cap = ring.capacity
+        write_pos = POSITION.unpack_from(mm, WRITE_POS_OFFSET)[0]
+        r = ring.read_pos
+        count = 0
+        kinds = ring.kinds
+        begun = ring.begun
+        done = ring.done
+        pid = ring.pid
+        append = self._pending.append
+        while r < write_pos:
+            off = HEADER_BYTES + r % cap
+            length, rtype, op, hlen = _unpack_head(mm, off)
+            if length < RECORD_HEAD.size or length % 8 or length > cap:
+                # A ring that does not parse cannot be trusted any further.
+                r = write_pos
+                break
+            if rtype == REC_END:
+                # The commonest record, decoded inline: a call like one seen before
+                # (same end, site, op and frame) reuses its events' shared fields.
+                shared = mm[off + CALL_KIND_OFFSET : off + _CALL_SIZE + hlen]
+                kind = kinds.get(shared)
+                if kind is None:
+                    self._new_call(ring, off, shared)
+                    count += 1
+                    r += length
+                    continue
+                begin, end, key = kind
+                t0, pseq0, t, pseq, queued = _unpack_times(mm, off)
+                if pseq0:
+                    if begun.get(key) != pseq0:
+                        begun[key] = pseq0
+                        if queued >= 0:
+                            event = {**begin, "t": t0, "pseq": pseq0, "queued": queued}
+                        else:
+                            event = {**begin, "t": t0, "pseq": pseq0}
+                        append((t0, pid, pseq0, event))
+                    done[key] = pseq0
+                append((t, pid, pseq, {**end, "t": t, "pseq": pseq}))
+                ring.last_t = t
+                count += 1
+            elif rtype != REC_PAD:
+                self._decode(ring, rtype, op, off)
+                count += 1
+            r += length
+        if r != ring.read_pos:
+            ring.read_pos = r
+            POSITION.pack_into(mm, READ_POS_OFFSET, r)
+        return count
+
+    def _new_call(self, ring: Ring, off: int, shared: bytes) -> None:
+        """A call record unlike the ring's remembered ones: its events, built in full. Its
+        shared fields are remembered the second time they come (a call that recurs)."""
+        fields = _unpack_call(ring.mm, off)
+        t0, pseq0, t, pseq, queued, eid, site, nbytes, h, flags, op = fields[4:]
+        template = ring.templates.get((eid, site, op))
+        if template is None:
+            template = self._template(ring, eid, site, op)
+        key = 2 * eid + (1 if op < len(RECEIVING) and RECEIVING[op] else 0)
+        pid = ring.pid
+        if pseq0:
+            if ring.begun.get(key) != pseq0:
+                ring.begun[key] = pseq0
+                begin = template.copy()
+                begin["t"] = t0
+                begin["pseq"] = pseq0
+                begin["phase"] = "begin"
+                if queued >= 0:
+                    begin["queued"] = queued
+                self._pending.append((t0, pid, pseq0, begin))
+            ring.done[key] = pseq0
+        event = template.copy()
+        event["t"] = t
+        event["pseq"] = pseq
+        event["phase"] = "end"
+        if nbytes >= 0:
+            self._frame_fields(event, op, shared[_CALL_SIZE - CALL_KIND_OFFSET :], nbytes, h, flags)
+        self._pending.append((t, pid, pseq, event))
+        ring.last_t = t
+        # Kept only once the end and site are defined (see `_template`).
+        if ring.templates.get((eid, site, op)) is not template:
+            return
+        if shared not in ring.seen:
+            if len(ring.seen) >= _KINDS_MAX:
+                ring.seen.clear()
+            ring.seen.add(shared)
+            return
+        if len(ring.kinds) >= _KINDS_MAX:
+            ring.kinds.clear()
+        # t and pseq are set on each copy
+        ring.kinds[shared] = ({**template, "phase": "begin"}, event.copy(), key)
+
+    def _base(self, ring: Ring, t: int, pseq: int, kind: str) -> Event:
+        ring.last_t = t
+        return {
+            "kind": kind,
+            "run": self.run_id,
+            "t": t,
+            "pid": ring.pid,
+            "process": ring.process,
+            "pseq": pseq,
+        }
+
+    def _call(self, ring: Ring, t: int, pseq: int, eid: int, site: int, op: int) -> Event:
+        template = ring.templates.get((eid, site, op))
+        if template is None:
+            template = self._template(ring, eid, site, op)
+        event = template.copy()
+        event["t"] = t
+        event["pseq"] = pseq
+        ring.last_t = t
+        return event
+
+    def _template(self, ring: Ring, eid: int, site: int, op: int) -> Event:
+        template = self._base(ring, 0, 0, "call")
+        ends = ring.ends.get(eid)
+        pipe, pipe_name, end = ("?", "?", "?") if ends is None else ends
+        template["pipe"] = pipe
+        template["pipe_name"] = pipe_name
+        template["end"] = end
+        template["op"] = OPS[op] if op < len(OPS) else str(op)
+        site_text = ring.sites.get(site)
+        if site_text is not None:
+            template["site"] = site_text
+        if ends is not None and (site_text is not None or site == 0):
+            # Ends, sites and the process name are defined before use; only a
+            # complete template is kept (a process rename clears them all).
+            ring.templates[(eid, site, op)] = template
+        return template
+
+    def _scan_slots(self, ring: Ring) -> None:
+        """Emit the `begin` of every call in flight whose record has not come yet."""
+        mm = ring.mm
+        found = []
+        for eid in ring.ends:
+            for side in (0, 1):
+                key = 2 * eid + side
+                if key >= SLOTS:
+                    continue
+                off = SLOT_BASE + key * SLOT_SIZE
+                # Read in the reverse of the writer's order: last copy, body, first copy.
+                last = SLOT_SEQ.unpack_from(mm, off + SLOT_LAST)[0]
+                if last == 0 or last == ring.begun.get(key) or last <= ring.done.get(key, 0):
+                    continue
+                body = SLOT_BODY.unpack_from(mm, off + 8)
+                if SLOT_SEQ.unpack_from(mm, off)[0] == last:
+                    found.append((eid, last, body))
+        # The writer publishes a call's records before the next call's slot; if nothing
+        # was published since the read, every record older than these slots has been read.
+        if not found or POSITION.unpack_from(mm, WRITE_POS_OFFSET)[0] != ring.read_pos:
+            return
+        for eid, pseq, (t, site, op, _, queued, timeout) in found:
+            self._begin(ring, t, pseq, eid, site, op, queued, timeout)
+
+    def _begin(
+        self,
+        ring: Ring,
+        t: int,
+        pseq: int,
+        eid: int,
+        site: int,
+        op: int,
+        queued: int,
+        timeout: float | None,
+    ) -> None:
+        ring.begun[2 * eid + (1 if RECEIVING[op] else 0)] = pseq
+        event = self._call(ring, t, pseq, eid, site, op)
+        event["phase"] = "begin"
+        if queued >= 0:
+            event["queued"] = queued
+        if op == OP_POLL:
+            event["timeout"] = None if timeout is None or math.isnan(timeout) else timeout
+        self._hold(t, ring.pid, pseq, event)
+
+    def _frame_fields(
+        self, event: Event, op: int, head: bytes, nbytes: int, h: int, flags: int
+    ) -> None:
+        """The frame's size, hash (completed here from the stored head), head and preview."""
+        if flags & FLAG_SAMPLED:
+            h = complete_sample(nbytes, head, h)
+        elif not flags & FLAG_HASHED:
+            h = zlib.crc32(head)
+        event["nbytes"] = nbytes
+        event["hash"] = f"{h:08x}"
+        event["head"] = head[:HEAD_HEX_BYTES].hex()
+        event["type"], event["preview"] = self._describe(op, head, nbytes)
+
+    def _decode(self, ring: Ring, rtype: int, op: int, off: int) -> None:
+        mm = ring.mm
+        if rtype in (REC_POLL, REC_ERROR):
+            jlen = 0
+            timeout: float | None = None
+            if rtype == REC_POLL:
+                _, _, _, hlen, t0, pseq0, t, pseq, queued, eid, site, wait, h, flags, _ = (
+                    POLL.unpack_from(mm, off)
+                )
+                timeout = None if math.isnan(wait) else wait
+                nbytes = -1
+                start = off + POLL.size
+            else:
+                fields = ERROR.unpack_from(mm, off)
+                hlen, t0, pseq0, t, pseq, queued, eid, site, nbytes, h, flags = fields[3:14]
+                jlen = fields[15]
+                start = off + ERROR.size
+            info: dict[str, Any] = {}
+            if jlen:
+                info = json.loads(mm[start + hlen : start + hlen + jlen])
+            if rtype == REC_ERROR and op == OP_POLL:
+                timeout = info.get("timeout")
+            if pseq0:
+                key = 2 * eid + (1 if RECEIVING[op] else 0)
+                if ring.begun.get(key) != pseq0:
+                    self._begin(ring, t0, pseq0, eid, site, op, queued, timeout)
+                ring.done[key] = pseq0
+            event = self._call(ring, t, pseq, eid, site, op)
+            if rtype == REC_ERROR:
+                event["phase"] = "error"
+                event["error_type"] = info["error_type"]
+                event["error"] = info["error"]
+            else:
+                event["phase"] = "end"
+            if op == OP_POLL:
+                event["timeout"] = timeout
+                if rtype == REC_POLL:
+                    event["result"] = bool(flags & FLAG_RESULT)
+            elif nbytes >= 0:
+                self._frame_fields(event, op, mm[start : start + hlen], nbytes, h, flags)
+            self._hold(t, ring.pid, pseq, event)
+        elif rtype == REC_BEGIN:
+            _, _, _, _, t, pseq, eid, site, queued, wait = BEGIN.unpack_from(mm, off)
+            self._begin(ring, t, pseq, eid, site, op, queued, wait)
+        elif rtype == REC_EVENT:
+            _, _, _, _, t, pseq, jlen = EVENT.unpack_from(mm, off)
+            start = off + EVENT.size
+            payload = json.loads(mm[start : start + jlen])
+            event = self._base(ring, t, pseq, payload.pop("kind"))
+            event.update(payload)
+            if event["kind"] == "process" and event.get("op") == "exit":
+                ring.exited = True
+            self._hold(t, ring.pid, pseq, event)
+        elif rtype == REC_DEFINE:
+            _, _, _, _, _, _, jlen = EVENT.unpack_from(mm, off)
+            start = off + EVENT.size
+            payload = json.loads(mm[start : start + jlen])
+            if "eid" in payload:
+                ring.ends[payload["eid"]] = (payload["pipe"], payload["pipe_name"], payload["end"])
+            elif "site_id" in payload:
+                ring.sites[payload["site_id"]] = payload["site"]
+            elif "process" in payload:
+                ring.process = payload["process"]
+                ring.templates.clear()
+                ring.kinds.clear()
+                ring.seen.clear()
+
+    def _describe(self, op: int, head: bytes, nbytes: int) -> tuple[str, str]:
+        pickled = op in (OP_SEND, OP_RECV)
+        complete = nbytes == len(head)
+        if not pickled:
+            # The first PREVIEW_CHARS + 1 stored bytes decide the preview (and whether
+            # it is cut short): frames alike share it.
+            key = head[: PREVIEW_CHARS + 1]
+            preview = self._bytes_cache.get(key)
+            if preview is None:
+                text = repr(head[:PREVIEW_CHARS])
+                preview = "bytes", clip(text[:-1] + "…" if nbytes > PREVIEW_CHARS else text)
+                if len(self._bytes_cache) >= _DESCRIBE_CACHE_MAX:
+                    self._bytes_cache.clear()
+                self._bytes_cache[key] = preview
+            return preview
+        if not complete:
+            return describe_pickle(head, complete=False)
+        cached = self._describe_cache.get(head)
+        if cached is None:
+            cached = describe_pickle(head, complete=True)
+            if len(self._describe_cache) >= _DESCRIBE_CACHE_MAX:
+                self._describe_cache.clear()
+            self._describe_cache[head] = cached
+        return cached
