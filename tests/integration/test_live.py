@@ -14,10 +14,12 @@ from fastapi import WebSocket
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from app.live import MAX_OUTBOX, OVERFLOW_REASON, RESYNC_TAIL, LiveHub, Viewer
+from app.hub import LiveHub
+from app.live import replay
 from app.models import FrameError, parse_client_frame
 from app.settings import Settings
 from app.store import Store
+from app.viewer import MAX_OUTBOX, OVERFLOW_REASON, RESYNC_TAIL, Viewer
 from pipecore.runs import RunManager
 from tests.conftest import StartServer
 
@@ -430,7 +432,7 @@ def test_a_recorded_run_replays_bounded_like_a_run_in_memory() -> None:
         settings = Settings(db=":memory:", live_events=1000)
         hub = LiveHub(manager, store, settings, asyncio.get_running_loop(), [])
         late = Viewer(hub, cast(WebSocket, NetworkSocket(stalled=False)))
-        assert await late._replay("old")
+        assert await replay(late, "old")
         (snapshot,) = [f for f in late.outbox if f["type"] == "snapshot"]
         events = snapshot["events"]
         assert [e["kind"] for e in events[:1]] == ["run"] and events[-1]["kind"] == "run"
@@ -467,3 +469,26 @@ def test_frames_are_compressed_only_when_the_setting_says_so(
 def extensions_of(ws: ClientConnection) -> str:
     assert ws.response is not None
     return str(ws.response.headers.get("Sec-WebSocket-Extensions", ""))
+
+
+def test_frames_of_a_run_nobody_views_are_not_kept() -> None:
+    async def scenario(manager: RunManager, store: Store) -> None:
+        hub = LiveHub(manager, store, Settings(db=":memory:"), asyncio.get_running_loop(), [])
+        parts = [b'{"seq":1}', b'{"seq":2}']
+        frame = hub.events_frame("r-ended", parts)
+        # The frame is right, but the hub keeps no cache for a run without a channel
+        # (a viewer's last batch after its run ended must not leave one behind).
+        assert json.loads(frame) == {
+            "type": "events",
+            "run": "r-ended",
+            "events": [{"seq": 1}, {"seq": 2}],
+        }
+        assert "r-ended" not in hub._frames
+
+    manager = RunManager(max_runs=1)
+    store = Store(":memory:")
+    try:
+        asyncio.run(scenario(manager, store))
+    finally:
+        manager.shutdown()
+        store.close()

@@ -1,4 +1,4 @@
-"""Tests for pipecore.analysis over hand-built event streams."""
+"""Tests for pipecore.analysis and the modules it builds on, over hand-built event streams."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 import random
 from typing import Any
 
-from pipecore.analysis import EXACT_LATENCIES, Analysis, LatencyDigest, percentiles
+from pipecore.analysis import Analysis
+from pipecore.digest import EXACT_LATENCIES, LatencyDigest, percentiles
 
 Event = dict[str, Any]
 NAMES = {10: "MainProcess", 11: "Process-1", 12: "Process-2", 13: "Process-3"}

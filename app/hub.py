@@ -1,0 +1,186 @@
+"""One shared stream per run: subscribed once, each batch encoded once for all its viewers."""
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from app.api import all_summaries
+from app.settings import Settings
+from app.store import Store
+from pipecore.runs import BaseRun, RunManager
+
+if TYPE_CHECKING:  # a viewer holds its hub; the hub only calls the viewers it is given
+    from app.viewer import Viewer
+
+Event = dict[str, Any]
+Batch = list[Event]
+Frame = dict[str, Any]
+
+TERMINAL_STATES = frozenset({"completed", "failed", "stopped", "timeout", "deadlock", "killed"})
+# An `events` frame holds batches up to about this size; a batch is encoded in pieces
+# of at most PART_EVENTS events (a few hundred bytes each).
+MAX_FRAME_BYTES = 1 << 20
+PART_EVENTS = 1000
+# Frames kept per run for viewers that are a frame or two apart.
+FRAMES_SHARED = 4
+
+
+class Channel:
+    """One run's stream on the loop: each batch encoded once for every viewer of the run."""
+
+    def __init__(self, unsubscribe: Callable[[], None]) -> None:
+        self.unsubscribe = unsubscribe
+        self.viewers: set[Viewer] = set()
+        # Watched runs stay open until they end, for the `runs` broadcast.
+        self.watched = False
+
+
+class LiveHub:
+    """Every connected viewer, and one channel per run that someone watches or views."""
+
+    def __init__(
+        self,
+        manager: RunManager,
+        store: Store,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        records: list[dict[str, Any]],
+    ) -> None:
+        self.manager = manager
+        self.store = store
+        # Runs of earlier servers, read once: `hello` and `runs` never wait for the disk.
+        self.records = records
+        self.settings = settings
+        self.loop = loop
+        self.viewers: set[Viewer] = set()
+        self._channels: dict[str, Channel] = {}
+        # run id -> the latest events frames built for it, with the parts they were built
+        # from: viewers that keep up wait for the same parts, and share one frame.
+        self._frames: dict[str, deque[tuple[list[bytes], str]]] = {}
+
+    def from_collector(self, handler: Callable[[Batch], None]) -> Callable[[Batch], None]:
+        """Wrap a loop-side handler as a subscriber the collector thread may call.
+
+        This is the one place where anything crosses from a collector thread to the loop:
+        the thread only schedules the handler; every piece of state is touched on the loop.
+        """
+        loop = self.loop
+
+        def hand_to_loop(batch: Batch) -> None:
+            # A loop already closed (server shut down) has no viewer left to show it to.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(handler, batch)
+
+        return hand_to_loop
+
+    def channel(self, run: BaseRun) -> Channel:
+        """The run's channel, subscribed to the run before anyone takes a snapshot of it."""
+        channel = self._channels.get(run.id)
+        if channel is None:
+            handler = self.from_collector(partial(self._dispatch, run.id))
+            _, unsubscribe = run.subscribe(handler, tail=0)
+            channel = self._channels[run.id] = Channel(unsubscribe)
+        return channel
+
+    def leave(self, run_id: str, viewer: "Viewer") -> None:
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return
+        channel.viewers.discard(viewer)
+        if not channel.viewers and not channel.watched:
+            self._close_channel(run_id)
+
+    def events_frame(self, run_id: str, parts: list[bytes]) -> str:
+        """The `events` frame of these encoded parts (built once for every viewer)."""
+        # Shared only while the run's channel is open: a frame sent after the channel
+        # closed (a viewer's last batch) must not re-create a cache nobody clears.
+        built = self._frames.get(run_id)
+        if built is None and run_id in self._channels:
+            built = self._frames[run_id] = deque(maxlen=FRAMES_SHARED)
+        for used, frame in built or ():
+            if _same_parts(used, parts):
+                return frame
+        frame = b"".join(
+            (
+                b'{"type":"events","run":',
+                orjson.dumps(run_id),
+                b',"events":[',
+                b",".join(parts),
+                b"]}",
+            )
+        ).decode()
+        if built is not None:
+            built.append((parts, frame))
+        return frame
+
+    def _close_channel(self, run_id: str) -> None:
+        self._frames.pop(run_id, None)
+        channel = self._channels.pop(run_id, None)
+        if channel is not None:
+            channel.unsubscribe()
+
+    def watch(self, run: BaseRun) -> None:
+        """Broadcast `runs` now and whenever this run's state changes (call on the loop)."""
+        if not run.state.terminal:
+            self.channel(run).watched = True
+        self.broadcast_runs()
+
+    def _dispatch(self, run_id: str, batch: Batch) -> None:
+        channel = self._channels.get(run_id)
+        if channel is None or not batch:
+            return
+        if channel.viewers:
+            # The events as JSON, without the list's brackets: a viewer's frame joins the
+            # parts that waited for it with commas. A large batch (a collector catching up)
+            # is cut in pieces, so that no frame has to be much larger than MAX_FRAME_BYTES.
+            for start in range(0, len(batch), PART_EVENTS):
+                piece = batch[start : start + PART_EVENTS]
+                part = orjson.dumps(piece)[1:-1]
+                first, last = piece[0]["seq"], piece[-1]["seq"]
+                for viewer in channel.viewers:
+                    viewer.deliver(run_id, piece, part, first, last)
+        states = [e.get("state") for e in batch if e.get("kind") == "run"]
+        if not states:
+            return
+        self.broadcast_runs()
+        if states[-1] in TERMINAL_STATES:
+            # Nothing follows a run's terminal state; viewers keep what they were sent.
+            self._close_channel(run_id)
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return all_summaries(self.manager, self.records)
+
+    def broadcast_runs(self) -> None:
+        frame = {"type": "runs", "runs": self.summaries()}
+        for viewer in self.viewers:
+            viewer.push(frame)
+
+    async def close(self) -> None:
+        for run_id in list(self._channels):
+            self._close_channel(run_id)
+        for viewer in list(self.viewers):
+            await viewer.close()
+
+
+def frame_groups(parts: list[bytes]) -> Iterator[list[bytes]]:
+    """The parts in groups of about MAX_FRAME_BYTES: while a frame waits in a slow
+    viewer's socket buffer, the server holds one frame of it, not the whole backlog."""
+    group: list[bytes] = []
+    size = 0
+    for part in parts:
+        group.append(part)
+        size += len(part)
+        if size >= MAX_FRAME_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _same_parts(one: list[bytes], other: list[bytes]) -> bool:
+    return len(one) == len(other) and all(a is b for a, b in zip(one, other, strict=True))

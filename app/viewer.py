@@ -1,0 +1,205 @@
+"""One viewer's connection: its subscriptions, its bounded outbox and the task that sends."""
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+
+import orjson
+from fastapi import WebSocket, WebSocketDisconnect
+
+from app.hub import Batch, Frame, LiveHub, frame_groups
+from pipecore.runs import BaseRun
+
+log = logging.getLogger("pipescope.live")
+
+# Control frames (hello, runs, errors; at most one snapshot per run) one viewer may
+# leave unread before it is dropped.
+MAX_OUTBOX = 4096
+OVERFLOW_REASON = f"dropped: more than {MAX_OUTBOX} frames waited unread for this viewer"
+# Calls and output lines a resynchronising snapshot brings (with every run, pipe, process,
+# attach and verdict event): its cost stays the same however long the run has gone on.
+RESYNC_TAIL = 2000
+
+
+def encode(frame: Frame) -> str:
+    """A frame's JSON text (orjson; the standard library for what orjson refuses)."""
+    try:
+        return orjson.dumps(frame).decode()
+    except TypeError:  # an integer past 64 bits, a non-string key
+        return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def _ignore(batch: Batch) -> None:
+    pass
+
+
+def snapshot_of(run: BaseRun, tail: int | None = None) -> tuple[Batch, int]:
+    """The run's kept events (only the last `tail` calls and output lines, when given) and
+    the number of events the run has published so far."""
+    events, unsubscribe = run.subscribe(_ignore, tail=tail)
+    unsubscribe()
+    # seq counts every event published: the newest one, always kept, says how many.
+    return events, int(events[-1]["seq"]) if events else 0
+
+
+class Viewer:
+    """One websocket connection: its subscriptions, its bounded backlog and its sender."""
+
+    def __init__(self, hub: LiveHub, websocket: WebSocket) -> None:
+        self.hub = hub
+        self.websocket = websocket
+        self.interval = 1.0 / hub.settings.viewer_fps
+        self.limit = hub.settings.viewer_backlog
+        # run id -> the last seq this viewer holds: batches of the run's channel that were
+        # already on their way when it subscribed (or resubscribed) carry no newer event.
+        self.subscriptions: dict[str, int] = {}
+        self.outbox: deque[Frame] = deque()
+        # run id -> encoded parts of the events waiting to be sent, and how many they are
+        self.pending: dict[str, list[bytes]] = {}
+        self.waiting: dict[str, int] = {}
+        self.backlog = 0
+        self.behind: set[str] = set()
+        # Whether a frame is on its way out: events that pile up meanwhile are the backlog of
+        # a slow viewer; those that come in one large batch to an idle sender are not.
+        self.sending = False
+        self.wake = asyncio.Event()
+        self.overflowed = False
+
+    def push(self, frame: Frame) -> None:
+        """Queue a control frame (hello, runs, snapshot, error); sent before pending events.
+
+        A viewer that lets MAX_OUTBOX control frames pile up is not reading: it is
+        dropped with a reason rather than allowed to grow the server's memory.
+        """
+        if self.overflowed:
+            return
+        if frame["type"] == "snapshot":
+            # an unsent snapshot of the same run is stale: the new one replaces it, so a
+            # viewer that keeps subscribing without reading holds one snapshot per run
+            run_id = frame["run"]["id"]
+            stale = [f for f in self.outbox if f["type"] == "snapshot" and f["run"]["id"] == run_id]
+            for old in stale:
+                self.outbox.remove(old)
+        if len(self.outbox) >= MAX_OUTBOX:
+            self.overflowed = True
+            self.outbox.clear()
+            self.unsubscribe_all()
+        else:
+            self.outbox.append(frame)
+        self.wake.set()
+
+    def subscribe(self, run: BaseRun, behind: int | None = None) -> None:
+        """Send a snapshot of the run, then its new events as they come.
+
+        `behind`: the viewer fell more than this many events behind, so the snapshot
+        holds only the last RESYNC_TAIL calls and output lines and says so.
+        """
+        self.unsubscribe(run.id)
+        self.hub.channel(run).viewers.add(self)
+        events, total = snapshot_of(run, None if behind is None else RESYNC_TAIL)
+        self.subscriptions[run.id] = total
+        snapshot: Frame = {"type": "snapshot", "run": run.summary(), "events": events}
+        skipped = total - len(events)
+        if behind is not None:
+            snapshot["notice"] = (
+                f"fell more than {behind:,} events behind: showing {len(events):,} of "
+                f"{total:,} events, {skipped:,} older calls and output lines skipped"
+            )
+        elif skipped > 0:
+            snapshot["notice"] = (
+                f"showing {len(events):,} of {total:,} events: {skipped:,} older calls and "
+                "output lines are kept only in the run's record (export, /api/runs/ID/events)"
+            )
+        if skipped > 0:
+            snapshot["skipped"] = skipped
+        self.push(snapshot)
+
+    def unsubscribe(self, run_id: str) -> None:
+        if self.subscriptions.pop(run_id, None) is not None:
+            self.hub.leave(run_id, self)
+        self.pending.pop(run_id, None)
+        self.backlog -= self.waiting.pop(run_id, 0)
+        self.behind.discard(run_id)
+
+    def unsubscribe_all(self) -> None:
+        for run_id in list(self.subscriptions):
+            self.unsubscribe(run_id)
+
+    def deliver(self, run_id: str, batch: Batch, part: bytes, first: int, last: int) -> None:
+        """Take a batch of the run's channel: `part` is its events' encoding."""
+        since = self.subscriptions.get(run_id)
+        if since is None or last <= since or run_id in self.behind:
+            return
+        if first <= since:
+            # Partly in this viewer's snapshot already (it subscribed while the batch was
+            # on its way to the loop): only the newer events.
+            batch = [e for e in batch if e["seq"] > since]
+            part = orjson.dumps(batch)[1:-1]
+        self.subscriptions[run_id] = last
+        self.pending.setdefault(run_id, []).append(part)
+        self.waiting[run_id] = self.waiting.get(run_id, 0) + len(batch)
+        self.backlog += len(batch)
+        if self.backlog > self.limit and self.sending:
+            # Too far behind: drop what waits and resend each run from a bounded snapshot,
+            # so holding this viewer's backlog never costs more than the limit.
+            self.behind.update(self.pending)
+            self.pending.clear()
+            self.waiting.clear()
+            self.backlog = 0
+        self.wake.set()
+
+    async def send_forever(self) -> None:
+        try:
+            await self._send_forever()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the viewer left; app.live.receive_forever sees it too and cleans up
+        except Exception:
+            log.exception("viewer sender failed; closing its connection")
+            await self.close()
+
+    async def _send(self, text: str) -> None:
+        self.sending = True
+        try:
+            await self.websocket.send_text(text)
+        finally:
+            self.sending = False
+
+    async def _send_outbox(self) -> None:
+        while self.outbox:
+            await self._send(encode(self.outbox.popleft()))
+
+    async def _send_forever(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.overflowed:
+                await self.websocket.close(code=1008, reason=OVERFLOW_REASON)
+                return
+            await self._send_outbox()
+            for run_id in sorted(self.behind):
+                self.behind.discard(run_id)
+                self._resynchronise(run_id)
+            await self._send_outbox()
+            if self.pending:
+                batches, self.pending, self.backlog = self.pending, {}, 0
+                self.waiting.clear()
+                for run_id, parts in batches.items():
+                    for group in frame_groups(parts):
+                        await self._send(self.hub.events_frame(run_id, group))
+                # Coalesce: whatever arrives meanwhile goes out together in the next frame.
+                await asyncio.sleep(self.interval)
+
+    def _resynchronise(self, run_id: str) -> None:
+        try:
+            run = self.hub.manager.get(run_id)
+        except KeyError:
+            self.unsubscribe(run_id)
+            return
+        self.subscribe(run, behind=self.limit)
+
+    async def close(self) -> None:
+        self.unsubscribe_all()
+        with contextlib.suppress(RuntimeError):  # already closed by the other side
+            await self.websocket.close(code=1001, reason="server shutting down")
