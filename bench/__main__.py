@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.endtoend import Flood, flood, start_latency
+from bench.endtoend import Flood, flood, many_viewers, start_latency
 from bench.page import page_under_flood
 from bench.pingpong import Workload, measure, traced_run
 
@@ -187,6 +187,21 @@ def _flood_targets(fl: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def _viewers_target(v: dict[str, Any]) -> tuple[str, str, bool | None]:
+    name = f"50 viewers, one never reading: writer with/without ≥ {WORKER_SLOWDOWN_FLOOR}"
+    if "skipped" in v:
+        return name, v["skipped"], None
+    if "error" in v or v.get("worker_ratio") is None:
+        return name, str(v.get("error", "no ratio measured"))[:120], False
+    return (
+        name,
+        f"{v['worker_ratio']:.2f} ({v['worker_ratio_min']:.2f}–{v['worker_ratio_max']:.2f}), "
+        f"{v['readers_to_the_end']} of 49 readers to the end, "
+        f"{v['readers_resynchronised']} resynchronised",
+        v["worker_ratio"] >= WORKER_SLOWDOWN_FLOOR,
+    )
+
+
 def _targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met) for every target of the issue."""
     out: list[tuple[str, str, bool | None]] = []
@@ -205,6 +220,7 @@ def _targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             out.append((name, fl["error"][:120], False))
     else:
         out.extend(_flood_targets(fl))
+    out.append(_viewers_target(result["viewers"]))
     page = result["page"]
     if "error" in page:
         out.append((f"page ≥ {FPS_TARGET:.0f} fps in a flood", page["error"][:120], False))
@@ -267,6 +283,14 @@ def run(quick: bool) -> dict[str, Any]:
         f"flood through `pipescope serve` ({messages:,} frames, 4 events each)",
         lambda: flood_rows(messages, 1 if quick else 2, 0 if quick else 200_000),
     )
+    if quick:
+        result["viewers"] = {"skipped": "in the full run only (make bench)"}
+    else:
+        result["viewers"] = _timed(
+            "fifty viewers on one flood, one never reading",
+            lambda: many_viewers(20_000, 50, 3),
+        )
+        print(f"  viewers {json.dumps(result['viewers'])}", flush=True)
     result["page"] = _timed(
         "the page under a flood (headless chromium)",
         lambda: page_under_flood(3.0 if quick else 10.0, 20_000 if quick else 300_000),
