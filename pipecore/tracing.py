@@ -229,13 +229,15 @@ def trace_program(
     run_id = run_id or new_run_id()
     run_dir = f"/dev/shm/pipescope-{run_id}"
     os.makedirs(run_dir, exist_ok=False)
-    pump = EventPump(run_dir, run_id)
     label = name or program_name(command)
+    mark = runprocs.new_mark(run_id)
+    child: subprocess.Popen[bytes] | None = None
+    pump: EventPump | None = None
     try:
+        pump = EventPump(run_dir, run_id)
         first = pump.run_event("running", None)
         first["message"] = f"tracing {label}"
         sink([first])
-        mark = runprocs.new_mark(run_id)
         env = runprocs.marked_environment(trace_environment(run_dir, run_id), mark)
         child = subprocess.Popen(list(command), env=env)
         forward = _forward_signals(child)
@@ -257,7 +259,13 @@ def trace_program(
         sink(batch)
         return code
     finally:
-        pump.close()
+        if child is not None and child.returncode is None:
+            # Left early (the sink or the pump raised): a program still running would
+            # recreate the run directory once it is removed, and nobody would read it.
+            runprocs.end(mark, term_grace=TERM_GRACE)
+            child.wait()
+        if pump is not None:
+            pump.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pipecore.tracing import EventError, check_batch, program_name, trace_program
+from pipecore.tracing import EventError, check_batch, new_run_id, program_name, trace_program
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -108,16 +111,62 @@ def test_pipeline_exit_status_passes_through(
     assert events[-1]["state"] == "failed"
 
 
-def test_nothing_is_left_behind(capfd: pytest.CaptureFixture[str]) -> None:
-    def traces() -> set[str]:
-        return {name for name in os.listdir("/dev/shm") if name.startswith("pipescope-t")}
+def _processes_of(run_id: str) -> set[int]:
+    """The live processes of trace run `run_id`: every one inherits it in its environment."""
+    needle = f"\0PIPESCOPE_TRACE_RUN={run_id}\0".encode()
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in b"\0" + environ and _running(int(entry)):
+            found.add(int(entry))
+    return found
 
-    before = traces()
+
+def test_nothing_is_left_behind(capfd: pytest.CaptureFixture[str]) -> None:
     events: list[dict[str, Any]] = []
     trace_program([sys.executable, str(EXAMPLES / "pingpong.py"), "forkserver"], events.extend)
     run_id = events[0]["run"]
-    assert f"pipescope-{run_id}" not in traces()
-    assert traces() - before == set()
+    # Only this run is looked at: other runs on the machine come and go meanwhile.
+    assert not os.path.exists(f"/dev/shm/pipescope-{run_id}")
+    # None of its processes is left to write into (and so recreate) the run directory.
+    assert _processes_of(run_id) == set()
+
+
+ENDLESS = """
+import multiprocessing, time
+a, b = multiprocessing.Pipe()
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:  # bounded, so a failing test still ends
+    a.send("tick")
+    b.recv()
+    time.sleep(0.01)
+"""
+
+
+def test_a_sink_that_fails_ends_the_program_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    script = tmp_path / "endless.py"
+    script.write_text(ENDLESS)
+    run_id = new_run_id()
+
+    def sink(batch: list[dict[str, Any]]) -> None:
+        if any(e["kind"] == "call" for e in batch):
+            raise OSError("expected a writable output, got a full disk")
+
+    try:
+        with pytest.raises(OSError, match="full disk"):
+            trace_program([sys.executable, str(script)], sink, run_id=run_id)
+        assert _processes_of(run_id) == set()
+        assert not os.path.exists(f"/dev/shm/pipescope-{run_id}")
+    finally:
+        for pid in _processes_of(run_id):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(f"/dev/shm/pipescope-{run_id}", ignore_errors=True)
 
 
 def _event(seq: int, **fields: Any) -> dict[str, Any]:
