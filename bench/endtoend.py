@@ -26,10 +26,6 @@ from bench.server import TERMINAL, Server, serve
 
 EVENTS_PER_FRAME = 4  # send_bytes begin/end on the writer, recv_bytes begin/end on the reader
 WRITER_LINE = re.compile(r"writer: (\d+) frames in ([\d.]+) s")
-# A flooded run's writer sleeps while its telemetry ring is full, which the deadlock
-# detector can take for a deadlock and end the run: the flood measures throughput, so it
-# waits longer before calling one (the false verdict is reported in docs/performance.md).
-FLOOD_DEADLOCK_SECONDS = 600.0
 # Past this the run is stopped: the benchmark must not take the shared machine's memory.
 RSS_CAP_KIB = 4 * 1024 * 1024
 
@@ -104,7 +100,7 @@ def _ws(server: Server) -> ClientConnection:
 def flood(messages: int, viewer: bool, ws_compression: bool | None = None) -> Flood:
     """Run the flood scenario on a fresh server, with or without a subscribed viewer."""
     result = Flood(viewer, messages)
-    with serve(deadlock_seconds=FLOOD_DEADLOCK_SECONDS, ws_compression=ws_compression) as server:
+    with serve(ws_compression=ws_compression) as server:
         result.rss_start_kib = server.rss_kib()
         if viewer:
             with _ws(server) as conn:
@@ -275,7 +271,7 @@ def many_viewers(messages: int, viewers: int = 50, pairs: int = 2) -> dict[str, 
 
 
 def _watched_flood(messages: int, viewers: int) -> dict[str, Any]:
-    with serve(deadlock_seconds=FLOOD_DEADLOCK_SECONDS) as server:
+    with serve() as server:
         # Step mode holds the flood until every viewer has subscribed; both arms go this way.
         run_id = server.start_run("flood", {"messages": messages})
         server.request("POST", f"/api/runs/{run_id}/step-mode", {"on": True})
