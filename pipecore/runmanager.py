@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from pipecore.baserun import LIVE_EVENTS, BaseRun, CapacityError, check_live_events
 from pipecore.externalrun import ExternalRun
+from pipecore.runsweep import Swept, sweep
 from pipecore.scenariorun import Run
 from pipecore.scenarios import ParamError, get_scenario
 
@@ -56,6 +57,9 @@ class RunManager:
         self._runs: dict[str, BaseRun] = {}
         self._closed = False
         _become_subreaper()
+        # A server killed (SIGKILL, a crash) never tore its runs down: end their processes
+        # and remove their directories (shared memory under /dev/shm) now.
+        self.swept: Swept = sweep(run_root)
         # Daemon collector threads die with the interpreter; tear the runs down first.
         atexit.register(self.shutdown)
 

@@ -24,6 +24,10 @@ POLL_SECONDS = 0.01
 LEFT_FILE = "left-running.json"
 # A process that forks while it is being ended may leave a child: look again, a few times.
 ROUNDS = 3
+# The server that made a run directory: its pid, start time and boot, so that a run left
+# by a server that died without its teardown (SIGKILL, a crash) can be told apart.
+OWNER_FILE = "owner.json"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,43 @@ def read_left(run_dir: str) -> set[int]:
     return {pid for pid in pids if isinstance(pid, int)} if isinstance(pids, list) else set()
 
 
+def _boot_id() -> str:
+    try:
+        with open(BOOT_ID) as file:
+            return file.read().strip()
+    except OSError:
+        return ""
+
+
+def write_owner(run_dir: str) -> None:
+    """Note, in the run directory, that this process owns the run (written atomically)."""
+    stat = _stat(os.getpid())
+    owner = {"pid": os.getpid(), "start": 0 if stat is None else stat[2], "boot": _boot_id()}
+    path = os.path.join(run_dir, OWNER_FILE)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as file:
+        json.dump(owner, file)
+    os.replace(tmp, path)
+
+
+def read_owner(run_dir: str) -> Proc | None:
+    """The process `write_owner` noted; None when there is no (readable) owner file.
+
+    An owner noted during another boot is returned with start -1, which no process has.
+    """
+    try:
+        with open(os.path.join(run_dir, OWNER_FILE)) as file:
+            owner = json.load(file)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(owner, dict):
+        return None
+    pid, start, boot = owner.get("pid"), owner.get("start"), owner.get("boot")
+    if not isinstance(pid, int) or not isinstance(start, int) or not isinstance(boot, str):
+        return None
+    return Proc(pid, start if boot == _boot_id() else -1)
+
+
 def _stat(pid: int) -> tuple[str, int, int] | None:
     """State, parent pid and start time of `pid`, or None when it is gone."""
     try:
@@ -92,9 +133,12 @@ def _carries(pid: int, needle: bytes) -> bool:
         return False
 
 
-def find(mark: str, roots: Iterable[int] = ()) -> set[Proc]:
-    """The live processes of this user that carry `mark`, and every descendant of `roots`."""
-    needle = f"\0{MARK_VARIABLE}={mark}\0".encode()
+def find(mark: str, roots: Iterable[int] = (), *, prefix: bool = False) -> set[Proc]:
+    """The live processes of this user that carry `mark` (with `prefix`, a marker that
+    starts with `mark`), and every descendant of `roots`."""
+    needle = f"\0{MARK_VARIABLE}={mark}".encode()
+    if not prefix:
+        needle += b"\0"
     me, uid = os.getpid(), os.getuid()
     children: dict[int, list[Proc]] = {}
     found: set[Proc] = set()
@@ -160,15 +204,17 @@ def end(
     mark: str,
     known: Iterable[Proc] = (),
     *,
+    prefix: bool = False,
     term_grace: float = 1.0,
     kill_grace: float = 3.0,
 ) -> int:
-    """End every process carrying `mark` (and those of `known` still alive): SIGTERM, then
-    SIGKILL after `term_grace`; return how many there were."""
+    """End every process carrying `mark` (with `prefix`, a marker that starts with `mark`)
+    and those of `known` still alive: SIGTERM, then SIGKILL after `term_grace`; return how
+    many there were."""
     ended: set[Proc] = set()
     extra = set(known)
     for _ in range(ROUNDS):
-        procs = alive(find(mark) | extra)
+        procs = alive(find(mark, prefix=prefix) | extra)
         extra = set()
         if not procs:
             break
@@ -225,6 +271,29 @@ def _group_alive(proc: subprocess.Popen[bytes]) -> bool:
     return True
 
 
+def groups(procs: Iterable[Proc]) -> set[int]:
+    """The process groups of those of `procs` still running."""
+    found: set[int] = set()
+    for proc in procs:
+        try:
+            with open(f"/proc/{proc.pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command name: state, ppid, pgrp (5th field), ..., starttime (22nd).
+        if int(fields[19]) == proc.start:
+            found.add(int(fields[2]))
+    return found
+
+
+def reap_groups(pgids: Iterable[int]) -> None:
+    """Reap the finished children of this process in any of `pgids`: a run's process that
+    exited before it could be found (a zombie's marker cannot be read) and was re-parented
+    to this process (a child subreaper)."""
+    for pgid in pgids:
+        _reap_group(pgid)
+
+
 def _reap_group(pgid: int) -> None:
     # Orphans of the run re-parented to this process (the subreaper).
     while True:
@@ -270,15 +339,20 @@ def stalled(pids: set[int], samples: int = 3, interval: float = 0.05) -> bool:
 __all__ = [
     "LEFT_FILE",
     "MARK_VARIABLE",
+    "OWNER_FILE",
     "Proc",
     "alive",
     "end",
     "end_run",
     "find",
+    "groups",
     "main_environment",
     "marked_environment",
     "new_mark",
     "read_left",
+    "read_owner",
+    "reap_groups",
     "stalled",
     "write_left",
+    "write_owner",
 ]

@@ -103,6 +103,8 @@ class Run(BaseRun):
         """Create the run directory and collector, start the main process and the thread."""
         self._collector = Collector(self.run_dir, self.id)
         try:
+            # Lets a later server tell this run's directory from a live one (runsweep).
+            runprocs.write_owner(self.run_dir)
             if self.step_mode:
                 self._collector.set_step_mode(True)
             self._publish([self._run_event(RunState.STARTING, "", None)])

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pipecore import runprocs
 from pipecore.runs import CapacityError, NotControllable, Run, RunManager, RunState, reason
 from pipecore.scenarios import ParamError, get_scenario
 from pipecore.tracing import EventError
@@ -90,6 +91,22 @@ def test_stop_tears_everything_down(manager: RunManager) -> None:
     assert not os.path.exists(run.run_dir)
     no_new_semaphores(shm)
     assert open_fds() == fds
+
+
+def test_a_run_directory_names_the_server_that_owns_it(tmp_path: Path) -> None:
+    # A later server sweeps the directory of a run whose owner is gone (runsweep).
+    runs = RunManager(run_root=str(tmp_path))
+    try:
+        run = runs.start("deadlock", {"variant": "recv-recv"})
+        stat = Path(f"/proc/{os.getpid()}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        assert runprocs.read_owner(run.run_dir) == runprocs.Proc(os.getpid(), int(stat[19]))
+        later = RunManager(run_root=str(tmp_path))
+        later.shutdown()
+        assert later.swept.directories == 0
+        assert os.path.isdir(run.run_dir)
+    finally:
+        runs.shutdown()
+    assert not os.path.exists(run.run_dir)
 
 
 def test_a_run_over_its_time_limit_times_out(manager: RunManager) -> None:

@@ -1,0 +1,110 @@
+"""Runs orphaned by a dead server: their processes ended and their directories removed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import stat
+import time
+from dataclasses import dataclass
+
+from pipecore import runprocs
+
+logger = logging.getLogger("pipecore.runs")
+
+RUN_DIR = re.compile(r"pipescope-(r[0-9a-f]+)")
+# A directory without an owner file was made by a version that did not write one; no run
+# lasts this long, so one this old with no process of its run is left over.
+UNOWNED_AGE = 3600.0
+
+
+@dataclass
+class Swept:
+    """What a sweep removed: run directories, and the processes of those runs it ended."""
+
+    directories: int = 0
+    processes: int = 0
+
+
+def sweep(
+    run_root: str,
+    *,
+    unowned_age: float = UNOWNED_AGE,
+    term_grace: float = 1.0,
+    kill_grace: float = 3.0,
+) -> Swept:
+    """Remove the run directories under `run_root` whose server is gone, ending first every
+    process carrying a marker of that run and server.
+
+    A directory whose owner (see `runprocs.write_owner`) still runs is never touched. One
+    without an owner file is removed only when nothing in it changed for `unowned_age`
+    seconds and no process carries a marker of its run id.
+    """
+    swept = Swept()
+    if not os.path.isdir("/proc"):
+        return swept  # processes cannot be found: better leave everything alone
+    try:
+        names = sorted(os.listdir(run_root))
+    except OSError:
+        return swept
+    uid = os.getuid()
+    for name in names:
+        match = RUN_DIR.fullmatch(name)
+        if match is None:
+            continue
+        path = os.path.join(run_root, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        # Another user's runs are not this server's to end; a symlink is not a run.
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+            continue
+        run_id = match.group(1)
+        owner = runprocs.read_owner(path)
+        if owner is not None:
+            if runprocs.alive([owner]):
+                continue
+            mark = f"{run_id}.{owner.pid}."
+            pgids = runprocs.groups(runprocs.find(mark, prefix=True))
+            ended = runprocs.end(mark, prefix=True, term_grace=term_grace, kill_grace=kill_grace)
+            runprocs.reap_groups(pgids)
+        else:
+            if time.time() - _changed(path, info) < unowned_age:
+                continue
+            if runprocs.find(f"{run_id}.", prefix=True):
+                continue
+            ended = 0
+        shutil.rmtree(path, ignore_errors=True)
+        swept.processes += ended
+        if not os.path.lexists(path):
+            swept.directories += 1
+    if swept.directories or swept.processes:
+        logger.info(
+            "swept %d run directories under %s left by servers that are gone, "
+            "ending %d of their processes",
+            swept.directories,
+            run_root,
+            swept.processes,
+        )
+    return swept
+
+
+def _changed(path: str, info: os.stat_result) -> float:
+    """When the directory or anything in it last changed."""
+    newest = info.st_mtime
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                try:
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return newest
+
+
+__all__ = ["UNOWNED_AGE", "Swept", "sweep"]
