@@ -17,7 +17,8 @@ $(BIN)/python:
 	  echo "python3 -m venv failed: installing Debian's python3-venv"; \
 	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 
-$(STAMP): $(BIN)/python pyproject.toml
+# The C record writer is built in place: a changed source rebuilds it.
+$(STAMP): $(BIN)/python pyproject.toml pipecore/_fastring.c
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e .
 	@touch $@

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
+import sys
 import time
 import zlib
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any, Protocol
 
 from pipecore.callsites import CallSites
@@ -20,6 +22,7 @@ from pipecore.ring import (
     FLAG_SAMPLED,
     HASH_FULL_LIMIT,
     HEAD_STORE,
+    HEADER_BYTES,
     OP_POLL,
     POLL,
     POSITION,
@@ -32,6 +35,7 @@ from pipecore.ring import (
     RECEIVING,
     SLOT,
     SLOT_BASE,
+    SLOT_LAST,
     SLOT_SIZE,
     SLOTS,
     STEP_FLAG_OFFSET,
@@ -41,6 +45,9 @@ from pipecore.ring import (
 from pipecore.stepping import wait_for_grant
 
 NO_TIMEOUT = math.nan
+# FIONREAD costs an ioctl: a receive measures it when the end's last measurement is
+# older than this, so a tight loop pays for it about once a millisecond.
+QUEUED_INTERVAL_NS = 1_000_000
 
 _CALL_SIZE = CALL.size
 _pack_call = CALL.pack_into
@@ -48,6 +55,7 @@ _pack_slot = SLOT.pack_into
 _pack_position = POSITION.pack_into
 _monotonic_ns = time.monotonic_ns
 _crc32 = zlib.crc32
+_getframe = sys._getframe
 
 
 class TracedEnd(Protocol):
@@ -61,7 +69,14 @@ class TracedEnd(Protocol):
     _tl_slot: int
     _tl_origin: int
     _tl_send_code: object
+    _tl_send_lasti: int
+    _tl_send_site: int
     _tl_recv_code: object
+    _tl_recv_lasti: int
+    _tl_recv_site: int
+    _queued_at: int
+
+    def _queued(self, now: int) -> int: ...
 
 
 class Recorder(CallSites):
@@ -131,6 +146,51 @@ class Recorder(CallSites):
         t = _monotonic_ns()
         self.begin_at(conn, op, pseq, t, site, queued, timeout)
         return pseq, t, site
+
+    def begin_call(self, conn: TracedEnd, op: int) -> tuple[int, int, int, int]:
+        """Record the `begin` of send, recv, send_bytes or recv_bytes, called from the
+        traced method itself: (pseq, t, site, queued) for `end`. A receive measures
+        the bytes waiting (`queued`, -1: not measured)."""
+        if self.control[STEP_FLAG_OFFSET]:
+            self.wait_step()
+        if conn._tl_rec is not self:
+            self.define_end(conn)
+        f = _getframe(2)  # the traced method's caller
+        side = RECEIVING[op]
+        # The end remembers the last call site of each direction: a loop calling from
+        # one line skips the site lookup.
+        if side:
+            if f.f_lasti == conn._tl_recv_lasti and f.f_code is conn._tl_recv_code:
+                site = conn._tl_recv_site
+            else:
+                site = self.sites.get((id(f.f_code), f.f_lasti), -1)
+                if site < 0:
+                    site = self.site(f)
+                else:
+                    conn._tl_recv_lasti = f.f_lasti
+                    conn._tl_recv_code = f.f_code
+                    conn._tl_recv_site = site
+        elif f.f_lasti == conn._tl_send_lasti and f.f_code is conn._tl_send_code:
+            site = conn._tl_send_site
+        else:
+            site = self.sites.get((id(f.f_code), f.f_lasti), -1)
+            if site < 0:
+                site = self.site(f)
+            else:
+                conn._tl_send_lasti = f.f_lasti
+                conn._tl_send_code = f.f_code
+                conn._tl_send_site = site
+        pseq = self.next_pseq()
+        t = _monotonic_ns()
+        queued = -1
+        if side and t - conn._queued_at >= QUEUED_INTERVAL_NS:
+            queued = conn._queued(t)
+        slot = conn._tl_slot
+        if slot:
+            _pack_slot(self.mm, slot + side, pseq, t, site, op, 0, queued, NO_TIMEOUT, pseq)
+        else:
+            self.begin_at(conn, op, pseq, t, site, queued, NO_TIMEOUT)
+        return pseq, t, site, queued
 
     def begin_at(
         self,
@@ -328,3 +388,61 @@ class Recorder(CallSites):
         self.control.close()
         if self.steps_fd >= 0:
             os.close(self.steps_fd)
+
+
+def _load_fastring() -> ModuleType | None:
+    """The C writer, when it was built for this ring layout and is not refused."""
+    if os.environ.get("PIPESCOPE_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        module = importlib.import_module("pipecore._fastring")
+    except ImportError:
+        return None
+    layout = {
+        "HEADER_BYTES": HEADER_BYTES,
+        "WRITE_POS_OFFSET": WRITE_POS_OFFSET,
+        "STEP_FLAG_OFFSET": STEP_FLAG_OFFSET,
+        "SLOT_SIZE": SLOT_SIZE,
+        "SLOT_LAST": SLOT_LAST,
+        "REC_END": REC_END,
+        "CALL_SIZE": _CALL_SIZE,
+        "HEAD_STORE": HEAD_STORE,
+        "HASH_FULL_LIMIT": HASH_FULL_LIMIT,
+        "QUEUED_INTERVAL_NS": QUEUED_INTERVAL_NS,
+    }
+    if any(getattr(module, name, None) != value for name, value in layout.items()):
+        return None  # built from another version of the layout
+    return module
+
+
+_fastring = _load_fastring()
+RECORDER: type[Recorder] = Recorder
+WRITER = "python"
+
+if _fastring is not None:
+
+    class FastRecorder(_fastring.Calls, Recorder):  # type: ignore[misc,name-defined]
+        """The recorder whose `begin_call` and `end` are written in C; its records are
+        byte for byte those of `Recorder`, which stays the reference."""
+
+        def __init__(self, run_dir: str, run_id: str, process_name: str) -> None:
+            super().__init__(run_dir, run_id, process_name)
+            # The C writer takes pseqs from its own counter, and so must the Python
+            # writes of this ring; setting up the recorder takes none.
+            self.next_pseq = self.take_pseq
+            # A lock the C writer takes without a Python call; nothing holds the
+            # first one yet (the recorder is not published before __init__ returns).
+            self.lock = _fastring.Lock()  # type: ignore[union-attr]
+            self.bind(self.mm, self.control, self.lock)
+
+        def close(self) -> None:
+            with self.lock:
+                self.unbind()
+            super().close()
+
+        def abandon(self) -> None:
+            self.unbind()
+            super().abandon()
+
+    RECORDER = FastRecorder
+    WRITER = "c"

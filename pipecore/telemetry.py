@@ -10,6 +10,8 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from pipecore.recorder import RECORDER as RECORDER
+from pipecore.recorder import WRITER as WRITER
 from pipecore.recorder import Recorder
 from pipecore.recorder import TracedEnd as TracedEnd
 from pipecore.ring import HASH_FULL_LIMIT as HASH_FULL_LIMIT
@@ -44,7 +46,7 @@ def activate(run_dir: str, run_id: str, *, parent: int | None = None) -> None:
                 return
             _deactivate_locked()
         ensure_layout(run_dir)
-        rec = Recorder(run_dir, run_id, multiprocessing.current_process().name)
+        rec = RECORDER(run_dir, run_id, multiprocessing.current_process().name)
         _install_hooks()
         _recorder = rec
         parent_pid = os.getppid() if parent is None else parent
@@ -152,7 +154,7 @@ def _after_fork_in_child() -> None:
     _recorder = None
     reset_tees_after_fork()
     try:
-        rec = Recorder(parent.run_dir, parent.run_id, _forking_process_name())
+        rec = RECORDER(parent.run_dir, parent.run_id, _forking_process_name())
     except OSError:
         return  # the run directory is gone: record nothing
     _recorder = rec

@@ -16,6 +16,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipecore import telemetry
+from pipecore.recorder import QUEUED_INTERVAL_NS
 from pipecore.ring import (
     OP_CLOSE,
     OP_POLL,
@@ -24,9 +25,6 @@ from pipecore.ring import (
     OP_RECV_BYTES_INTO,
     OP_SEND,
     OP_SEND_BYTES,
-    SLOT,
-    SLOT_SIZE,
-    STEP_FLAG_OFFSET,
 )
 
 _dumps = reduction.ForkingPickler.dumps
@@ -35,14 +33,7 @@ _getframe = sys._getframe
 _ioctl = fcntl.ioctl
 _FIONREAD = termios.FIONREAD
 _pipe_numbers = itertools.count(1)
-# FIONREAD costs an ioctl: a receive measures it when the end's last measurement is
-# older than this, so a tight loop pays for it about once a millisecond.
-QUEUED_INTERVAL_NS = 1_000_000
 _monotonic_ns = time.monotonic_ns
-_pack_slot = SLOT.pack_into
-_NAN = math.nan
-_STEP = STEP_FLAG_OFFSET
-_RECV_SLOT = SLOT_SIZE  # a receiving op's slot follows its end's sending slot
 _plain_send = Connection.send
 _plain_recv = Connection.recv
 _plain_send_bytes = Connection.send_bytes
@@ -126,36 +117,16 @@ class TracedConnection(Connection):
             return -1
         return int.from_bytes(self._queued_buf, sys.byteorder)
 
-    # The four frame-moving methods write their `begin` inline: a call costs one slot
-    # write before and one record after, with no further Python call in between.
+    # The four frame-moving methods cost two recorder calls: `begin_call` (step gate,
+    # call site, the begin in the end's slot) and `end` (the record); both run in C
+    # when the C writer is active (see `pipecore.recorder`).
 
     def send(self, obj: Any) -> None:
         """Send a (picklable) object."""
         rec = telemetry._recorder
         if rec is None:
             return _plain_send(self, obj)
-        if rec.control[_STEP]:
-            rec.wait_step()
-        if self._tl_rec is not rec:
-            rec.define_end(self)
-        f = _getframe(1)
-        if f.f_lasti == self._tl_send_lasti and f.f_code is self._tl_send_code:
-            site = self._tl_send_site
-        else:
-            site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
-            if site < 0:
-                site = rec.site(f)
-            else:
-                self._tl_send_lasti = f.f_lasti
-                self._tl_send_code = f.f_code
-                self._tl_send_site = site
-        pseq = rec.next_pseq()
-        t = _monotonic_ns()
-        slot = self._tl_slot
-        if slot:
-            _pack_slot(rec.mm, slot, pseq, t, site, OP_SEND, 0, -1, _NAN, pseq)
-        else:
-            rec.begin_at(self, OP_SEND, pseq, t, site, -1, _NAN)
+        pseq, t, site, _ = rec.begin_call(self, OP_SEND)
         try:
             self._check_closed()
             self._check_writable()
@@ -171,29 +142,7 @@ class TracedConnection(Connection):
         rec = telemetry._recorder
         if rec is None:
             return _plain_recv(self)
-        if rec.control[_STEP]:
-            rec.wait_step()
-        if self._tl_rec is not rec:
-            rec.define_end(self)
-        f = _getframe(1)
-        if f.f_lasti == self._tl_recv_lasti and f.f_code is self._tl_recv_code:
-            site = self._tl_recv_site
-        else:
-            site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
-            if site < 0:
-                site = rec.site(f)
-            else:
-                self._tl_recv_lasti = f.f_lasti
-                self._tl_recv_code = f.f_code
-                self._tl_recv_site = site
-        pseq = rec.next_pseq()
-        t = _monotonic_ns()
-        queued = self._queued(t) if t - self._queued_at >= QUEUED_INTERVAL_NS else -1
-        slot = self._tl_slot
-        if slot:
-            _pack_slot(rec.mm, slot + _RECV_SLOT, pseq, t, site, OP_RECV, 0, queued, _NAN, pseq)
-        else:
-            rec.begin_at(self, OP_RECV, pseq, t, site, queued, _NAN)
+        pseq, t, site, queued = rec.begin_call(self, OP_RECV)
         try:
             self._check_closed()
             self._check_readable()
@@ -215,28 +164,7 @@ class TracedConnection(Connection):
         rec = telemetry._recorder
         if rec is None:
             return _plain_send_bytes(self, buf, offset, size)
-        if rec.control[_STEP]:
-            rec.wait_step()
-        if self._tl_rec is not rec:
-            rec.define_end(self)
-        f = _getframe(1)
-        if f.f_lasti == self._tl_send_lasti and f.f_code is self._tl_send_code:
-            site = self._tl_send_site
-        else:
-            site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
-            if site < 0:
-                site = rec.site(f)
-            else:
-                self._tl_send_lasti = f.f_lasti
-                self._tl_send_code = f.f_code
-                self._tl_send_site = site
-        pseq = rec.next_pseq()
-        t = _monotonic_ns()
-        slot = self._tl_slot
-        if slot:
-            _pack_slot(rec.mm, slot, pseq, t, site, OP_SEND_BYTES, 0, -1, _NAN, pseq)
-        else:
-            rec.begin_at(self, OP_SEND_BYTES, pseq, t, site, -1, _NAN)
+        pseq, t, site, _ = rec.begin_call(self, OP_SEND_BYTES)
         try:
             self._check_closed()
             self._check_writable()
@@ -268,31 +196,7 @@ class TracedConnection(Connection):
         rec = telemetry._recorder
         if rec is None:
             return _plain_recv_bytes(self, maxlength)
-        if rec.control[_STEP]:
-            rec.wait_step()
-        if self._tl_rec is not rec:
-            rec.define_end(self)
-        f = _getframe(1)
-        if f.f_lasti == self._tl_recv_lasti and f.f_code is self._tl_recv_code:
-            site = self._tl_recv_site
-        else:
-            site = rec.sites.get((id(f.f_code), f.f_lasti), -1)
-            if site < 0:
-                site = rec.site(f)
-            else:
-                self._tl_recv_lasti = f.f_lasti
-                self._tl_recv_code = f.f_code
-                self._tl_recv_site = site
-        pseq = rec.next_pseq()
-        t = _monotonic_ns()
-        queued = self._queued(t) if t - self._queued_at >= QUEUED_INTERVAL_NS else -1
-        slot = self._tl_slot
-        if slot:
-            _pack_slot(
-                rec.mm, slot + _RECV_SLOT, pseq, t, site, OP_RECV_BYTES, 0, queued, _NAN, pseq
-            )
-        else:
-            rec.begin_at(self, OP_RECV_BYTES, pseq, t, site, queued, _NAN)
+        pseq, t, site, queued = rec.begin_call(self, OP_RECV_BYTES)
         try:
             self._check_closed()
             self._check_readable()

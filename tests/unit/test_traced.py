@@ -336,8 +336,12 @@ def test_a_traced_end_pickled_into_a_child_records_there(run: RunFixture, method
     assert a.recv() == ("child", child.pid, "TracedConnection", a.pipe_id, "b")
     _join(child)
     a.close()
+    # Nothing orders this process's recv `end` after the child's exit event: wait for both.
     events = run.drain_until(
-        lambda ev: any(e["kind"] == "process" and e["op"] == "exit" for e in ev)
+        lambda ev: (
+            any(e["kind"] == "process" and e["op"] == "exit" and e["pid"] == child.pid for e in ev)
+            and bool(calls(ev, op="recv", phase="end", pid=os.getpid()))
+        )
     )
     mine = [e for e in events if e["pid"] == child.pid]
     assert [e["kind"] for e in mine][:2] == ["process", "attach"]

@@ -1,0 +1,659 @@
+/* The worker's hot record writes in C: a call's begin slot and its end record,
+ * written straight into the ring map in the layout pipecore/ring.py defines.
+ *
+ * `Calls` is a base type of pipecore.recorder.FastRecorder. Its members (write_pos,
+ * fast_base, fast_limit) are the ones the Python writer uses, so the Python slow
+ * paths (reservation, JSON records, errors, polls) and these fast paths share one
+ * write position. Every record goes in under the recorder's lock, and the write
+ * position is published with a release store after the record is complete.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <zlib.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the ring layout is little-endian; this writer stores fields natively"
+#endif
+
+/* Mirrors of pipecore/ring.py; pipecore.recorder refuses this module if they differ. */
+#define SLOT_BASE 256
+#define SLOT_SIZE 64
+#define SLOTS 256
+#define HEADER_BYTES (SLOT_BASE + SLOTS * SLOT_SIZE)
+#define WRITE_POS_OFFSET 64
+#define STEP_FLAG_OFFSET 8
+#define SLOT_LAST 40
+#define REC_END 2
+#define CALL_SIZE 72
+#define HEAD_STORE 192
+#define HASH_FULL_LIMIT 1024
+#define SAMPLE_COUNT 64
+#define SAMPLE_MIN_STRIDE 16
+#define SAMPLE_MAX_STRIDE 4096
+#define FLAG_HASHED 2
+#define FLAG_SAMPLED 4
+#define QUEUED_INTERVAL_NS 1000000LL
+#define NUM_OPS 7
+#define SITE_CACHE 64
+
+/* Receiving ops (recv, recv_bytes, recv_bytes_into, poll) use the end's second slot. */
+static const int RECEIVING[NUM_OPS] = {0, 64, 0, 64, 64, 64, 0};
+static const uint64_t NAN_BITS = 0x7ff8000000000000ULL; /* struct.pack("<d", math.nan) */
+
+/* A plain lock, as threading.Lock, that this writer takes without a Python call. */
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lk;
+} Lock;
+
+static int lock_take(Lock *self)
+{
+    if (PyThread_acquire_lock(self->lk, NOWAIT_LOCK))
+        return 0;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = PyThread_acquire_lock(self->lk, WAIT_LOCK);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "expected to acquire the writer lock, got a failure");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Lock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "Lock() takes no arguments");
+        return NULL;
+    }
+    Lock *self = (Lock *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->lk = PyThread_allocate_lock();
+    if (self->lk == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void Lock_dealloc(Lock *self)
+{
+    if (self->lk != NULL) {
+        /* Free or held (a forked child's copy), it is held after this: release it. */
+        PyThread_acquire_lock(self->lk, NOWAIT_LOCK);
+        PyThread_release_lock(self->lk);
+        PyThread_free_lock(self->lk);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Lock_acquire(Lock *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "acquire expected at most 1 argument (blocking), got %zd",
+                     nargs);
+        return NULL;
+    }
+    if (nargs == 1) {
+        int blocking = PyObject_IsTrue(args[0]);
+        if (blocking < 0)
+            return NULL;
+        if (!blocking)
+            return PyBool_FromLong(PyThread_acquire_lock(self->lk, NOWAIT_LOCK));
+    }
+    if (lock_take(self) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Lock_release(Lock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (PyThread_acquire_lock(self->lk, NOWAIT_LOCK)) {
+        PyThread_release_lock(self->lk);
+        PyErr_SetString(PyExc_RuntimeError, "expected a held lock to release, got a free one");
+        return NULL;
+    }
+    PyThread_release_lock(self->lk);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lock_exit(Lock *self, PyObject *const *Py_UNUSED(args), Py_ssize_t Py_UNUSED(n))
+{
+    PyThread_release_lock(self->lk);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lock_locked(Lock *self, PyObject *Py_UNUSED(ignored))
+{
+    if (PyThread_acquire_lock(self->lk, NOWAIT_LOCK)) {
+        PyThread_release_lock(self->lk);
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef Lock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))Lock_acquire, METH_FASTCALL,
+     "acquire(blocking=True) -> bool"},
+    {"release", (PyCFunction)Lock_release, METH_NOARGS, "Release the lock."},
+    {"__enter__", (PyCFunction)(void (*)(void))Lock_acquire, METH_FASTCALL, "Acquire."},
+    {"__exit__", (PyCFunction)(void (*)(void))Lock_exit, METH_FASTCALL, "Release."},
+    {"locked", (PyCFunction)Lock_locked, METH_NOARGS, "Whether the lock is held."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LockType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pipecore._fastring.Lock",
+    .tp_basicsize = sizeof(Lock),
+    .tp_dealloc = (destructor)Lock_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A lock like threading.Lock that the C writer takes without a Python call.",
+    .tp_methods = Lock_methods,
+    .tp_new = Lock_new,
+};
+
+typedef struct {
+    const void *code; /* kept alive by the recorder's site_codes */
+    int lasti;
+    int site;
+} SiteEntry;
+
+typedef struct {
+    PyObject_HEAD
+    long long write_pos;
+    long long fast_base;
+    long long fast_limit;
+    unsigned long long pseq;
+    int bound;
+    Py_buffer ring;
+    Py_buffer control;
+    Lock *lock;
+    SiteEntry sites[SITE_CACHE];
+} Calls;
+
+static PyObject *s_tl_rec, *s_tl_slot, *s_tl_eid, *s_queued_at, *s_handle, *s_wait_step,
+    *s_define_end, *s_site, *s_sites;
+
+static inline long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline void put64(char *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline void put32(char *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void put16(char *p, uint16_t v) { memcpy(p, &v, 2); }
+
+static void unbind(Calls *self)
+{
+    if (self->bound) {
+        self->bound = 0;
+        PyBuffer_Release(&self->ring);
+        PyBuffer_Release(&self->control);
+    }
+    Py_CLEAR(self->lock);
+}
+
+static void Calls_dealloc(Calls *self)
+{
+    unbind(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Calls_bind(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "bind expected 3 arguments (ring, control, lock), got %zd",
+                     nargs);
+        return NULL;
+    }
+    unbind(self);
+    if (PyObject_GetBuffer(args[0], &self->ring, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &self->control, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&self->ring);
+        return NULL;
+    }
+    self->bound = 1;
+    if (self->ring.len < HEADER_BYTES || self->control.len <= STEP_FLAG_OFFSET) {
+        PyErr_Format(PyExc_ValueError, "expected a ring of at least %d bytes, got %zd",
+                     HEADER_BYTES, self->ring.len);
+        unbind(self);
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[2], &LockType)) {
+        PyErr_Format(PyExc_TypeError, "expected a pipecore._fastring.Lock, got %s",
+                     Py_TYPE(args[2])->tp_name);
+        unbind(self);
+        return NULL;
+    }
+    Py_INCREF(args[2]);
+    self->lock = (Lock *)args[2];
+    memset(self->sites, 0, sizeof(self->sites));
+    Py_RETURN_NONE;
+}
+
+static PyObject *Calls_unbind(Calls *self, PyObject *Py_UNUSED(ignored))
+{
+    unbind(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Calls_take_pseq(Calls *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(++self->pseq);
+}
+
+static int get_ll(PyObject *obj, PyObject *name, long long *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* The site id of the caller of the traced method; mirrors Recorder.begin_call. */
+static int caller_site(Calls *self, long long *site)
+{
+    PyFrameObject *here = PyEval_GetFrame(); /* the traced method's frame */
+    if (here == NULL) {
+        *site = 0;
+        return 0;
+    }
+    PyFrameObject *back = PyFrame_GetBack(here);
+    if (back == NULL) {
+        *site = 0;
+        return 0;
+    }
+    PyCodeObject *code = PyFrame_GetCode(back);
+    int lasti = PyFrame_GetLasti(back);
+    SiteEntry *e = &self->sites[(((uintptr_t)code >> 4) ^ (uintptr_t)lasti) % SITE_CACHE];
+    if (e->code == (const void *)code && e->lasti == lasti) {
+        *site = e->site;
+        Py_DECREF(code);
+        Py_DECREF(back);
+        return 0;
+    }
+    int rc = -1;
+    long long sid = -1;
+    PyObject *sites = PyObject_GetAttr((PyObject *)self, s_sites);
+    PyObject *key = Py_BuildValue("(NL)", PyLong_FromVoidPtr(code), (long long)lasti);
+    if (sites == NULL || key == NULL || !PyDict_Check(sites))
+        goto done;
+    PyObject *found = PyDict_GetItemWithError(sites, key); /* borrowed */
+    if (found == NULL && PyErr_Occurred())
+        goto done;
+    if (found != NULL) {
+        sid = PyLong_AsLongLong(found);
+        if (sid == -1 && PyErr_Occurred())
+            goto done;
+    }
+    if (sid >= 0) {
+        /* The recorder keeps every code in `sites` alive: the pointer stays valid. */
+        e->code = code;
+        e->lasti = lasti;
+        e->site = (int)sid;
+    }
+    else {
+        /* A new site, or a library frame whose user site lies further up. */
+        PyObject *r = PyObject_CallMethodOneArg((PyObject *)self, s_site, (PyObject *)back);
+        if (r == NULL)
+            goto done;
+        sid = PyLong_AsLongLong(r);
+        Py_DECREF(r);
+        if (sid == -1 && PyErr_Occurred())
+            goto done;
+    }
+    *site = sid;
+    rc = 0;
+done:
+    Py_XDECREF(sites);
+    Py_XDECREF(key);
+    Py_DECREF(code);
+    Py_DECREF(back);
+    return rc;
+}
+
+/* Bytes waiting in the kernel for `conn` (FIONREAD), or -1; mirrors TracedConnection._queued. */
+static int measure_queued(PyObject *conn, long long t, long long *queued)
+{
+    long long at;
+    *queued = -1;
+    if (get_ll(conn, s_queued_at, &at) < 0)
+        return -1;
+    if (t - at < QUEUED_INTERVAL_NS)
+        return 0;
+    PyObject *tv = PyLong_FromLongLong(t);
+    if (tv == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(conn, s_queued_at, tv);
+    Py_DECREF(tv);
+    if (rc < 0)
+        return -1;
+    PyObject *h = PyObject_GetAttr(conn, s_handle);
+    if (h == NULL)
+        return -1;
+    if (PyLong_Check(h)) {
+        long fd = PyLong_AsLong(h);
+        unsigned int n = 0;
+        if (!(fd == -1 && PyErr_Occurred()) && ioctl((int)fd, FIONREAD, &n) == 0)
+            *queued = n;
+        PyErr_Clear();
+    }
+    Py_DECREF(h);
+    return 0;
+}
+
+/* begin_call(conn, op) -> (pseq, t, site, queued): see Recorder.begin_call. */
+static PyObject *Calls_begin_call(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "begin_call expected 2 arguments (conn, op), got %zd",
+                     nargs);
+        return NULL;
+    }
+    PyObject *conn = args[0];
+    long op = PyLong_AsLong(args[1]);
+    if (op == -1 && PyErr_Occurred())
+        return NULL;
+    if (op < 0 || op >= NUM_OPS) {
+        PyErr_Format(PyExc_ValueError, "expected an op in 0..%d, got %ld", NUM_OPS - 1, op);
+        return NULL;
+    }
+    if (!self->bound) {
+        PyErr_SetString(PyExc_ValueError, "expected an open ring, got a closed one");
+        return NULL;
+    }
+    if (((const char *)self->control.buf)[STEP_FLAG_OFFSET]) {
+        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, s_wait_step);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    PyObject *owner = PyObject_GetAttr(conn, s_tl_rec);
+    if (owner == NULL)
+        return NULL;
+    Py_DECREF(owner); /* only its identity matters */
+    if (owner != (PyObject *)self) {
+        PyObject *r = PyObject_CallMethodOneArg((PyObject *)self, s_define_end, conn);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    long long site, slot, queued = -1;
+    if (caller_site(self, &site) < 0)
+        return NULL;
+    unsigned long long pseq = ++self->pseq;
+    long long t = now_ns();
+    int receiving = RECEIVING[op];
+    /* recv and recv_bytes measure what waits; the other ops' callers pass -1. */
+    if (receiving && op != 4 && op != 5 && measure_queued(conn, t, &queued) < 0)
+        return NULL;
+    if (get_ll(conn, s_tl_slot, &slot) < 0)
+        return NULL;
+    if (slot && self->bound && slot + receiving + SLOT_SIZE <= self->ring.len) {
+        char *p = (char *)self->ring.buf + slot + receiving;
+        /* pseq first and last, so a reader that finds both copies equal read a whole slot. */
+        __atomic_store_n((uint64_t *)p, (uint64_t)pseq, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_RELEASE); /* the first copy before the body */
+        put64(p + 8, (uint64_t)t);
+        put32(p + 16, (uint32_t)site);
+        put16(p + 20, (uint16_t)op);
+        put16(p + 22, 0);
+        put64(p + 24, (uint64_t)queued);
+        put64(p + 32, NAN_BITS);
+        __atomic_store_n((uint64_t *)(p + SLOT_LAST), (uint64_t)pseq, __ATOMIC_RELEASE);
+    }
+    else {
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "begin_at", "OlKLLLd", conn, op,
+                                          pseq, t, site, queued, Py_NAN);
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+    return Py_BuildValue("(KLLL)", pseq, t, site, queued);
+}
+
+static uint32_t sampled_crc(const unsigned char *p, Py_ssize_t n)
+{
+    /* CRC-32 of the bytes at n-1, n-1-s, n-1-2s, ... as ring.frame_sample. */
+    Py_ssize_t s = n / SAMPLE_COUNT;
+    if (s < SAMPLE_MIN_STRIDE)
+        s = SAMPLE_MIN_STRIDE;
+    if (s > SAMPLE_MAX_STRIDE)
+        s = SAMPLE_MAX_STRIDE;
+    unsigned char picked[512];
+    uLong crc = crc32(0L, Z_NULL, 0);
+    size_t k = 0;
+    for (Py_ssize_t i = n - 1; i >= 0; i -= s) {
+        picked[k++] = p[i];
+        if (k == sizeof(picked)) {
+            crc = crc32(crc, picked, (uInt)k);
+            k = 0;
+        }
+    }
+    if (k)
+        crc = crc32(crc, picked, (uInt)k);
+    return (uint32_t)crc;
+}
+
+/* end(conn, op, pseq0, t0, site, frame=None, queued=-1): see Recorder.end. */
+static PyObject *Calls_end(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 5 || nargs > 7) {
+        PyErr_Format(PyExc_TypeError,
+                     "end expected 5 to 7 arguments (conn, op, pseq0, t0, site, frame, "
+                     "queued), got %zd",
+                     nargs);
+        return NULL;
+    }
+    long long eid, op, t0, site, queued = -1;
+    unsigned long long pseq0;
+    if (get_ll(args[0], s_tl_eid, &eid) < 0)
+        return NULL;
+    op = PyLong_AsLongLong(args[1]);
+    pseq0 = PyLong_AsUnsignedLongLong(args[2]);
+    t0 = PyLong_AsLongLong(args[3]);
+    site = PyLong_AsLongLong(args[4]);
+    if (nargs == 7)
+        queued = PyLong_AsLongLong(args[6]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *frame = nargs >= 6 ? args[5] : Py_None;
+    Py_buffer view;
+    int have_view = 0;
+    long long nbytes = -1;
+    Py_ssize_t hlen = 0;
+    uint32_t h = 0;
+    uint16_t flags = 0;
+    if (frame != Py_None) {
+        if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
+            return NULL;
+        have_view = 1;
+        nbytes = view.len;
+        if (nbytes <= HEAD_STORE) {
+            /* The collector hashes the stored head: it is the whole frame. */
+            hlen = view.len;
+        }
+        else {
+            hlen = HEAD_STORE;
+            if (nbytes <= HASH_FULL_LIMIT) {
+                h = (uint32_t)crc32(0L, (const Bytef *)view.buf, (uInt)view.len);
+                flags = FLAG_HASHED;
+            }
+            else {
+                h = sampled_crc((const unsigned char *)view.buf, view.len);
+                flags = FLAG_SAMPLED;
+            }
+        }
+    }
+    long long need = (CALL_SIZE + hlen + 7) & ~7LL;
+    PyObject *res = NULL;
+    if (!self->bound) {
+        PyErr_SetString(PyExc_ValueError, "expected an open ring, got a closed one");
+        goto out;
+    }
+    Lock *lock = self->lock;
+    Py_INCREF(lock); /* unbind() while waiting for space must not free it */
+    if (lock_take(lock) < 0) {
+        Py_DECREF(lock);
+        goto out;
+    }
+    if (!self->bound) {
+        PyErr_SetString(PyExc_ValueError, "expected an open ring, got a closed one");
+        goto unlock;
+    }
+    long long w = self->write_pos;
+    long long off;
+    if (w + need <= self->fast_limit) {
+        off = w - self->fast_base;
+    }
+    else {
+        PyObject *o = PyObject_CallMethod((PyObject *)self, "_reserve", "L", need);
+        if (o == NULL)
+            goto unlock;
+        off = PyLong_AsLongLong(o);
+        Py_DECREF(o);
+        if (off == -1 && PyErr_Occurred())
+            goto unlock;
+        w = self->write_pos;
+        if (!self->bound) { /* closed while waiting for space */
+            PyErr_SetString(PyExc_ValueError, "expected an open ring, got a closed one");
+            goto unlock;
+        }
+    }
+    if (off < HEADER_BYTES || off + need > self->ring.len) {
+        PyErr_Format(PyExc_ValueError, "expected a record offset in %d..%zd, got %lld",
+                     HEADER_BYTES, self->ring.len - need, off);
+        goto unlock;
+    }
+    char *p = (char *)self->ring.buf + off;
+    put32(p, (uint32_t)need);
+    p[4] = REC_END;
+    p[5] = (char)op;
+    put16(p + 6, (uint16_t)hlen);
+    put64(p + 8, (uint64_t)t0);
+    put64(p + 16, (uint64_t)pseq0);
+    put64(p + 24, (uint64_t)now_ns());
+    put64(p + 32, (uint64_t)++self->pseq);
+    put64(p + 40, (uint64_t)queued);
+    put32(p + 48, (uint32_t)eid);
+    put32(p + 52, (uint32_t)site);
+    put64(p + 56, (uint64_t)nbytes);
+    put32(p + 64, h);
+    put16(p + 68, flags);
+    p[70] = (char)op;
+    p[71] = 0;
+    if (hlen)
+        memcpy(p + CALL_SIZE, view.buf, (size_t)hlen);
+    w += need;
+    self->write_pos = w;
+    /* The record is complete before the position that covers it becomes visible. */
+    __atomic_store_n((uint64_t *)((char *)self->ring.buf + WRITE_POS_OFFSET), (uint64_t)w,
+                     __ATOMIC_RELEASE);
+    res = Py_None;
+    Py_INCREF(res);
+unlock:
+    PyThread_release_lock(lock->lk);
+    Py_DECREF(lock);
+out:
+    if (have_view)
+        PyBuffer_Release(&view);
+    return res;
+}
+
+static PyMethodDef Calls_methods[] = {
+    {"bind", (PyCFunction)(void (*)(void))Calls_bind, METH_FASTCALL,
+     "bind(ring, control, lock): write into the ring map under lock."},
+    {"unbind", (PyCFunction)Calls_unbind, METH_NOARGS, "Release the ring and control maps."},
+    {"take_pseq", (PyCFunction)Calls_take_pseq, METH_NOARGS, "The next pseq of this ring."},
+    {"begin_call", (PyCFunction)(void (*)(void))Calls_begin_call, METH_FASTCALL,
+     "begin_call(conn, op) -> (pseq, t, site, queued)"},
+    {"end", (PyCFunction)(void (*)(void))Calls_end, METH_FASTCALL,
+     "end(conn, op, pseq0, t0, site, frame=None, queued=-1)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Calls_members[] = {
+    {"write_pos", T_LONGLONG, offsetof(Calls, write_pos), 0, "bytes written, ever"},
+    {"fast_base", T_LONGLONG, offsetof(Calls, fast_base), 0, "write_pos minus map offset"},
+    {"fast_limit", T_LONGLONG, offsetof(Calls, fast_limit), 0, "end of the unchecked span"},
+    {"pseq", T_ULONGLONG, offsetof(Calls, pseq), READONLY, "the last pseq taken"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject CallsType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pipecore._fastring.Calls",
+    .tp_basicsize = sizeof(Calls),
+    .tp_dealloc = (destructor)Calls_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The begin slot and end record writes of a recorder, in C.",
+    .tp_methods = Calls_methods,
+    .tp_members = Calls_members,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "pipecore._fastring", "The worker's hot record writes in C.", -1,
+    NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastring(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&s_tl_rec, "_tl_rec"},       {&s_tl_slot, "_tl_slot"},     {&s_tl_eid, "_tl_eid"},
+        {&s_queued_at, "_queued_at"}, {&s_handle, "_handle"},       {&s_wait_step, "wait_step"},
+        {&s_define_end, "define_end"}, {&s_site, "site"},           {&s_sites, "sites"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].text);
+        if (*names[i].slot == NULL)
+            return NULL;
+    }
+    if (PyType_Ready(&CallsType) < 0 || PyType_Ready(&LockType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&CallsType);
+    if (PyModule_AddObject(m, "Calls", (PyObject *)&CallsType) < 0) {
+        Py_DECREF(&CallsType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&LockType);
+    if (PyModule_AddObject(m, "Lock", (PyObject *)&LockType) < 0) {
+        Py_DECREF(&LockType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* The layout this writer was built for, checked against pipecore.ring at import. */
+    if (PyModule_AddIntConstant(m, "HEADER_BYTES", HEADER_BYTES) < 0 ||
+        PyModule_AddIntConstant(m, "WRITE_POS_OFFSET", WRITE_POS_OFFSET) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_FLAG_OFFSET", STEP_FLAG_OFFSET) < 0 ||
+        PyModule_AddIntConstant(m, "SLOT_SIZE", SLOT_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "SLOT_LAST", SLOT_LAST) < 0 ||
+        PyModule_AddIntConstant(m, "REC_END", REC_END) < 0 ||
+        PyModule_AddIntConstant(m, "CALL_SIZE", CALL_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "HEAD_STORE", HEAD_STORE) < 0 ||
+        PyModule_AddIntConstant(m, "HASH_FULL_LIMIT", HASH_FULL_LIMIT) < 0 ||
+        PyModule_AddIntConstant(m, "QUEUED_INTERVAL_NS", QUEUED_INTERVAL_NS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
