@@ -54,13 +54,16 @@ def _drive() -> None:
     a, b = pipecore.Pipe(name="compare")
     for obj in (None, "text", b"y" * 150, list(range(300))):
         a.send(obj)
-        b._queued_at = 0  # measure `queued` on every receive: it is then deterministic
+        # `queued` is measured at most every QUEUED_INTERVAL_NS: measure it on every
+        # receive, so it does not depend on how fast the machine runs the calls.
+        b._queued_at = 0
         b.recv()
     for n in SIZES:
         a.send_bytes(_payload(n))
         b._queued_at = 0
         b.recv_bytes()
     a.send_bytes(b"0123456789", 2, 5)
+    b._queued_at = 0
     b.recv_bytes()
     rec = telemetry.recorder()
     assert rec is not None
@@ -69,12 +72,14 @@ def _drive() -> None:
         rec.end(a, OP_SEND_BYTES, 0, 0, 0, memoryview(_payload(n + 8))[8:])
     into = bytearray(64)
     a.send_bytes(b"z" * 40)
+    b._queued_at = 0
     b.recv_bytes_into(into, 8)
     b.poll(0)
     b.poll(0.001)
     for i in range(3):
         a.send(i)  # one site, again and again
     for _ in range(3):
+        b._queued_at = 0
         b.recv()
     # Ends 128 and beyond have no slot: their begins are records.
     pipes = [pipecore.Pipe() for _ in range(64)]
