@@ -45,6 +45,8 @@ class Flood:
     rss_start_kib: int = 0
     rss_end_kib: int = 0
     rss_peak_kib: int = 0
+    # (events published so far, server VmRSS KiB), sampled while the run goes
+    rss_samples: list[tuple[int, int]] = field(default_factory=list)
     events_in_run: int = 0
     state: str = ""
     capped: bool = False
@@ -65,6 +67,14 @@ class Flood:
             "rss_end_mib": self.rss_end_kib / 1024,
             "rss_peak_mib": self.rss_peak_kib / 1024,
         }
+        if self.rss_samples:
+            # RSS once a tenth of the run's events were out: growth after it is what
+            # the event count adds beyond the bounded record.
+            tenth = max(self.events_in_run // 10, 1)
+            early = next((kib for n, kib in self.rss_samples if n >= tenth), None)
+            if early is not None:
+                out["rss_at_tenth_mib"] = early / 1024
+                out["rss_tenth_events"] = tenth
         if self.viewer:
             out["events_delivered"] = self.events_delivered
             out["delivered_per_s"] = self.events_delivered / max(self.delivery_seconds, 1e-9)
@@ -140,7 +150,11 @@ def _cap(server: Server, run_id: str, result: Flood) -> None:
 
 
 def _poll(server: Server, run_id: str, result: Flood) -> None:
-    while server.request("GET", f"/api/runs/{run_id}")["state"] not in TERMINAL:
+    while True:
+        summary = server.request("GET", f"/api/runs/{run_id}")
+        result.rss_samples.append((int(summary["events"]), server.rss_kib()))
+        if summary["state"] in TERMINAL:
+            return
         _cap(server, run_id, result)
         time.sleep(0.2)
 
