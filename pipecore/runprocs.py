@@ -227,6 +227,38 @@ def end(
     return len(ended)
 
 
+SEMAPHORE_PREFIX = "/dev/shm/sem."
+
+
+def semaphores(pids: Iterable[int]) -> set[str]:
+    """The named POSIX semaphores (multiprocessing's `sem.mp-*`) these processes have
+    mapped and that still exist."""
+    found: set[str] = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
+                for line in maps:
+                    parts = line.split(None, 5)
+                    path = parts[5].strip() if len(parts) == 6 else ""
+                    if path.endswith(" (deleted)"):
+                        continue  # unlinked already (as under fork, at once)
+                    if path.startswith(SEMAPHORE_PREFIX) and "/" not in path[len("/dev/shm/") :]:
+                        found.add(path)
+        except OSError:
+            continue
+    return found
+
+
+def remove_semaphores(paths: Iterable[str]) -> int:
+    """Unlink what is left of `paths`; return how many were still there."""
+    removed = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.unlink(path)
+            removed += 1
+    return removed
+
+
 def end_run(
     proc: subprocess.Popen[bytes], mark: str, *, term_grace: float, kill_grace: float
 ) -> int:
@@ -234,9 +266,14 @@ def end_run(
     left the group (found by `mark`, or below `proc` by parentage); SIGTERM, then SIGKILL
     after `term_grace`. Return how many were found outside the group."""
     pgid = proc.pid
+    marked = find(mark, [pgid])
     # Below the main process by parentage now: a process that left the group is found
     # by the run's marker too, unless it dropped its environment.
-    below = find(mark, [pgid]) if proc.poll() is None else set()
+    below = marked if proc.poll() is None else set()
+    # multiprocessing's resource tracker unlinks the run's named semaphores when the run
+    # ends, unless the end caught it (or the process creating one) half-way: note them
+    # now, and remove what is left once every process of the run is gone.
+    named = semaphores(p.pid for p in marked)
     if proc.poll() is not None:
         # The main process ended on its own: give its helpers (forkserver, resource
         # tracker) a moment to exit cleanly before signalling them.
@@ -250,7 +287,9 @@ def end_run(
     proc.wait(timeout=kill_grace)
     _reap_group(pgid)
     # Whatever left the group (os.setsid, setpgid) is ended by its marker.
-    return end(mark, below, term_grace=term_grace, kill_grace=kill_grace)
+    outside = end(mark, below, term_grace=term_grace, kill_grace=kill_grace)
+    remove_semaphores(named)
+    return outside
 
 
 def _wait_group(proc: subprocess.Popen[bytes], seconds: float) -> None:

@@ -1,5 +1,6 @@
 """Faults: workers SIGKILLed at random points, start/stop churn, a server stopped mid-run."""
 
+import contextlib
 import json
 import mmap
 import multiprocessing
@@ -20,7 +21,7 @@ import pytest
 
 import pipecore
 from app.store import Store
-from pipecore import telemetry
+from pipecore import runprocs, telemetry
 from pipecore.collector import Collector
 from pipecore.runs import RunManager, RunState
 from tests.conftest import serve_pipescope
@@ -469,4 +470,40 @@ def test_a_grandchild_in_a_session_of_its_own_is_ended_with_the_run(
     assert run.wait(30) is RunState.COMPLETED, run.message
     wait_for(lambda: not alive(grandchild), 10, "the grandchild ended")
     manager.shutdown()
+    leaks.check(manager.list())
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()
+                if int(stat[2]) == pgid:
+                    members.append(int(entry))
+    return members
+
+
+def test_a_runs_semaphores_are_removed_even_when_its_resource_tracker_died(
+    manager: RunManager, leaks: Leaks
+) -> None:
+    # Under spawn, multiprocessing's locks are named semaphores in /dev/shm that the
+    # run's resource tracker unlinks when the run ends. A stop can catch the tracker (or
+    # the process creating a lock) half-way; here the tracker is simply dead.
+    run = manager.start("lock-queue", {}, start_method="spawn", step_mode=True)
+    wait_for(lambda: len(started_pids(run)) >= 5, 30, "main and four workers started")
+    pgid = run.pgid
+    assert pgid is not None
+    named = runprocs.semaphores([pgid, *started_pids(run).values()])
+    assert len(named) >= 2, f"expected the scenario's two locks at least, got {named}"
+    trackers = [
+        pid
+        for pid in _group_members(pgid)
+        if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(trackers) == 1, trackers
+    os.kill(trackers[0], signal.SIGKILL)
+    run.stop()
+    assert run.wait(30) is RunState.STOPPED
+    assert [p for p in sorted(named) if os.path.exists(p)] == []
     leaks.check(manager.list())
