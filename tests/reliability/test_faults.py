@@ -1,6 +1,7 @@
 """Faults: workers SIGKILLed at random points, start/stop churn, a server stopped mid-run."""
 
 import contextlib
+import functools
 import json
 import mmap
 import multiprocessing
@@ -23,7 +24,7 @@ import pipecore
 from app.store import Store
 from pipecore import runprocs, telemetry
 from pipecore.collector import Collector
-from pipecore.runs import RunManager, RunState
+from pipecore.runs import Run, RunManager, RunState
 from tests.conftest import serve_pipescope
 from tests.reliability.conftest import (
     LINE,
@@ -64,23 +65,37 @@ def kill_point(events: list[Event], pid: int, killed_at: int) -> str:
     return f"blocked in {where}" if waited_ms > 2 else f"mid-{where}"
 
 
+def both_started(run: Run) -> bool:
+    return {"producer", "consumer"} <= set(started_pids(run))
+
+
 def kill_one_run(manager: RunManager, rng: random.Random) -> dict[str, Any]:
     """Start a producer/consumer run, SIGKILL one of the two at a random moment, check it."""
     size = rng.choice([64, 4096, 16384, 100_000])
     # A killed producer leaves a full pipe that the consumer drains at its own pace.
     delay = 0.001 if size == 64 else rng.choice([0.001, 0.005, 0.02])
     params = {"messages": 1000, "size": size, "delay": delay}
-    run = manager.start("backpressure", params)
-    wait_for(lambda: {"producer", "consumer"} <= set(started_pids(run)), 30, "workers started")
-    pids = started_pids(run)
     victim = rng.choice(["producer", "consumer"])
     peer = "consumer" if victim == "producer" else "producer"
-    # Both must still be working at the kill. The consumer pauses at least `delay` per
-    # message; the producer is done once the unread rest fits in the 64 KiB pipe, which
-    # for 64-byte frames (84 bytes on the wire) takes at least 1000 - 780 = 220 pauses.
-    time.sleep(rng.uniform(0, 0.15 if size == 64 else 0.25))
-    killed_at = time.monotonic_ns()
-    os.kill(pids[victim], signal.SIGKILL)
+    for _attempt in range(5):
+        run = manager.start("backpressure", params)
+        wait_for(functools.partial(both_started, run), 30, "workers started")
+        pids = started_pids(run)
+        # Both should still be working at the kill. The consumer pauses at least `delay`
+        # per message; the producer is done once the unread rest fits in the 64 KiB pipe,
+        # which for 64-byte frames (84 bytes on the wire) takes at least 1000 - 780 = 220
+        # pauses.
+        time.sleep(rng.uniform(0, 0.15 if size == 64 else 0.25))
+        killed_at = time.monotonic_ns()
+        try:
+            os.kill(pids[victim], signal.SIGKILL)
+            break
+        except ProcessLookupError:
+            # On a loaded machine the start events can reach us so late that the victim
+            # has finished and exited: no kill happened, so this run proves nothing. Again.
+            run.wait(30)
+    else:
+        raise AssertionError(f"the {victim} had always exited before the kill: {params}")
     state = run.wait(30)
     events = run.events()
     where = f"{run.id} {params} killing {victim}"
