@@ -3,7 +3,7 @@
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -20,8 +20,27 @@ from app.models import FrameError, parse_client_frame
 from app.settings import Settings
 from app.store import Store
 from app.viewer import MAX_OUTBOX, OVERFLOW_REASON, RESYNC_TAIL, Viewer
+from pipecore.baserun import LIVE_EVENTS
 from pipecore.runs import RunManager
 from tests.conftest import StartServer
+
+
+def run_with_manager_and_store(
+    scenario: Callable[[RunManager, Store], Coroutine[Any, Any, None]],
+    *,
+    store: Store | None = None,
+    live_events: int = LIVE_EVENTS,
+) -> None:
+    """Run an in-process hub scenario with a one-run manager and a store (in memory
+    unless given), both shut down afterwards."""
+    manager = RunManager(max_runs=1, live_events=live_events)
+    store = Store(":memory:") if store is None else store
+    try:
+        asyncio.run(scenario(manager, store))
+    finally:
+        manager.shutdown()
+        store.close()
+
 
 Frame = dict[str, Any]
 TERMINAL = {"completed", "failed", "stopped", "timeout", "deadlock", "killed"}
@@ -292,13 +311,7 @@ def test_a_stalled_viewer_stays_bounded_and_never_holds_up_another() -> None:
             stalled.unsubscribe_all()
             healthy.unsubscribe_all()
 
-    manager = RunManager(max_runs=1)
-    store = Store(":memory:")
-    try:
-        asyncio.run(scenario(manager, store))
-    finally:
-        manager.shutdown()
-        store.close()
+    run_with_manager_and_store(scenario)
 
 
 def test_a_viewer_that_never_reads_is_dropped_with_a_reason_not_buffered_forever() -> None:
@@ -324,13 +337,7 @@ def test_a_viewer_that_never_reads_is_dropped_with_a_reason_not_buffered_forever
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
 
-    manager = RunManager(max_runs=1)
-    store = Store(":memory:")
-    try:
-        asyncio.run(scenario(manager, store))
-    finally:
-        manager.shutdown()
-        store.close()
+    run_with_manager_and_store(scenario)
 
 
 KEPT_KINDS = {"run", "pipe", "process", "attach", "verdict"}
@@ -388,13 +395,7 @@ def test_a_resynchronising_snapshot_is_bounded_and_counts_what_it_skipped() -> N
             range(total + 1, everything[-1]["seq"] + 1)
         )
 
-    manager = RunManager(max_runs=1)
-    store = Store(":memory:")
-    try:
-        asyncio.run(scenario(manager, store))
-    finally:
-        manager.shutdown()
-        store.close()
+    run_with_manager_and_store(scenario)
 
 
 def test_the_first_snapshot_holds_what_the_run_keeps_and_says_what_it_left_out() -> None:
@@ -418,13 +419,7 @@ def test_the_first_snapshot_holds_what_the_run_keeps_and_says_what_it_left_out()
             "lines are kept only in the run's record"
         )
 
-    manager = RunManager(max_runs=1, live_events=1000)
-    store = Store(":memory:")
-    try:
-        asyncio.run(scenario(manager, store))
-    finally:
-        manager.shutdown()
-        store.close()
+    run_with_manager_and_store(scenario, live_events=1000)
 
 
 def test_a_recorded_run_replays_bounded_like_a_run_in_memory() -> None:
@@ -443,16 +438,11 @@ def test_a_recorded_run_replays_bounded_like_a_run_in_memory() -> None:
     record = [{"run": "old", "seq": 1, "kind": "run", "state": "running"}]
     record += [{"run": "old", "seq": s, "kind": "output", "text": f"{s}"} for s in range(2, 1502)]
     record += [{"run": "old", "seq": 1502, "kind": "run", "state": "completed"}]
-    manager = RunManager(max_runs=1)
     store = Store(":memory:")
     store.save_run({"id": "old", "started": 1.0, "state": "completed"})
     store.append_events(record)
     store.flush()
-    try:
-        asyncio.run(scenario(manager, store))
-    finally:
-        manager.shutdown()
-        store.close()
+    run_with_manager_and_store(scenario, store=store)
 
 
 def test_frames_are_compressed_only_when_the_setting_says_so(
@@ -485,10 +475,4 @@ def test_frames_of_a_run_nobody_views_are_not_kept() -> None:
         }
         assert "r-ended" not in hub._frames
 
-    manager = RunManager(max_runs=1)
-    store = Store(":memory:")
-    try:
-        asyncio.run(scenario(manager, store))
-    finally:
-        manager.shutdown()
-        store.close()
+    run_with_manager_and_store(scenario)
