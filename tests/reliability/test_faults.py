@@ -459,7 +459,9 @@ def test_grandchildren_outliving_their_worker_are_ended_with_the_run(
     printed = next(e["text"] for e in run.events() if e.get("text", "").startswith("grandchild"))
     grandchildren = json.loads(printed.split(":", 1)[1])
     spawner = started_pids(run)["spawner"]
-    assert all(alive(pid) for pid in [*grandchildren, spawner])
+    # Not asserted alive here: on a loaded machine the printed line can reach the test
+    # after the run has already ended and torn them down. They sleep far longer than the
+    # run lasts, so any still alive after the run is one the teardown missed.
     # Main returns at once: the run ends, and its teardown ends everything in its group.
     assert run.wait(30) is RunState.COMPLETED, run.message
     assert not any(alive(pid) for pid in [*grandchildren, spawner])
