@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,22 +71,41 @@ def _run(*cmd: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+@dataclass(frozen=True)
+class Container:
+    """The running container: the engine that runs it, its name and its URL on the host."""
+
+    engine: str
+    name: str
+    url: str
+
+    def exec_python(self, code: str) -> str:
+        """Run `code` with the image's python inside the container; its stdout."""
+        done = _run(self.engine, "exec", self.name, "python", "-c", code, timeout=60)
+        assert done.returncode == 0, f"{self.engine} exec failed:\n{done.stdout}{done.stderr}"
+        return done.stdout
+
+
 @pytest.fixture(scope="module")
-def container_url() -> Iterator[str]:
+def container() -> Iterator[Container]:
     engine = _engine()
     if engine is None:
         if os.environ.get("CI"):
             pytest.fail("no container engine answers (docker info and podman info both failed)")
         pytest.skip("no container engine answers here: neither `docker info` nor `podman info`")
     tag = f"pipescope-test:{uuid.uuid4().hex[:8]}"
+    # The builder stage gets a tag of its own so that removing it removes its layers
+    # (gcc and the headers) too; the final build reuses them from the cache.
+    builder_tag = f"{tag}-builder"
     name = f"pipescope-test-{uuid.uuid4().hex[:8]}"
-    build = [engine, "build", "-t", tag, str(ROOT)]
-    if engine == "podman":
-        build[2:2] = ["--format", "docker"]
-    built = _run(*build, timeout=900)
-    assert built.returncode == 0, f"{engine} build failed:\n{built.stdout}\n{built.stderr}"
+    engine_args = ["--format", "docker"] if engine == "podman" else []
     port = _free_port()
     try:
+        deadline = time.monotonic() + 900
+        for target in (["--target", "builder", "-t", builder_tag], ["-t", tag]):
+            left = max(1.0, deadline - time.monotonic())
+            built = _run(engine, "build", *engine_args, *target, str(ROOT), timeout=left)
+            assert built.returncode == 0, f"{engine} build failed:\n{built.stdout}\n{built.stderr}"
         started = _run(
             engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", tag, timeout=120
         )
@@ -102,10 +122,15 @@ def container_url() -> Iterator[str]:
                 logs = _run(engine, "logs", name, timeout=30)
                 pytest.fail(f"/healthz never answered; container log:\n{logs.stdout}{logs.stderr}")
             time.sleep(0.25)
-        yield url
+        yield Container(engine, name, url)
     finally:
         _run(engine, "rm", "-f", name, timeout=120)
-        _run(engine, "rmi", "-f", tag, timeout=120)
+        _run(engine, "rmi", "-f", tag, builder_tag, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def container_url(container: Container) -> str:
+    return container.url
 
 
 def test_healthz_answers_from_the_host(container_url: str) -> None:
@@ -144,3 +169,34 @@ def test_a_scenario_started_over_http_streams_its_events(container_url: str) -> 
     lines = [e["text"] for e in events if e["kind"] == "output"]
     assert any("收到 proc1" in line for line in lines), lines
     assert any("收到 proc2" in line for line in lines), lines
+
+
+# Each `pipescope serve` python process: its command line, and whether the C writer's
+# library is mapped into it (the server imports the recorder when it starts).
+_SERVER_MAPS = """
+from pathlib import Path
+for proc in Path("/proc").glob("[0-9]*"):
+    try:
+        argv = (proc / "cmdline").read_bytes().split(b"\\0")
+        maps = (proc / "maps").read_text()
+    except OSError:
+        continue
+    if Path(argv[0].decode()).name.startswith("python") and b"serve" in argv:
+        print(" ".join(a.decode() for a in argv if a), "|", "_fastring" in maps)
+"""
+
+
+def test_the_container_records_with_the_c_writer(container: Container) -> None:
+    writer = container.exec_python("import pipecore.telemetry as t; print(t.WRITER)").strip()
+    assert writer == "c", f"expected pipecore.telemetry.WRITER == 'c' in the image, got {writer!r}"
+    servers = container.exec_python(_SERVER_MAPS).strip().splitlines()
+    assert len(servers) == 1, f"expected one `pipescope serve` process, got {servers}"
+    assert servers[0].endswith("| True"), f"the server has not loaded the C writer: {servers[0]}"
+
+
+def test_the_image_has_no_compiler(container: Container) -> None:
+    found = container.exec_python(
+        "import shutil; print(*(c for c in ('gcc', 'cc', 'c99', 'x86_64-linux-gnu-gcc',"
+        " 'clang', 'ld') if shutil.which(c)))"
+    ).split()
+    assert found == [], f"expected no compiler or linker in the image, found {found}"
