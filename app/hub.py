@@ -12,20 +12,20 @@ import orjson
 from app.api import all_summaries
 from app.settings import Settings
 from app.store import Store
+from pipecore.parts import Part
 from pipecore.runs import BaseRun, RunManager
 
 if TYPE_CHECKING:  # a viewer holds its hub; the hub only calls the viewers it is given
     from app.viewer import Viewer
 
 Event = dict[str, Any]
-Batch = list[Event]
+Batch = list[Part]
 Frame = dict[str, Any]
 
 TERMINAL_STATES = frozenset({"completed", "failed", "stopped", "timeout", "deadlock", "killed"})
-# An `events` frame holds batches up to about this size; a batch is encoded in pieces
-# of at most PART_EVENTS events (a few hundred bytes each).
+# An `events` frame holds parts (pipecore.parts, at most PART_EVENTS events each) up to
+# about this size.
 MAX_FRAME_BYTES = 1 << 20
-PART_EVENTS = 1000
 # Frames kept per run for viewers that are a frame or two apart.
 FRAMES_SHARED = 4
 
@@ -83,7 +83,7 @@ class LiveHub:
         channel = self._channels.get(run.id)
         if channel is None:
             handler = self.from_collector(partial(self._dispatch, run.id))
-            _, unsubscribe = run.subscribe(handler, tail=0)
+            _, unsubscribe = run.subscribe_parts(handler, tail=0)
             channel = self._channels[run.id] = Channel(unsubscribe)
         return channel
 
@@ -136,15 +136,13 @@ class LiveHub:
             return
         if channel.viewers:
             # The events as JSON, without the list's brackets: a viewer's frame joins the
-            # parts that waited for it with commas. A large batch (a collector catching up)
-            # is cut in pieces, so that no frame has to be much larger than MAX_FRAME_BYTES.
-            for start in range(0, len(batch), PART_EVENTS):
-                piece = batch[start : start + PART_EVENTS]
-                part = orjson.dumps(piece)[1:-1]
-                first, last = piece[0]["seq"], piece[-1]["seq"]
+            # parts that waited for it with commas. A part's JSON is made once (or came
+            # made from the run's collector process) for every viewer.
+            for part in batch:
+                text = part.json()
                 for viewer in channel.viewers:
-                    viewer.deliver(run_id, piece, part, first, last)
-        states = [e.get("state") for e in batch if e.get("kind") == "run"]
+                    viewer.deliver(run_id, part, text)
+        states = [state for part in batch for state in part.states]
         if not states:
             return
         self.broadcast_runs()

@@ -8,7 +8,7 @@ import asyncio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app.api import VERSION
-from app.hub import Batch, Frame, LiveHub
+from app.hub import Event, Frame, LiveHub
 from app.models import ClientFrame, FrameError, parse_client_frame
 from app.viewer import MAX_OUTBOX, OVERFLOW_REASON, RESYNC_TAIL, Viewer
 from pipecore.runs import NotControllable
@@ -127,7 +127,7 @@ def refuse(viewer: Viewer, message: str, received: str | None = None) -> None:
     viewer.push(frame)
 
 
-def _bounded(events: Batch, others: int) -> Batch:
+def _bounded(events: list[Event], others: int) -> list[Event]:
     """The events that draw the run's structure, and only the newest `others` of the rest."""
     rest = [i for i, e in enumerate(events) if e.get("kind") not in STRUCTURE_KINDS]
     if len(rest) <= others:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from pipecore.parts import Part, part_of
 from pipecore.runs import BaseRun
 
 Event = dict[str, Any]
@@ -69,6 +70,9 @@ class Store:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         if path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
+            # With WAL, NORMAL syncs at checkpoints, not at every commit: a commit survives
+            # the server's crash (the WAL is in the page cache), not a power cut.
+            self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         # Running counts for retention: counting the table on every commit grows with it.
         self._run_ids = {row[0] for row in self._db.execute("SELECT id FROM runs")}
@@ -87,8 +91,16 @@ class Store:
         self._queue.put(("run", dict(summary)))
 
     def append_events(self, events: list[Event]) -> None:
-        if events:
-            self._queue.put(("events", list(events)))
+        runs: dict[str, list[Event]] = {}
+        for event in events:
+            runs.setdefault(str(event["run"]), []).append(event)
+        for run_id, batch in runs.items():
+            self.append_parts(run_id, [part_of(sorted(batch, key=_seq))])
+
+    def append_parts(self, run_id: str, parts: list[Part]) -> None:
+        """Queue parts of one run's stream (their JSON is written as it is)."""
+        if parts:
+            self._queue.put(("parts", (run_id, list(parts))))
 
     def record(self, run: BaseRun) -> None:
         """Keep the run's summary and events as they arrive, and its final summary.
@@ -96,16 +108,17 @@ class Store:
         The subscriber runs on the publishing thread; the store only queues for its writer.
         """
 
-        def keep(batch: list[Event]) -> None:
-            self.append_events(batch)
-            if any(event.get("kind") == "run" for event in batch):
+        def keep(batch: list[Part]) -> None:
+            self.append_parts(run.id, batch)
+            if any(part.states for part in batch):
                 if run.state.terminal:
                     # The rare receive annotated after it was published: keep its final form.
                     self.append_events(run.amended())
                 self.save_run(_record_of(run))
 
-        so_far, _ = run.subscribe(keep)
-        keep(so_far)
+        so_far, _ = run.subscribe_parts(keep)
+        if so_far:
+            keep([part_of(so_far)])
         if run.state.terminal:
             # It may have ended before `keep` saw it: make the final summary the last one saved.
             self.save_run(_record_of(run))
@@ -148,8 +161,8 @@ class Store:
                         (value["id"], float(value.get("started") or 0.0), _text(value)),
                     )
                     self._run_ids.add(value["id"])
-                elif kind == "events":
-                    self._insert_events(value)
+                elif kind == "parts":
+                    self._insert_parts(*value)
                 else:
                     flushes.append(value)
             self._retain()
@@ -157,29 +170,29 @@ class Store:
         for done in flushes:
             done.set()
 
-    def _insert_events(self, events: list[Event]) -> None:
-        runs: dict[str, list[Event]] = {}
-        for event in events:
-            runs.setdefault(event["run"], []).append(event)
-        for run_id, batch in runs.items():
+    def _insert_parts(self, run_id: str, parts: list[Part]) -> None:
+        for part in parts:
             last = self._stored_up_to(run_id)
-            new = sorted((e for e in batch if e["seq"] > last), key=_seq)
-            again = [e for e in batch if e["seq"] <= last]
-            if new:
+            if part.first > last:
                 self._db.execute(
                     "INSERT OR REPLACE INTO chunks (run, seq, last, count, body) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (run_id, new[0]["seq"], new[-1]["seq"], len(new), _text(new)),
+                    (run_id, part.first, part.last, part.count, b"[" + part.json() + b"]"),
                 )
-                self._event_count += len(new)
-                self._last_seq[run_id] = new[-1]["seq"]
-            if again:
-                # Saved again with more fields (matched after they were published): the
-                # later version wins; the count does not change.
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO events (run, seq, body) VALUES (?, ?, ?)",
-                    [(run_id, e["seq"], _text(e)) for e in again],
-                )
+                self._event_count += part.count
+                self._last_seq[run_id] = part.last
+                continue
+            events = part.events()
+            new = [e for e in events if e["seq"] > last]
+            again = [e for e in events if e["seq"] <= last]
+            if new:
+                self._insert_parts(run_id, [part_of(new)])
+            # Saved again with more fields (matched after they were published): the
+            # later version wins; the count does not change.
+            self._db.executemany(
+                "INSERT OR REPLACE INTO events (run, seq, body) VALUES (?, ?, ?)",
+                [(run_id, e["seq"], _text(e)) for e in again],
+            )
 
     def _stored_up_to(self, run_id: str) -> int:
         last = self._last_seq.get(run_id)

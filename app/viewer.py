@@ -9,7 +9,8 @@ from collections import deque
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
 
-from app.hub import Batch, Frame, LiveHub, frame_groups
+from app.hub import Event, Frame, LiveHub, frame_groups
+from pipecore.parts import Part, encode_events
 from pipecore.runs import BaseRun
 
 log = logging.getLogger("pipescope.live")
@@ -31,11 +32,11 @@ def encode(frame: Frame) -> str:
         return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def _ignore(batch: Batch) -> None:
+def _ignore(batch: list[Event]) -> None:
     pass
 
 
-def snapshot_of(run: BaseRun, tail: int | None = None) -> tuple[Batch, int]:
+def snapshot_of(run: BaseRun, tail: int | None = None) -> tuple[list[Event], int]:
     """The run's kept events (only the last `tail` calls and output lines, when given) and
     the number of events the run has published so far."""
     events, unsubscribe = run.subscribe(_ignore, tail=tail)
@@ -127,20 +128,22 @@ class Viewer:
         for run_id in list(self.subscriptions):
             self.unsubscribe(run_id)
 
-    def deliver(self, run_id: str, batch: Batch, part: bytes, first: int, last: int) -> None:
-        """Take a batch of the run's channel: `part` is its events' encoding."""
+    def deliver(self, run_id: str, part: Part, text: bytes) -> None:
+        """Take a part of the run's channel: `text` is its events' encoding."""
         since = self.subscriptions.get(run_id)
+        last = part.last
         if since is None or last <= since or run_id in self.behind:
             return
-        if first <= since:
-            # Partly in this viewer's snapshot already (it subscribed while the batch was
+        count = part.count
+        if part.first <= since:
+            # Partly in this viewer's snapshot already (it subscribed while the part was
             # on its way to the loop): only the newer events.
-            batch = [e for e in batch if e["seq"] > since]
-            part = orjson.dumps(batch)[1:-1]
+            events = [e for e in part.events() if e["seq"] > since]
+            text, count = encode_events(events), len(events)
         self.subscriptions[run_id] = last
-        self.pending.setdefault(run_id, []).append(part)
-        self.waiting[run_id] = self.waiting.get(run_id, 0) + len(batch)
-        self.backlog += len(batch)
+        self.pending.setdefault(run_id, []).append(text)
+        self.waiting[run_id] = self.waiting.get(run_id, 0) + count
+        self.backlog += count
         if self.backlog > self.limit and self.sending:
             # Too far behind: drop what waits and resend each run from a bounded snapshot,
             # so holding this viewer's backlog never costs more than the limit.

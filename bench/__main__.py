@@ -294,7 +294,7 @@ def run(quick: bool) -> dict[str, Any]:
     else:
         result["viewers"] = _timed(
             "fifty viewers on one flood, one never reading",
-            lambda: many_viewers(20_000, 50, 3),
+            lambda: many_viewers(60_000, 50, 3),
         )
         print(f"  viewers {json.dumps(result['viewers'])}", flush=True)
     result["page"] = _timed(

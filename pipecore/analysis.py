@@ -94,17 +94,21 @@ class Analysis:
 
     def feed(self, events: list[Event]) -> list[Event]:
         """Analyse `events` (in stream order); return the new verdict events."""
+        last_t = self._last_t
+        on_call = self._on_call
         for ev in events:
-            pid = int(ev.get("pid", 0))
+            pid = ev.get("pid", 0)
             if pid:
-                self._last_t[pid] = max(self._last_t.get(pid, 0), int(ev["t"]))
+                t = ev["t"]
+                if t > last_t.get(pid, 0):
+                    last_t[pid] = t
             kind = ev.get("kind")
-            if kind == "pipe":
+            if kind == "call":
+                on_call(ev)
+            elif kind == "pipe":
                 self._on_pipe(ev)
             elif kind == "attach":
                 self._end(str(ev["pipe"]), str(ev["end"]), ev).holders.add(pid)
-            elif kind == "call":
-                self._on_call(ev)
             elif kind == "process" and ev.get("op") == "exit":
                 self._on_exit(ev)
         return self._take_new()
@@ -180,17 +184,19 @@ class Analysis:
         self._emit("killed", int(ev["t"]), message, [ev.get("seq")])
 
     def _on_call(self, ev: Event) -> None:
-        if ev.get("end") not in ("a", "b"):
+        side = ev.get("end")
+        if side != "a" and side != "b":
             return  # the collector could not tell which end: nothing to match it with
-        end = self._end(str(ev["pipe"]), str(ev["end"]), ev)
-        pid, op, phase = int(ev["pid"]), str(ev["op"]), str(ev["phase"])
+        end = self._end(ev["pipe"], side, ev)
+        pid, op, phase = ev["pid"], ev["op"], ev["phase"]
         if op == "close":
             end.holders.discard(pid)
             end.released.add(pid)
             end.blocked.pop(pid, None)
             return
-        end.holders.add(pid)
-        end.released.discard(pid)
+        if pid not in end.holders:
+            end.holders.add(pid)
+            end.released.discard(pid)
         d = self._dir(end, op)
         if "capacity" in ev:
             d.capacity = int(ev["capacity"])
@@ -199,31 +205,38 @@ class Analysis:
             return
         began = end.blocked.pop(pid, None)
         if began is not None:
-            d.blocked_ns[op] = d.blocked_ns.get(op, 0) + int(ev["t"]) - began.since
-        if phase == "end" and op in SEND_OPS:
-            self._fifo.send(ev, d)
-        elif phase == "end" and op in RECV_OPS:
-            self._fifo.receive(ev, d, None)
+            d.blocked_ns[op] = d.blocked_ns.get(op, 0) + ev["t"] - began.since
+        if phase == "end":
+            if op in SEND_OPS:
+                self._fifo.send(ev, d)
+            elif op in RECV_OPS:
+                self._fifo.receive(ev, d, None)
         elif phase == "error":
             self._on_error(ev, end, d)
 
     def _on_begin(self, ev: Event, end: EndState, d: DirectionState) -> None:
-        pid, op, timeout = int(ev["pid"]), str(ev["op"]), ev.get("timeout")
-        if int(ev.get("queued", -1)) >= 0:  # -1: the reading failed
-            end.kernel_queued = int(ev["queued"])
-            d.peak = max(d.peak, end.kernel_queued)
+        pid, op, timeout = ev["pid"], ev["op"], ev.get("timeout")
+        queued = ev.get("queued", -1)
+        if isinstance(queued, int) and queued >= 0:  # -1: the reading failed
+            end.kernel_queued = queued
+            if queued > d.peak:
+                d.peak = queued
         if timeout is not None and math.isnan(timeout):
             timeout = None  # poll(None) as the ring records it
         if op == "poll" and timeout is not None and timeout <= 0:
             return  # poll(0) only looks
-        group = op_group(op)
-        if group != "poll" and any(
-            p != pid and op_group(b.op) == group for p, b in end.blocked.items()
-        ):
-            d.raced = True
-        process, t, seq = str(ev.get("process", "")), int(ev["t"]), int(ev.get("seq", 0))
-        end.blocked[pid] = Blocked(
-            pid, process, op, t, seq, forever=op != "poll" or timeout is None
+        blocked = end.blocked
+        if blocked and op != "poll":
+            group = op_group(op)
+            if any(p != pid and op_group(b.op) == group for p, b in blocked.items()):
+                d.raced = True
+        blocked[pid] = Blocked(
+            pid,
+            ev.get("process", ""),
+            op,
+            ev["t"],
+            ev.get("seq", 0),
+            op != "poll" or timeout is None,
         )
 
     def _on_error(self, ev: Event, end: EndState, d: DirectionState) -> None:
@@ -278,15 +291,25 @@ class Analysis:
         return new
 
     def _end(self, pipe: str, end: str, ev: Event | None = None) -> EndState:
-        if ev is not None and ev.get("pipe_name"):
-            self._names.setdefault(pipe, str(ev["pipe_name"]))
-        return self._ends.setdefault(f"{pipe}/{end}", EndState(pipe, end))
+        if ev is not None and pipe not in self._names and ev.get("pipe_name"):
+            self._names[pipe] = str(ev["pipe_name"])
+        key = f"{pipe}/{end}"
+        state = self._ends.get(key)
+        if state is None:
+            state = self._ends[key] = EndState(pipe, end)
+        return state
 
     def _dir(self, end: EndState, op: str) -> DirectionState:
-        towards = f"{end.end}>{peer(end.end)}" if op in SEND_OPS else f"{peer(end.end)}>{end.end}"
+        sending = op in SEND_OPS
         if end.pipe in self._simplex:
             towards = "b>a"  # one buffer; a wrong-way call fails but still concerns it
-        return self._dirs.setdefault((end.pipe, towards), DirectionState())
+        else:
+            towards = f"{end.end}>{peer(end.end)}" if sending else f"{peer(end.end)}>{end.end}"
+        key = (end.pipe, towards)
+        d = self._dirs.get(key)
+        if d is None:
+            d = self._dirs[key] = DirectionState()
+        return d
 
     def _live_peers(self, end: EndState) -> set[int]:
         """The processes that could end a wait on `end`: the live holders of the other end."""

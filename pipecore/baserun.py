@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from pipecore.analysis import Analysis
 from pipecore.outcome import Reason, RunState
+from pipecore.parts import Part, is_kept, parts_of
 
 Event = dict[str, Any]
 Subscriber = Callable[[list[Event]], None]
+PartsSubscriber = Callable[[list[Part]], None]
 
 logger = logging.getLogger("pipecore.runs")
 
 MAX_UNSETTLED = 10_000
-# What a run holds in memory: every event that draws its structure (kept), and the newest
-# `live_events` of the others (calls, output, verdicts past the cap).
-KEPT_KINDS = frozenset({"run", "pipe", "process", "attach"})
+# What a run holds in memory: every event that draws its structure (kept, KEPT_KINDS), and
+# the newest `live_events` of the others (calls, output, verdicts past the cap).
 MAX_KEPT = 10_000
 MAX_KEPT_VERDICTS = 1_000
 LIVE_EVENTS = 100_000
@@ -66,18 +66,23 @@ class BaseRun:
         self._lock = threading.RLock()
         # The bounded record (see events()); _published counts every event ever published.
         self._kept: list[Event] = []
+        self._kept_seqs: set[int] = set()
         self._kept_verdicts = 0
-        self._recent: deque[Event] = deque(maxlen=live_events)
+        self._live_events = live_events
+        # Parts of the stream, newest last, holding at least the newest `live_events` others.
+        self._recent: deque[Part] = deque()
+        self._recent_others = 0
         self._published = 0
-        self._subscribers: dict[int, Subscriber] = {}
+        self._subscribers: dict[int, tuple[Subscriber | None, PartsSubscriber | None]] = {}
         self._next_subscriber = 0
         self._seq = 0
         self._done = threading.Event()
         self._analysis = Analysis(run_id, deadlock_after_ns)
         self._verdicts: list[Event] = []
-        # Receives published before the analysis matched them, and those it matched later.
-        self._unsettled: list[Event] = []
+        # Receives the analysis matched after they were published.
         self._amended: deque[Event] = deque(maxlen=MAX_UNSETTLED)
+        # seq -> the amended form of an event held only as JSON (see amend()).
+        self._patched: dict[int, Event] = {}
 
     def summary(self) -> dict[str, Any]:
         """The protocol's run summary."""
@@ -100,7 +105,7 @@ class BaseRun:
                     {"verdict": v["verdict"], "message": v["message"]} for v in self._verdicts
                 ],
                 "events": self._published,
-                "events_held": len(self._kept) + len(self._recent),
+                "events_held": len(self._kept) + min(self._recent_others, self._live_events),
             }
 
     def events(self) -> list[Event]:
@@ -114,10 +119,19 @@ class BaseRun:
             return self._held(None)
 
     def _held(self, tail: int | None) -> list[Event]:
-        recent: Iterable[Event] = self._recent
-        if tail is not None:
-            recent = itertools.islice(self._recent, max(0, len(self._recent) - tail), None)
-        return list(heapq.merge(self._kept, recent, key=_seq))
+        limit = self._live_events if tail is None else min(tail, self._live_events)
+        newest: list[list[Event]] = []
+        count = 0
+        kept, patched = self._kept_seqs, self._patched
+        for part in reversed(self._recent):
+            if count >= limit:
+                break
+            others = [patched.get(e["seq"], e) for e in part.events() if e["seq"] not in kept]
+            newest.append(others)
+            count += len(others)
+        others = [event for chunk in reversed(newest) for event in chunk]
+        others = others[len(others) - limit :] if limit else []
+        return list(heapq.merge(self._kept, others, key=_seq))
 
     def subscribe(
         self, callback: Subscriber, *, tail: int | None = None
@@ -131,12 +145,24 @@ class BaseRun:
         after the snapshot reaches it exactly once. Call the returned function to
         unsubscribe; no batch is delivered after it returns.
         """
+        return self._subscribe((callback, None), tail)
+
+    def subscribe_parts(
+        self, callback: PartsSubscriber, *, tail: int | None = None
+    ) -> tuple[list[Event], Callable[[], None]]:
+        """subscribe(), with each batch as its `Part`s: their JSON is made (or was
+        received) once for every subscriber, and their events are decoded only if asked."""
+        return self._subscribe((None, callback), tail)
+
+    def _subscribe(
+        self, callbacks: tuple[Subscriber | None, PartsSubscriber | None], tail: int | None
+    ) -> tuple[list[Event], Callable[[], None]]:
         if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 0):
             raise ValueError(f"tail must be an integer of 0 or more, got {tail!r}")
         with self._lock:
             key = self._next_subscriber
             self._next_subscriber += 1
-            self._subscribers[key] = callback
+            self._subscribers[key] = callbacks
             snapshot = self._held(tail)
 
         def unsubscribe() -> None:
@@ -187,20 +213,38 @@ class BaseRun:
             event["reason"] = why
         return event
 
-    def _hold(self, batch: list[Event]) -> None:
-        """Add published events to the bounded record (call under the lock)."""
-        self._published += len(batch)
-        for event in batch:
+    def _hold(self, parts: list[Part], kept: list[Event]) -> None:
+        """Add published parts, and the kept events among them, to the bounded record
+        (call under the lock)."""
+        for event in kept:
             kind = event.get("kind")
-            if kind == "run" or (
-                kind in KEPT_KINDS and len(self._kept) - self._kept_verdicts < MAX_KEPT
-            ):
-                self._kept.append(event)
-            elif kind == "verdict" and self._kept_verdicts < MAX_KEPT_VERDICTS:
-                self._kept.append(event)
+            if kind == "verdict":
+                if self._kept_verdicts >= MAX_KEPT_VERDICTS:
+                    continue
                 self._kept_verdicts += 1
-            else:
-                self._recent.append(event)
+            elif kind != "run" and len(self._kept) - self._kept_verdicts >= MAX_KEPT:
+                continue
+            self._kept.append(event)
+            self._kept_seqs.add(int(event["seq"]))
+        for part in parts:
+            self._published += part.count
+            self._recent.append(part)
+            self._recent_others += part.others
+        recent = self._recent
+        while len(recent) > 1 and self._recent_others - recent[0].others >= self._live_events:
+            self._recent_others -= recent.popleft().others
+        if self._patched and recent:
+            oldest = recent[0].first
+            for seq in [s for s in self._patched if s < oldest]:
+                del self._patched[seq]
+
+    def amend(self, events: list[Event]) -> None:
+        """Events the analysis annotated after they were published, held only as JSON:
+        the record shows their amended form from now on (call under the lock)."""
+        for event in events:
+            self._amended.append(event)
+            if len(self._patched) < MAX_UNSETTLED:
+                self._patched[int(event["seq"])] = event
 
     def _publish(self, batch: list[Event], *, numbered: bool = False) -> None:
         with self._lock:
@@ -208,14 +252,25 @@ class BaseRun:
                 for event in batch:
                     self._seq += 1
                     event["seq"] = self._seq
-            self._hold(batch)
-            # Delivered under the lock: a subscriber added now sees this batch either in
-            # its snapshot or as a callback, never both, never neither.
-            for callback in list(self._subscribers.values()):
-                try:
-                    callback(batch)
-                except Exception:
-                    logger.exception("run %s: a subscriber failed", self.id)
+            if batch:
+                self._publish_parts(parts_of(batch), [e for e in batch if is_kept(e)])
+
+    def _publish_parts(self, parts: list[Part], kept: list[Event]) -> None:
+        """Record the parts and hand them to every subscriber (call under the lock)."""
+        self._hold(parts, kept)
+        events: list[Event] | None = None
+        # Delivered under the lock: a subscriber added now sees this batch either in
+        # its snapshot or as a callback, never both, never neither.
+        for plain, with_parts in list(self._subscribers.values()):
+            try:
+                if with_parts is not None:
+                    with_parts(parts)
+                elif plain is not None:
+                    if events is None:
+                        events = [event for part in parts for event in part.events()]
+                    plain(events)
+            except Exception:
+                logger.exception("run %s: a subscriber failed", self.id)
 
 
 def _seq(event: Event) -> int:

@@ -181,8 +181,9 @@ class Collector(RingReader):
             read_pos = POSITION.unpack_from(mm, READ_POS_OFFSET)[0]
             self._rings[name] = Ring(pid, path, mm, capacity, read_pos)
 
-    def close(self) -> None:
-        """Unmap every ring and remove the run directory (drain first if needed)."""
+    def close(self, *, remove: bool = True) -> None:
+        """Unmap every ring and remove the run directory unless told not to (drain first if
+        needed)."""
         if self._closed:
             return
         self._closed = True
@@ -192,7 +193,8 @@ class Collector(RingReader):
         for ring in self._rings.values():
             ring.mm.close()
         self._rings.clear()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if remove:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 __all__ = ["Collector", "describe_pickle"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
+import signal
 import stat
 import time
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ RUN_DIR = re.compile(r"pipescope-(r[0-9a-f]+)")
 # A directory without an owner file was made by a version that did not write one; no run
 # lasts this long, so one this old with no process of its run is left over.
 UNOWNED_AGE = 3600.0
+# The pid of the run's collector process (pipecore.collectmain), written by its server.
+COLLECTOR_FILE = "collector.pid"
 
 
 @dataclass
@@ -71,6 +75,7 @@ def sweep(
             pgids = runprocs.groups(runprocs.find(mark, prefix=True))
             ended = runprocs.end(mark, prefix=True, term_grace=term_grace, kill_grace=kill_grace)
             runprocs.reap_groups(pgids)
+            _end_collector(path)
         else:
             if time.time() - _changed(path, info) < unowned_age:
                 continue
@@ -90,6 +95,32 @@ def sweep(
             swept.processes,
         )
     return swept
+
+
+def _end_collector(run_dir: str) -> None:
+    """End the run's collector process if it still runs, and reap it if it was re-parented
+    to this process (a child subreaper): it exits by itself once its server is gone."""
+    try:
+        with open(os.path.join(run_dir, COLLECTOR_FILE)) as file:
+            pid = int(file.read().strip())
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            state, ppid = file.read().rsplit(b")", 1)[1].split()[:2]
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            command = file.read()
+    except (OSError, ValueError):
+        return
+    if state == b"Z":
+        # It has exited (a zombie shows no command line): only its parent can reap it.
+        if int(ppid) == os.getpid():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        return
+    if b"pipecore.collectmain" not in command or os.fsencode(run_dir) not in command:
+        return  # the pid now belongs to another process
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def _changed(path: str, info: os.stat_result) -> float:

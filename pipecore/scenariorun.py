@@ -1,9 +1,12 @@
-"""A run of a registered scenario: its main process group, collector thread and teardown."""
+"""A run of a registered scenario: its main process group, collector process and teardown."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,30 +14,23 @@ import threading
 import time
 from typing import IO, Any
 
+from pipecore import collectmain, runprocs
 from pipecore import outcome as outcomes
-from pipecore import runprocs
 from pipecore.analysis import Killed
-from pipecore.baserun import (
-    LIVE_EVENTS,
-    MAX_KEPT_VERDICTS,
-    MAX_UNSETTLED,
-    BaseRun,
-    Event,
-    logger,
-)
-from pipecore.collector import Collector
+from pipecore.baserun import LIVE_EVENTS, MAX_KEPT_VERDICTS, BaseRun, logger
+from pipecore.collectwire import Message, MessageReader
 from pipecore.outcome import Outcome, RunState
+from pipecore.ring import ensure_layout
+from pipecore.runsweep import COLLECTOR_FILE
 from pipecore.scenarios import Scenario
-from pipecore.tracing import drain_last
+from pipecore.stepping import StepControl
 
-RECEIVING_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
-# What the analysis adds to a receive once it has matched it to its send.
-LATE_FIELDS = frozenset({"match", "latency_ns", "corrupt"})
 DRAIN_INTERVAL = 0.01
 TERM_GRACE = 1.0
 KILL_GRACE = 3.0
-# a drain this large means the collector is behind the run's processes
-LAG_EVENTS = 5000
+# The collector process's last drain: it holds events back 20 ms and may have a backlog.
+FINAL_DRAIN_SECONDS = 60.0
+READ_BYTES = 1 << 20
 
 
 class Run(BaseRun):
@@ -66,7 +62,14 @@ class Run(BaseRun):
         self.timeout = timeout
         self.run_dir = os.path.join(run_root, f"pipescope-{run_id}")
         self._stop = threading.Event()
-        self._collector: Collector | None = None
+        self._steps: StepControl | None = None
+        # The run's collector process (pipecore.collectmain) and what it has sent.
+        self._feed: subprocess.Popen[bytes] | None = None
+        self._reader = MessageReader()
+        self._fed_final = False
+        self._killed: dict[int, Killed] = {}
+        snapshot = self._analysis.snapshot()
+        self._analysis_view: dict[str, Any] = {"ends": snapshot["ends"], "stats": snapshot["stats"]}
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._thread: threading.Thread | None = None
@@ -82,15 +85,15 @@ class Run(BaseRun):
     def step(self) -> None:
         """In step mode, let one more traced call execute."""
         with self._lock:
-            if self._collector is not None and not self.state.terminal:
-                self._collector.grant(1)
+            if self._steps is not None and not self.state.terminal:
+                self._steps.grant(1)
 
     def set_step_mode(self, on: bool) -> None:
         """Turn step mode on (each traced call waits for step()) or off."""
         with self._lock:
             self.step_mode = on
-            if self._collector is not None and not self.state.terminal:
-                self._collector.set_step_mode(on)
+            if self._steps is not None and not self.state.terminal:
+                self._steps.set_step_mode(on)
 
     @property
     def pgid(self) -> int | None:
@@ -100,14 +103,28 @@ class Run(BaseRun):
     # -- lifecycle ------------------------------------------------------------
 
     def launch(self) -> None:
-        """Create the run directory and collector, start the main process and the thread."""
-        self._collector = Collector(self.run_dir, self.id)
+        """Create the run directory, start the collector process, the main process and the
+        thread that watches them."""
+        ensure_layout(self.run_dir)
         try:
             # Lets a later server tell this run's directory from a live one (runsweep).
             runprocs.write_owner(self.run_dir)
+            self._steps = StepControl(self.run_dir)
             if self.step_mode:
-                self._collector.set_step_mode(True)
+                self._steps.set_step_mode(True)
             self._publish([self._run_event(RunState.STARTING, "", None)])
+            # The collector process numbers the run's events after `starting` and `running`.
+            self._feed = subprocess.Popen(
+                collectmain.command(
+                    self.run_dir, self.id, self._seq + 2, self._analysis.deadlock_after_ns
+                ),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
+            with open(os.path.join(self.run_dir, COLLECTOR_FILE), "w") as file:
+                file.write(str(self._feed.pid))
             # Closed in _finish, after the run has been torn down.
             self._stderr = tempfile.TemporaryFile(prefix="pipescope-stderr-")  # noqa: SIM115
             command = [
@@ -135,9 +152,8 @@ class Run(BaseRun):
                 env=runprocs.main_environment(self._mark),
             )
         except BaseException:
-            self._collector.close()
-            if self._stderr is not None:
-                self._stderr.close()
+            self._end_feed()
+            self._close_files()
             raise
         with self._lock:
             self.state = RunState.RUNNING
@@ -154,8 +170,6 @@ class Run(BaseRun):
             while outcome is None:
                 self._pump(final=False)
                 outcome = self._decide(deadline)
-                if outcome is None:
-                    self._stop.wait(DRAIN_INTERVAL)
         except Exception as exc:
             logger.exception("run %s: collector failed", self.id)
             outcome = outcomes.collector_failed(f"{type(exc).__name__}: {exc}")
@@ -165,6 +179,10 @@ class Run(BaseRun):
 
     def _decide(self, deadline: float) -> Outcome | None:
         assert self._proc is not None
+        if self._feed is not None and self._feed.poll() is not None and not self._fed_final:
+            return outcomes.collector_failed(
+                f"the collector process exited with status {self._feed.returncode}"
+            )
         if self._deadlock is not None:
             return outcomes.deadlocked(self._deadlock)
         code = self._proc.poll()
@@ -192,7 +210,7 @@ class Run(BaseRun):
 
     def _killed_worker(self) -> Killed | None:
         """The last worker killed while the main process ran (not ended by its exit)."""
-        for killed in reversed(self._analysis.killed.values()):
+        for killed in reversed(self._killed.values()):
             if killed.pid not in self._outlived:
                 return killed
         return None
@@ -208,11 +226,9 @@ class Run(BaseRun):
             if outcome.state is RunState.COMPLETED and killed is not None:
                 # The program carried on without a killed worker: the run was still killed.
                 outcome = outcomes.worker_killed(killed, 0)
+            self._end_feed()
             with self._lock:
-                if self._collector is not None:
-                    self._collector.close()
-                if self._stderr is not None:
-                    self._stderr.close()
+                self._close_files()
                 self.state = outcome.state
                 self.message = outcome.message
                 self.reason = outcome.reason
@@ -229,47 +245,82 @@ class Run(BaseRun):
         if strays:
             logger.info("run %s: ended %d processes outside its process group", self.id, strays)
 
-    def _pump(self, *, final: bool) -> None:
-        collector = self._collector
-        if collector is None:
-            return
-        events = drain_last(collector) if final else collector.drain()
+    def analysis_snapshot(self) -> dict[str, Any]:
+        """Ends and statistics as the collector process last sent them, and the verdicts."""
         with self._lock:
-            for event in events:
-                self._seq += 1
-                event["seq"] = self._seq
-        verdicts = self._analysis.feed(events)
-        # Time-based verdicts only while the collector keeps up: when it lags, the
-        # newest events are old and every process would look silent.
-        lagging = len(events) >= LAG_EVENTS or collector.writers_waiting()
-        if not final and not lagging:
-            verdicts += self._analysis.tick(time.monotonic_ns())
-        verdicts = [
-            v
-            for v in verdicts
-            if v.get("verdict") != "deadlock" or (not collector.writers_waiting() and _stalled(v))
-        ]
-        self._settle(events)
-        if events or verdicts:
-            with self._lock:
-                for verdict in verdicts:
-                    self._seq += 1
-                    verdict["seq"] = self._seq
-                    if len(self._verdicts) < MAX_KEPT_VERDICTS:
-                        self._verdicts.append(verdict)
-                    if verdict.get("verdict") == "deadlock" and self._deadlock is None:
-                        self._deadlock = str(verdict.get("message") or "deadlock")
-            self._publish(events + verdicts, numbered=True)
+            return {**self._analysis_view, "verdicts": list(self._verdicts)}
 
-    def _settle(self, events: list[Event]) -> None:
-        """Note receives the analysis annotated after they were published (see amended())."""
+    def _pump(self, *, final: bool) -> None:
+        """Take what the collector process sent: within DRAIN_INTERVAL, or with `final`
+        everything up to its last message (the run's processes are gone)."""
+        feed = self._feed
+        if feed is None or feed.stdout is None:
+            return
+        fd = feed.stdout.fileno()
+        if final:
+            if self._fed_final or feed.poll() is not None:
+                return
+            try:
+                assert feed.stdin is not None
+                feed.stdin.write(b"final\n")
+                feed.stdin.flush()
+            except OSError:
+                return  # it died: what it sent is taken, the rest is lost with it
+        deadline = time.monotonic() + (FINAL_DRAIN_SECONDS if final else DRAIN_INTERVAL)
+        while not self._fed_final:
+            wait = deadline - time.monotonic()
+            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                return
+            data = os.read(fd, READ_BYTES)
+            if not data:
+                return
+            for message in self._reader.feed(data):
+                self._take(message)
+            if not final:
+                return
+
+    def _take(self, message: Message) -> None:
         with self._lock:
-            still: list[Event] = []
-            for event in self._unsettled:
-                (self._amended if LATE_FIELDS.intersection(event) else still).append(event)
-            still += [e for e in events if _takes_frame(e) and not LATE_FIELDS.intersection(e)]
-            # A frame from an untraced sender is never matched: keep the newest only.
-            self._unsettled = still[-MAX_UNSETTLED:]
+            for event in message.kept:
+                if event.get("kind") != "verdict":
+                    continue
+                if len(self._verdicts) < MAX_KEPT_VERDICTS:
+                    self._verdicts.append(event)
+                if event.get("verdict") == "deadlock" and self._deadlock is None:
+                    self._deadlock = str(event.get("message") or "deadlock")
+            for pid, process, signal, text in message.killed:
+                self._killed[pid] = Killed(process, pid, signal, text)
+            if message.analysis is not None:
+                self._analysis_view = message.analysis
+            if message.amended:
+                self.amend(message.amended)
+            self._seq = max(self._seq, message.seq)
+            self._fed_final = message.final
+            if message.parts:
+                self._publish_parts(message.parts, message.kept)
+
+    def _end_feed(self) -> None:
+        """Make sure the collector process is gone and its pipes closed."""
+        feed = self._feed
+        if feed is None:
+            return
+        for stream in (feed.stdin, feed.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):  # a pipe whose reader is gone
+                    stream.close()
+        try:
+            feed.wait(timeout=TERM_GRACE)
+        except subprocess.TimeoutExpired:
+            feed.kill()
+            feed.wait()
+
+    def _close_files(self) -> None:
+        if self._steps is not None:
+            self._steps.close()
+            self._steps = None
+        if self._stderr is not None:
+            self._stderr.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _stderr_tail(self) -> str:
         if self._stderr is None or self._stderr.closed:
@@ -279,16 +330,3 @@ class Run(BaseRun):
         self._stderr.seek(max(0, size - 4096))
         lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
         return lines[-1].strip() if lines else ""
-
-
-def _takes_frame(event: Event) -> bool:
-    return (
-        event.get("kind") == "call"
-        and event.get("op") in RECEIVING_OPS
-        and event.get("phase") in ("end", "error")
-    )
-
-
-def _stalled(verdict: Event) -> bool:
-    """Confirm a deadlock verdict: none of the waiting processes runs or uses CPU."""
-    return runprocs.stalled({int(member["pid"]) for member in verdict.get("cycle") or []})

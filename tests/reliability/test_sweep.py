@@ -15,7 +15,7 @@ from pipecore import runprocs
 from pipecore.runs import RunManager
 from pipecore.runsweep import UNOWNED_AGE, Swept, sweep
 
-from .conftest import ROOT, descendants, wait_for
+from .conftest import ROOT, alive, descendants, wait_for
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 # A server that starts a long run and says so (run id and its pid), then waits to be killed.
@@ -198,6 +198,10 @@ def test_a_server_killed_mid_run_leaves_nothing_after_the_next_start(tmp_path: P
         server.wait(10.0)
         assert marked(prefix) == workers, "the run's processes outlive its server"
         assert run_dir.is_dir()
+        # The run's collector process exits by itself once its server is gone; re-parented
+        # to this process (a subreaper), it waits as a zombie for the sweep to reap it.
+        collector = int((run_dir / "collector.pid").read_text())
+        wait_for(lambda: not alive(collector), 20.0, "the collector process exits")
 
         manager = RunManager(run_root=str(tmp_path))
         wait_for(lambda: not run_dir.exists() and not marked(prefix), 20.0, "sweep")

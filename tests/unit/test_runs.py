@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from pipecore import runprocs
+from pipecore.collectwire import Message
+from pipecore.parts import Part, encode_events
 from pipecore.runs import CapacityError, NotControllable, Run, RunManager, RunState, reason
 from pipecore.scenarios import ParamError, get_scenario
 from pipecore.tracing import EventError
@@ -294,18 +296,19 @@ def test_shutdown_ends_an_external_run_still_streaming() -> None:
     assert run.message == "the server shut down while the program was being traced"
 
 
-def test_a_receive_matched_after_it_was_published_is_reported_as_amended() -> None:
+def test_a_receive_the_collector_process_amends_shows_amended_in_the_record() -> None:
     run = Run(
         "r000001", get_scenario("ping-pong"), {}, "fork",
         step_mode=False, timeout=5.0, run_root="/dev/shm", deadlock_after_ns=10**9,
     )  # fmt: skip
-    matched = {"kind": "call", "op": "recv", "phase": "end", "seq": 2, "match": 1}
-    waiting = {"kind": "call", "op": "recv_bytes", "phase": "end", "seq": 4}
-    run._settle([matched, waiting])
-    assert run.amended() == []
-    waiting["match"] = 5  # the analysis saw its send later, and annotated it in place
-    run._settle([])
-    assert run.amended() == [waiting]
+    waiting = {"kind": "call", "op": "recv_bytes", "phase": "end", "seq": 3}
+    part = Part(3, 3, 1, 1, text=encode_events([waiting]))
+    run._take(Message(seq=3, parts=[part], kept=[]))
+    assert run.events() == [waiting] and run.amended() == []
+    matched = {**waiting, "match": 2, "latency_ns": 10}
+    run._take(Message(seq=3, parts=[], kept=[], amended=[matched]))
+    assert run.events() == [matched] and run.amended() == [matched]
+    assert run.summary()["events"] == 1
 
 
 STRUCTURE = {"run", "pipe", "process", "attach", "verdict"}

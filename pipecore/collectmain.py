@@ -1,0 +1,191 @@
+"""A run's collector process: drains the run's rings, orders and analyses the events, and
+sends them to the server as encoded parts (`pipecore.collectwire`) on its standard output.
+
+The server starts one per run (`pipecore.scenariorun`), so that decoding, ordering and
+analysing the stream do not share the server's interpreter lock with its event loop. A
+line `final` on standard input (once the run's processes are gone) asks for the last
+drain; the process sends it with `final` set, removes the run directory and exits. End of
+input without it means the server is gone: the process exits and leaves the directory to
+the next server's sweep (`pipecore.runsweep`), which ends what is left of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import sys
+import time
+from typing import Any
+
+from pipecore import collectwire, runprocs
+from pipecore.analysis import Analysis
+from pipecore.collector import Collector
+from pipecore.parts import PART_EVENTS, encode_events, is_kept
+from pipecore.tracing import drain_last
+
+Event = dict[str, Any]
+DRAIN_INTERVAL = 0.01
+# a drain this large means the collector is behind the run's processes
+LAG_EVENTS = 5000
+# The analysis' ends and statistics travel at most this often while events flow.
+ANALYSIS_EVERY_NS = 100_000_000
+RECEIVING_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
+# What the analysis adds to a receive once it has matched it to its send.
+LATE_FIELDS = frozenset({"match", "latency_ns", "corrupt"})
+MAX_UNSETTLED = 10_000
+
+
+class RunPump:
+    """A run's collector and analysis: each pump() drains once and makes one message."""
+
+    def __init__(self, run_dir: str, run_id: str, first_seq: int, deadlock_after_ns: int):
+        self.collector = Collector(run_dir, run_id)
+        self.analysis = Analysis(run_id, deadlock_after_ns)
+        self._seq = first_seq - 1
+        # Receives sent before the analysis matched them, to send again once it has.
+        self._unsettled: list[Event] = []
+        self._killed_sent: set[int] = set()
+        self._analysis_at = 0
+        self._analysis_changed = False
+
+    def pump(self, *, final: bool) -> bytes | None:
+        """The next message, or None when nothing happened since the last one."""
+        collector = self.collector
+        events = drain_last(collector) if final else collector.drain()
+        self._number(events)  # before the analysis, whose `match` names these numbers
+        verdicts = self.analysis.feed(events)
+        # Time-based verdicts only while the collector keeps up: when it lags, the
+        # newest events are old and every process would look silent.
+        lagging = len(events) >= LAG_EVENTS or collector.writers_waiting()
+        if not final and not lagging:
+            verdicts += self.analysis.tick(time.monotonic_ns())
+        verdicts = [
+            v
+            for v in verdicts
+            if v.get("verdict") != "deadlock" or (not collector.writers_waiting() and _stalled(v))
+        ]
+        self._number(verdicts)
+        batch = events + verdicts
+        amended = self._settle(events)
+        new = [k for k in self.analysis.killed.values() if k.pid not in self._killed_sent]
+        self._killed_sent.update(k.pid for k in new)
+        killed = [[k.pid, k.process, k.signal, k.message] for k in new]
+        header: dict[str, Any] = {"seq": self._seq}
+        self._analysis_changed = self._analysis_changed or bool(batch or amended)
+        now = time.monotonic_ns()
+        if self._analysis_changed and (final or now - self._analysis_at >= ANALYSIS_EVERY_NS):
+            snapshot = self.analysis.snapshot()
+            header["analysis"] = {"ends": snapshot["ends"], "stats": snapshot["stats"]}
+            self._analysis_at, self._analysis_changed = now, False
+        if not (batch or amended or killed or final or "analysis" in header):
+            return None
+        texts: list[bytes] = []
+        parts: list[list[int]] = []
+        for start in range(0, len(batch), PART_EVENTS):
+            chunk = batch[start : start + PART_EVENTS]
+            text = encode_events(chunk)
+            texts.append(text)
+            others = sum(1 for e in chunk if not is_kept(e))
+            parts.append([chunk[0]["seq"], chunk[-1]["seq"], len(chunk), others, len(text)])
+        header["parts"] = parts
+        header["kept"] = [e for e in batch if is_kept(e)]
+        if amended:
+            header["amended"] = amended
+        if killed:
+            header["killed"] = killed
+        if final:
+            header["final"] = True
+        return collectwire.encode(header, texts)
+
+    def _number(self, events: list[Event]) -> None:
+        seq = self._seq
+        for event in events:
+            seq += 1
+            event["seq"] = seq
+        self._seq = seq
+
+    def _settle(self, events: list[Event]) -> list[Event]:
+        """The receives sent earlier that the analysis has annotated since."""
+        amended: list[Event] = []
+        still: list[Event] = []
+        for event in self._unsettled:
+            (amended if LATE_FIELDS.intersection(event) else still).append(event)
+        still += [e for e in events if _takes_frame(e) and not LATE_FIELDS.intersection(e)]
+        # A frame from an untraced sender is never matched: keep the newest only.
+        self._unsettled = still[-MAX_UNSETTLED:]
+        return amended
+
+    def close(self, *, remove: bool) -> None:
+        self.collector.close(remove=remove)
+
+
+def _takes_frame(event: Event) -> bool:
+    return (
+        event.get("kind") == "call"
+        and event.get("op") in RECEIVING_OPS
+        and event.get("phase") in ("end", "error")
+    )
+
+
+def _stalled(verdict: Event) -> bool:
+    """Confirm a deadlock verdict: none of the waiting processes runs or uses CPU."""
+    return runprocs.stalled({int(member["pid"]) for member in verdict.get("cycle") or []})
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def serve(pump: RunPump, commands: int, out: int) -> bool:
+    """Pump until told to finish; True when the server asked for the final drain."""
+    while True:
+        ready, _, _ = select.select([commands], [], [], DRAIN_INTERVAL)
+        told = os.read(commands, 4096) if ready else b""
+        final = bool(ready)
+        message = pump.pump(final=final)
+        if message is not None:
+            _write_all(out, message)
+        if final:
+            return told.startswith(b"final")
+
+
+def command(run_dir: str, run_id: str, first_seq: int, deadlock_after_ns: int) -> list[str]:
+    """The command line that starts a run's collector process."""
+    return [
+        sys.executable,
+        "-m",
+        "pipecore.collectmain",
+        "--run-dir",
+        run_dir,
+        "--run-id",
+        run_id,
+        "--first-seq",
+        str(first_seq),
+        "--deadlock-ns",
+        str(deadlock_after_ns),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipecore.collectmain")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--first-seq", type=int, required=True)
+    parser.add_argument("--deadlock-ns", type=int, required=True)
+    args = parser.parse_args(argv)
+    pump = RunPump(args.run_dir, args.run_id, args.first_seq, args.deadlock_ns)
+    asked = False
+    try:
+        asked = serve(pump, sys.stdin.fileno(), sys.stdout.fileno())
+    except BrokenPipeError:
+        pass  # the server is gone; its successor's sweep ends the run
+    finally:
+        pump.close(remove=asked)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

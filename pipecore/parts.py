@@ -1,0 +1,114 @@
+"""Published events in parts: consecutive in `seq`, held as dicts, as JSON, or both."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+Event = dict[str, Any]
+
+# Events that draw a run's structure: a run keeps them all (up to a cap), and only the
+# newest of the others (calls, output).
+KEPT_KINDS = frozenset({"run", "pipe", "process", "attach"})
+# A part holds at most this many events, so that a frame made of parts stays near 1 MiB
+# and a viewer that subscribed in the middle of one decodes little to trim it.
+PART_EVENTS = 1000
+
+
+def is_kept(event: Event) -> bool:
+    """Whether a run keeps this event for its whole life (structure and verdicts)."""
+    kind = event.get("kind")
+    return kind in KEPT_KINDS or kind == "verdict"
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """The events as a JSON array without its brackets (orjson; the standard library for
+    what orjson refuses, such as an integer past 64 bits)."""
+    try:
+        return orjson.dumps(events)[1:-1]
+    except TypeError:
+        return json.dumps(events, ensure_ascii=False, separators=(",", ":")).encode()[1:-1]
+
+
+def decode_events(text: bytes) -> list[Event]:
+    """The events of encode_events' text."""
+    events: list[Event] = orjson.loads(b"[" + text + b"]")
+    return events
+
+
+class Part:
+    """Events `first` … `last` of a run (`count` of them, `others` not `is_kept`).
+
+    A part made in this process holds the events themselves and encodes them once, when
+    first asked; a part that arrived as JSON (from a run's collector process) decodes them
+    each time they are asked for, so that holding it costs only its text.
+    """
+
+    __slots__ = ("_events", "_json", "count", "first", "last", "others", "states")
+
+    def __init__(
+        self,
+        first: int,
+        last: int,
+        count: int,
+        others: int,
+        *,
+        events: list[Event] | None = None,
+        text: bytes | None = None,
+        states: tuple[str, ...] = (),
+    ) -> None:
+        if events is None and text is None:
+            raise ValueError("a part needs its events or their JSON text, got neither")
+        self.first = first
+        self.last = last
+        self.count = count
+        self.others = others
+        # The `state` of each `run` event in it, in order (a run's collector sends none).
+        self.states = states
+        self._events = events
+        self._json = text
+
+    def events(self) -> list[Event]:
+        """The part's events, in `seq` order."""
+        if self._events is not None:
+            return self._events
+        assert self._json is not None
+        return decode_events(self._json)
+
+    def json(self) -> bytes:
+        """The part's events as a JSON array without its brackets."""
+        if self._json is None:
+            assert self._events is not None
+            self._json = encode_events(self._events)
+        return self._json
+
+
+def part_of(events: list[Event]) -> Part:
+    """A part holding these numbered events (consecutive in `seq`)."""
+    return Part(
+        int(events[0]["seq"]),
+        int(events[-1]["seq"]),
+        len(events),
+        sum(1 for e in events if not is_kept(e)),
+        events=events,
+        states=tuple(str(e.get("state")) for e in events if e.get("kind") == "run"),
+    )
+
+
+def parts_of(events: list[Event]) -> list[Part]:
+    """Numbered events in parts of at most PART_EVENTS."""
+    return [part_of(events[i : i + PART_EVENTS]) for i in range(0, len(events), PART_EVENTS)]
+
+
+def flatten(parts: list[Part]) -> list[Event]:
+    """Every event of the parts, in order."""
+    return [event for part in parts for event in part.events()]
+
+
+def chunks(events: list[Event]) -> Iterator[list[Event]]:
+    """The events in runs of at most PART_EVENTS."""
+    for i in range(0, len(events), PART_EVENTS):
+        yield events[i : i + PART_EVENTS]

@@ -1,0 +1,108 @@
+"""The run's collector process and its messages: what the server receives, and when."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipecore import collectwire
+from pipecore.collectmain import RunPump
+from pipecore.parts import decode_events, encode_events
+
+Event = dict[str, Any]
+
+
+def _call(seq: int, **fields: Any) -> Event:
+    return {"kind": "call", "op": "send_bytes", "phase": "end", "seq": seq, **fields}
+
+
+def test_messages_survive_being_cut_anywhere() -> None:
+    first = [_call(3), {"kind": "pipe", "pipe": "p1", "seq": 4}, _call(5, text="进程 ☃")]
+    second = [_call(6, big=1 << 70)]  # past 64 bits: orjson refuses it, the fallback takes it
+    texts = [encode_events(first), encode_events(second)]
+    header = {
+        "seq": 6,
+        "parts": [[3, 5, 3, 2, len(texts[0])], [6, 6, 1, 1, len(texts[1])]],
+        "kept": [first[1]],
+        "killed": [[42, "Process-1", "SIGKILL", "killed by SIGKILL"]],
+        "final": True,
+    }
+    wire = collectwire.encode(header, texts) + collectwire.encode({"seq": 6}, [])
+    reader = collectwire.MessageReader()
+    got: list[collectwire.Message] = []
+    for at in range(0, len(wire), 7):
+        got += reader.feed(wire[at : at + 7])
+    assert len(got) == 2
+    message = got[0]
+    assert [p.events() for p in message.parts] == [first, second]
+    assert [(p.first, p.last, p.count, p.others) for p in message.parts] == [
+        (3, 5, 3, 2),
+        (6, 6, 1, 1),
+    ]
+    assert message.kept == [first[1]] and message.final and message.seq == 6
+    assert message.killed == [(42, "Process-1", "SIGKILL", "killed by SIGKILL")]
+    assert got[1].parts == [] and not got[1].final
+
+
+def test_a_stream_that_is_not_messages_is_refused() -> None:
+    with pytest.raises(ValueError, match="expected a collector message under"):
+        collectwire.MessageReader().feed(b"\xff" * 16)
+    lying = collectwire.encode({"seq": 1, "parts": [[1, 1, 1, 1, 99]]}, [b"{}"])
+    with pytest.raises(ValueError, match="expected a body of 99 bytes from the header, got 2"):
+        collectwire.MessageReader().feed(lying)
+
+
+def test_a_receive_matched_late_is_sent_again(tmp_path: Path) -> None:
+    pump = RunPump(str(tmp_path / "run"), "r000001", 3, 10**9)
+    try:
+        matched = {"kind": "call", "op": "recv", "phase": "end", "seq": 2, "match": 1}
+        waiting = {"kind": "call", "op": "recv_bytes", "phase": "end", "seq": 4}
+        assert pump._settle([matched, waiting]) == []
+        waiting["match"] = 5  # the analysis saw its send later, and annotated it in place
+        assert pump._settle([]) == [waiting]
+        assert pump._settle([]) == []
+    finally:
+        pump.close(remove=True)
+    assert not (tmp_path / "run").exists()
+
+
+def _start(run_dir: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipecore.collectmain", "--run-dir", str(run_dir),
+         "--run-id", "r000001", "--first-seq", "3", "--deadlock-ns", str(10**9)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_asked_for_the_final_drain_it_sends_it_and_removes_the_run_directory(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    feed = _start(run_dir)
+    out, _ = feed.communicate(b"final\n", timeout=30)
+    assert feed.returncode == 0
+    messages = collectwire.MessageReader().feed(out)
+    assert messages and messages[-1].final and messages[-1].seq == 2
+    assert not run_dir.exists()
+
+
+def test_when_the_server_is_gone_it_exits_and_leaves_the_run_to_the_sweep(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    feed = _start(run_dir)
+    assert feed.stdin is not None and feed.stdout is not None
+    feed.stdout.close()  # the server died: nobody reads
+    feed.stdin.close()
+    assert feed.wait(timeout=30) == 0
+    assert run_dir.is_dir() and os.listdir(run_dir)
+
+
+def test_decode_reads_what_encode_wrote() -> None:
+    events = [_call(1, preview="b'\\x00'"), _call(2)]
+    assert decode_events(encode_events(events)) == events
