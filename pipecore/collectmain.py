@@ -16,6 +16,7 @@ import os
 import select
 import sys
 import time
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 from pipecore import collectwire, runprocs
@@ -82,14 +83,17 @@ class RunPump:
             return None
         texts: list[bytes] = []
         parts: list[list[int]] = []
+        kept = [e for e in batch if e.get("kind") != "call" and is_kept(e)]
+        kept_seqs = [e["seq"] for e in kept]
         for start in range(0, len(batch), PART_EVENTS):
             chunk = batch[start : start + PART_EVENTS]
             text = encode_events(chunk)
             texts.append(text)
-            others = sum(1 for e in chunk if not is_kept(e))
-            parts.append([chunk[0]["seq"], chunk[-1]["seq"], len(chunk), others, len(text)])
+            first, last = chunk[0]["seq"], chunk[-1]["seq"]
+            others = len(chunk) - bisect_right(kept_seqs, last) + bisect_left(kept_seqs, first)
+            parts.append([first, last, len(chunk), others, len(text)])
         header["parts"] = parts
-        header["kept"] = [e for e in batch if is_kept(e)]
+        header["kept"] = kept
         if amended:
             header["amended"] = amended
         if killed:
@@ -111,7 +115,11 @@ class RunPump:
         still: list[Event] = []
         for event in self._unsettled:
             (amended if LATE_FIELDS.intersection(event) else still).append(event)
-        still += [e for e in events if _takes_frame(e) and not LATE_FIELDS.intersection(e)]
+        still += [
+            e
+            for e in events
+            if "match" not in e and _takes_frame(e) and not LATE_FIELDS.intersection(e)
+        ]
         # A frame from an untraced sender is never matched: keep the newest only.
         self._unsettled = still[-MAX_UNSETTLED:]
         return amended

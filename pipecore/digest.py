@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 
 # Latencies: exact up to EXACT_LATENCIES values per direction, then logarithmic buckets.
@@ -72,13 +73,24 @@ class LatencyDigest:
 def _bucket(value: int) -> int:
     if value < EXACT_BELOW:
         return max(0, value)
+    i = bisect.bisect_right(_BOUNDS, value) - 1
+    if i < 0 or i == len(_BOUNDS) - 1:
+        i = _bucket_index(value)  # past the table: values of hours, as big as they come
+    return EXACT_BELOW + i
+
+
+def _bucket_index(value: int) -> int:
     i = int(math.log(value) / math.log(GROWTH))
     # Floating point may land one bucket off at a boundary.
     while GROWTH**i > value:
         i -= 1
     while GROWTH ** (i + 1) <= value:
         i += 1
-    return EXACT_BELOW + i
+    return i
+
+
+# GROWTH**i for the buckets of values up to about 10**13 ns (under three hours).
+_BOUNDS = [GROWTH**i for i in range(_bucket_index(10**13) + 2)]
 
 
 def _middle(key: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import heapq
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 Event = dict[str, Any]
@@ -38,6 +39,10 @@ def _direction(event: Event, sending: bool) -> tuple[str, str]:
     return _lane(event.get("pipe"), event.get("end"), sending)
 
 
+def _order(event: Event) -> tuple[int, int, int]:
+    return (event["t"], event.get("pid", 0), event.get("pseq", 0))
+
+
 def _takes_frame(event: Event) -> bool:
     if event.get("kind") != "call" or event.get("op") not in RECV_OPS:
         return False
@@ -56,20 +61,6 @@ class CausalOrder:
         self._in_flight: dict[tuple[object, object, object], tuple[str, str]] = {}
         self._flying_count: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._newest = 0  # the newest `t` offered so far
-
-    def _flying(self, direction: tuple[str, str]) -> bool:
-        return self._flying_count[direction] > 0
-
-    def _must_wait(self, event: Event, now_ns: int) -> tuple[str, str] | None:
-        if not _takes_frame(event):
-            return None
-        if now_ns < FINAL_NS and self._newest - int(event.get("t", 0)) > MAX_HOLD_NS:
-            # stream time, not the clock: a lagging collector must not release early
-            return None
-        direction = _direction(event, sending=False)
-        if self._received[direction] < self._sent[direction] or not self._flying(direction):
-            return None
-        return direction
 
     def _account(self, event: Event) -> None:
         kind, op = event.get("kind"), event.get("op")
@@ -104,99 +95,95 @@ class CausalOrder:
         """
         if ready:
             self._newest = max(self._newest, int(ready[-1].get("t", 0)))
-        # Mostly time order is already causal: walk it, and merge only from the first
-        # receive that must wait. The walk is `_must_wait` and `_account` inlined: it
-        # sees every event of the run.
+        out: list[Event] = []
+        deferred: dict[object, list[Event]] = {}
+        waiting: dict[tuple[str, str], list[object]] = {}
+        self._walk(ready, now_ns, out, deferred, waiting, None)
+        while waiting and now_ns >= FINAL_NS:
+            # The final drain: the send will never come; let the oldest waiting receive go.
+            pid = min(
+                (p for pids in waiting.values() for p in pids), key=lambda p: deferred[p][0]["t"]
+            )
+            for key, pids in list(waiting.items()):
+                if pid in pids:
+                    pids.remove(pid)
+                    if not pids:
+                        del waiting[key]
+            self._walk(deferred.pop(pid), now_ns, out, deferred, waiting, pid)
+        return out, [event for events in deferred.values() for event in events]
+
+    def _walk(
+        self,
+        events: Iterable[Event],
+        now_ns: int,
+        out: list[Event],
+        deferred: dict[object, list[Event]],
+        waiting: dict[tuple[str, str], list[object]],
+        forced: object,
+    ) -> None:
+        """Release `events` in their order, except that a process whose receive must wait
+        for its send is set aside (with everything after it) until that send passes.
+
+        Time order is mostly causal already, so this is one walk: the events set aside
+        all precede the one that wakes them, and follow it at once, as a merge by time
+        would have them. `_must_wait` and `_account` are inlined: it sees every event.
+        """
         newest = self._newest
         final = now_ns >= FINAL_NS
         sent = self._sent
         received = self._received
         flying = self._flying_count
         in_flight = self._in_flight
-        for n, event in enumerate(ready):
+        for event in events:
+            pid = event.get("pid", 0)
+            if deferred:
+                bucket = deferred.get(pid)
+                if bucket is not None:
+                    bucket.append(event)
+                    continue
             kind = event.get("kind")
+            woken: list[object] | None = None
             if kind == "call":
                 op = event.get("op")
                 if op in SEND_OPS:
-                    key = (event.get("pid", 0), event.get("pipe"), event.get("end"))
+                    key = (pid, event.get("pipe"), event.get("end"))
                     previous = in_flight.pop(key, None)
                     if previous is not None:
                         flying[previous] -= 1
                     phase = event.get("phase")
+                    direction = _lane(key[1], key[2], True)
                     if phase == "begin":
-                        direction = _lane(key[1], key[2], True)
                         in_flight[key] = direction
                         flying[direction] += 1
                     elif phase == "end":
-                        sent[_lane(key[1], key[2], True)] += 1
+                        sent[direction] += 1
+                    if waiting:
+                        woken = waiting.pop(direction, None)
                 elif op in RECV_OPS:
                     phase = event.get("phase")
-                    if phase != "end" and not (
+                    if phase == "end" or (
                         phase == "error" and event.get("error_type") == "BufferTooShort"
                     ):
-                        continue
-                    direction = _lane(event.get("pipe"), event.get("end"), False)
-                    if (
-                        received[direction] >= sent[direction]
-                        and flying[direction] > 0
-                        and (final or newest - int(event.get("t", 0)) <= MAX_HOLD_NS)
-                    ):
-                        out, held = self._merge(ready[n:], now_ns)
-                        return ready[:n] + out, held
-                    received[direction] += 1
+                        direction = _lane(event.get("pipe"), event.get("end"), False)
+                        if pid == forced:
+                            forced = None
+                        elif (
+                            received[direction] >= sent[direction]
+                            and flying[direction] > 0
+                            and (final or newest - int(event.get("t", 0)) <= MAX_HOLD_NS)
+                        ):
+                            deferred[pid] = [event]
+                            waiting.setdefault(direction, []).append(pid)
+                            continue
+                        received[direction] += 1
             elif kind == "process" and event.get("op") == "exit":
                 self._account(event)
-        return ready, []
-
-    def _merge(self, ready: list[Event], now_ns: int) -> tuple[list[Event], list[Event]]:
-        queues: dict[int, list[Event]] = defaultdict(list)
-        for event in ready:
-            queues[int(event.get("pid", 0))].append(event)
-        position = dict.fromkeys(queues, 0)
-        heap = [(q[0]["t"], pid, q[0].get("pseq", 0)) for pid, q in queues.items()]
-        heapq.heapify(heap)
-        waiting: dict[tuple[str, str], list[int]] = defaultdict(list)
-        out: list[Event] = []
-        forced: set[int] = set()
-        while heap or (now_ns >= FINAL_NS and waiting):
-            if not heap:
-                # final drain: the send will never come; let the oldest waiting receive go
-                pid = min(
-                    (p for pids in waiting.values() for p in pids),
-                    key=lambda p: queues[p][position[p]]["t"],
-                )
-                for key, pids in list(waiting.items()):
-                    if pid in pids:
-                        pids.remove(pid)
-                        if not pids:
-                            del waiting[key]
-                forced.add(pid)
-                head = queues[pid][position[pid]]
-                heapq.heappush(heap, (head["t"], pid, head.get("pseq", 0)))
-            _, pid, _ = heapq.heappop(heap)
-            event = queues[pid][position[pid]]
-            direction = None if pid in forced else self._must_wait(event, now_ns)
-            forced.discard(pid)
-            if direction is not None:
-                waiting[direction].append(pid)
-                continue
+                if waiting:
+                    # Its sends in flight ended with it: every waiting receive looks again.
+                    woken = [p for pids in waiting.values() for p in pids]
+                    waiting.clear()
             out.append(event)
-            self._account(event)
-            if event.get("kind") == "call" and event.get("op") in SEND_OPS:
-                woken = waiting.pop(_direction(event, sending=True), [])
-            elif event.get("kind") == "process" and event.get("op") == "exit":
-                woken = [pid for pids in waiting.values() for pid in pids]  # its sends ended
-                waiting.clear()
-            else:
-                woken = []
-            for other in woken:
-                head = queues[other][position[other]]
-                heapq.heappush(heap, (head["t"], other, head.get("pseq", 0)))
-            position[pid] += 1
-            if position[pid] < len(queues[pid]):
-                head = queues[pid][position[pid]]
-                heapq.heappush(heap, (head["t"], pid, head.get("pseq", 0)))
-        held = [
-            e for pids in waiting.values() for pid in pids for e in queues[pid][position[pid] :]
-        ]
-        return out, held
+            if woken:
+                lists = [deferred.pop(p) for p in woken]
+                again = lists[0] if len(lists) == 1 else heapq.merge(*lists, key=_order)
+                self._walk(again, now_ns, out, deferred, waiting, None)
