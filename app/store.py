@@ -7,6 +7,7 @@ import os
 import queue
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ class Store:
                 self._db.execute(
                     "INSERT OR REPLACE INTO chunks (run, seq, last, count, body) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (run_id, part.first, part.last, part.count, b"[" + part.json() + b"]"),
+                    (run_id, part.first, part.last, part.count, _packed(part)),
                 )
                 self._event_count += part.count
                 self._last_seq[run_id] = part.last
@@ -266,7 +267,7 @@ class Store:
                 return
             page: dict[int, Event] = {}
             for _, body in chunks:
-                for event in orjson.loads(body):
+                for event in orjson.loads(_unpacked(body)):
                     page[event["seq"]] = event
             for seq, body in singles:
                 page[seq] = orjson.loads(body)
@@ -274,6 +275,19 @@ class Store:
                 if seq > after:
                     yield page[seq]
             after = upto if upto is not None else singles[-1][0]
+
+
+def _packed(part: Part) -> bytes:
+    """A part's events as a chunk's body: its JSON array, compressed (zlib releases the
+    interpreter's lock while it works, and a chunk of calls shrinks about twentyfold)."""
+    return zlib.compress(b"[" + part.json() + b"]", 1)
+
+
+def _unpacked(body: str | bytes) -> str | bytes:
+    """A chunk's JSON: compressed bodies start with zlib's header byte, JSON with `[`."""
+    if isinstance(body, bytes) and body[:1] == b"x":
+        return zlib.decompress(body)
+    return body
 
 
 def _seq(event: Event) -> int:

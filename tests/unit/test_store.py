@@ -126,3 +126,31 @@ def test_events_recorded_one_a_row_by_an_earlier_version_still_read(tmp_path: Pa
         assert [e["seq"] for e in store.iter_events("r1", batch=2)] == list(range(1, 11))
     finally:
         store.close()
+
+
+def test_chunks_are_stored_compressed_and_older_rows_still_read(tmp_path: Path) -> None:
+    path = str(tmp_path / "runs.sqlite3")
+    store = Store(path)
+    store.save_run({"id": "r1", "started": 10.0, "state": "completed"})
+    events = _events("r1", 1000)
+    store.append_events(events)
+    store.close()
+    db = sqlite3.connect(path)
+    try:
+        (body,) = db.execute("SELECT body FROM chunks WHERE run = 'r1'").fetchone()
+        assert isinstance(body, bytes) and body[:1] == b"x"
+        assert len(body) * 5 < len(json.dumps(events).encode())
+        # A chunk written as JSON text by an earlier version, after it.
+        older = [{**e, "seq": e["seq"] + 1000} for e in _events("r1", 2)]
+        db.execute(
+            "INSERT INTO chunks (run, seq, last, count, body) VALUES ('r1', 1001, 1002, 2, ?)",
+            (json.dumps(older),),
+        )
+        db.commit()
+    finally:
+        db.close()
+    again = Store(path)
+    try:
+        assert again.events("r1") == events + older
+    finally:
+        again.close()
