@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_run_seconds=settings.max_run_seconds,
             deadlock_after_ns=int(settings.deadlock_seconds * 1e9),
             live_events=settings.live_events,
+            spare_collector=True,
         )
         hub = live.LiveHub(manager, store, settings, asyncio.get_running_loop(), records)
         app.state.manager = manager

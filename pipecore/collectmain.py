@@ -12,8 +12,11 @@ the next server's sweep (`pipecore.runsweep`), which ends what is left of the ru
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import select
+import subprocess
 import sys
 import time
 from bisect import bisect_left, bisect_right
@@ -21,9 +24,8 @@ from typing import Any
 
 from pipecore import collectwire, runprocs
 from pipecore.analysis import Analysis
-from pipecore.collector import Collector
+from pipecore.collector import Collector, drain_last
 from pipecore.parts import PART_EVENTS, encode_events, is_kept
-from pipecore.tracing import drain_last
 
 Event = dict[str, Any]
 DRAIN_INTERVAL = 0.01
@@ -177,17 +179,90 @@ def command(run_dir: str, run_id: str, first_seq: int, deadlock_after_ns: int) -
     ]
 
 
+def _popen(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, close_fds=True
+    )
+
+
+def start_spare() -> subprocess.Popen[bytes]:
+    """A collector process started ahead of its run: its interpreter and imports (about
+    70 ms of CPU) are done before a run needs it; `start` tells it which run is its."""
+    return _popen([sys.executable, "-m", "pipecore.collectmain", "--spare"])
+
+
+def start(
+    run_dir: str,
+    run_id: str,
+    first_seq: int,
+    deadlock_after_ns: int,
+    spare: subprocess.Popen[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """The run's collector process: `spare`, told its run, or a new one."""
+    if spare is not None:
+        line = json.dumps(
+            {
+                "run_dir": run_dir,
+                "run_id": run_id,
+                "first_seq": first_seq,
+                "deadlock_ns": deadlock_after_ns,
+            }
+        )
+        try:
+            assert spare.stdin is not None
+            spare.stdin.write(line.encode() + b"\n")
+            spare.stdin.flush()
+            return spare
+        except OSError:
+            end_spare(spare)  # it died waiting: start one the slow way
+    return _popen(command(run_dir, run_id, first_seq, deadlock_after_ns))
+
+
+def end_spare(spare: subprocess.Popen[bytes]) -> None:
+    """End a spare that no run took: the end of its input ends it."""
+    for stream in (spare.stdin, spare.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+    try:
+        spare.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        spare.kill()
+        spare.wait()
+
+
+def _read_line(fd: int) -> bytes:
+    """One line from `fd`, read a byte at a time so that nothing after it is taken."""
+    line = bytearray()
+    while True:
+        byte = os.read(fd, 1)
+        if not byte or byte == b"\n":
+            return bytes(line)
+        line += byte
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipecore.collectmain")
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--run-id", required=True)
-    parser.add_argument("--first-seq", type=int, required=True)
-    parser.add_argument("--deadlock-ns", type=int, required=True)
+    parser.add_argument("--spare", action="store_true", help="wait for the run on stdin")
+    parser.add_argument("--run-dir")
+    parser.add_argument("--run-id")
+    parser.add_argument("--first-seq", type=int)
+    parser.add_argument("--deadlock-ns", type=int)
     args = parser.parse_args(argv)
+    commands = sys.stdin.fileno()
+    if args.spare:
+        line = _read_line(commands)
+        if not line:
+            return 0  # the server is gone or needs no more runs
+        run = json.loads(line)
+        args.run_dir, args.run_id = str(run["run_dir"]), str(run["run_id"])
+        args.first_seq, args.deadlock_ns = int(run["first_seq"]), int(run["deadlock_ns"])
+    elif None in (args.run_dir, args.run_id, args.first_seq, args.deadlock_ns):
+        parser.error("--run-dir, --run-id, --first-seq and --deadlock-ns are required")
     pump = RunPump(args.run_dir, args.run_id, args.first_seq, args.deadlock_ns)
     asked = False
     try:
-        asked = serve(pump, sys.stdin.fileno(), sys.stdout.fileno())
+        asked = serve(pump, commands, sys.stdout.fileno())
     except BrokenPipeError:
         pass  # the server is gone; its successor's sweep ends the run
     finally:

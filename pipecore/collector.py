@@ -197,4 +197,15 @@ class Collector(RingReader):
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-__all__ = ["Collector", "describe_pickle"]
+def drain_last(collector: Collector) -> list[Event]:
+    """Every event left once the program's processes are gone, in causal order.
+
+    The final drain releases whatever is still held at once, so a receive held for a send
+    still in flight would no longer wait for it. A normal drain once the collector's hold
+    has passed releases all but events whose send never ended, each receive after its send.
+    """
+    time.sleep(collector.hold_ns / 1e9)
+    return collector.drain() + collector.drain(final=True)
+
+
+__all__ = ["Collector", "describe_pickle", "drain_last"]

@@ -6,10 +6,12 @@ import atexit
 import contextlib
 import ctypes
 import secrets
+import subprocess
 import sys
 import threading
 from collections.abc import Mapping
 
+from pipecore import collectmain
 from pipecore.baserun import LIVE_EVENTS, BaseRun, CapacityError, check_live_events
 from pipecore.externalrun import ExternalRun
 from pipecore.runsweep import Swept, sweep
@@ -18,6 +20,8 @@ from pipecore.scenarios import ParamError, get_scenario
 
 START_METHODS = ("forkserver", "spawn", "fork")
 MAX_NAME_CHARS = 120
+# The next spare collector process starts this long after a run took one.
+SPARE_DELAY = 0.25
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -45,6 +49,7 @@ class RunManager:
         run_root: str = "/dev/shm",
         deadlock_after_ns: int = 1_000_000_000,
         live_events: int = LIVE_EVENTS,
+        spare_collector: bool = False,
     ) -> None:
         self.live_events = check_live_events(live_events)
         self.max_runs = max_runs
@@ -60,6 +65,12 @@ class RunManager:
         # A server killed (SIGKILL, a crash) never tore its runs down: end their processes
         # and remove their directories (shared memory under /dev/shm) now.
         self.swept: Swept = sweep(run_root)
+        # A collector process started ahead of the next run (the server keeps one): a run
+        # then starts without waiting for the collector's interpreter.
+        self._keep_spare = spare_collector
+        self._spare: subprocess.Popen[bytes] | None = None
+        if spare_collector:
+            self._spare = collectmain.start_spare()
         # Daemon collector threads die with the interpreter; tear the runs down first.
         atexit.register(self.shutdown)
 
@@ -115,11 +126,27 @@ class RunManager:
                 run_root=self.run_root,
                 deadlock_after_ns=self.deadlock_after_ns,
                 live_events=self.live_events,
+                spares=self._take_spare,
             )
             self._forget_old()
             run.launch()
             self._runs[run_id] = run
         return run
+
+    def _take_spare(self) -> subprocess.Popen[bytes] | None:
+        """The spare collector process for a run that starts now (call under the lock);
+        the next one starts a little later, not while this run's processes start."""
+        spare, self._spare = self._spare, None
+        if self._keep_spare and not self._closed:
+            timer = threading.Timer(SPARE_DELAY, self._refill)
+            timer.daemon = True
+            timer.start()
+        return spare
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._spare is None and not self._closed:
+                self._spare = collectmain.start_spare()
 
     def open_external(self, name: object) -> ExternalRun:
         """Register a program traced elsewhere as a run; it counts against the run cap.
@@ -172,6 +199,9 @@ class RunManager:
         with self._lock:
             self._closed = True
             runs = list(self._runs.values())
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            collectmain.end_spare(spare)
         for run in runs:
             if isinstance(run, ExternalRun):
                 run.disconnect("the server shut down while the program was being traced")

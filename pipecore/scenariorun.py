@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from pipecore import collectmain, runprocs
@@ -48,6 +49,7 @@ class Run(BaseRun):
         run_root: str,
         deadlock_after_ns: int,
         live_events: int = LIVE_EVENTS,
+        spares: Callable[[], subprocess.Popen[bytes] | None] | None = None,
     ) -> None:
         super().__init__(
             run_id,
@@ -65,6 +67,8 @@ class Run(BaseRun):
         self._steps: StepControl | None = None
         # The run's collector process (pipecore.collectmain) and what it has sent.
         self._feed: subprocess.Popen[bytes] | None = None
+        # Where a collector process started ahead of time comes from (RunManager), if any.
+        self._spares = spares
         self._reader = MessageReader()
         self._fed_final = False
         self._killed: dict[int, Killed] = {}
@@ -114,14 +118,12 @@ class Run(BaseRun):
                 self._steps.set_step_mode(True)
             self._publish([self._run_event(RunState.STARTING, "", None)])
             # The collector process numbers the run's events after `starting` and `running`.
-            self._feed = subprocess.Popen(
-                collectmain.command(
-                    self.run_dir, self.id, self._seq + 2, self._analysis.deadlock_after_ns
-                ),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                start_new_session=True,
-                close_fds=True,
+            self._feed = collectmain.start(
+                self.run_dir,
+                self.id,
+                self._seq + 2,
+                self._analysis.deadlock_after_ns,
+                self._spares() if self._spares is not None else None,
             )
             with open(os.path.join(self.run_dir, COLLECTOR_FILE), "w") as file:
                 file.write(str(self._feed.pid))

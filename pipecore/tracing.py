@@ -14,7 +14,7 @@ from typing import Any
 
 from pipecore import runprocs
 from pipecore.analysis import Analysis
-from pipecore.collector import Collector
+from pipecore.collector import Collector, drain_last
 
 Event = dict[str, Any]
 BOOT_DIR = Path(__file__).resolve().parent / "autotrace"
@@ -141,17 +141,6 @@ def program_name(command: Sequence[str]) -> str:
         if rest:
             return Path(rest[0]).name
     return Path(args[0]).name if args else "program"
-
-
-def drain_last(collector: Collector) -> list[Event]:
-    """Every event left once the program's processes are gone, in causal order.
-
-    The final drain releases whatever is still held at once, so a receive held for a send
-    still in flight would no longer wait for it. A normal drain once the collector's hold
-    has passed releases all but events whose send never ended, each receive after its send.
-    """
-    time.sleep(collector.hold_ns / 1e9)
-    return collector.drain() + collector.drain(final=True)
 
 
 class EventPump:

@@ -106,3 +106,25 @@ def test_when_the_server_is_gone_it_exits_and_leaves_the_run_to_the_sweep(
 def test_decode_reads_what_encode_wrote() -> None:
     events = [_call(1, preview="b'\\x00'"), _call(2)]
     assert decode_events(encode_events(events)) == events
+
+
+def test_a_spare_collector_takes_the_run_it_is_given_later(tmp_path: Path) -> None:
+    from pipecore import collectmain
+
+    spare = collectmain.start_spare()
+    run_dir = tmp_path / "run"
+    feed = collectmain.start(str(run_dir), "r000001", 3, 10**9, spare)
+    assert feed is spare
+    out, _ = feed.communicate(b"final\n", timeout=30)
+    assert feed.returncode == 0
+    messages = collectwire.MessageReader().feed(out)
+    assert messages[-1].final and messages[-1].seq == 2
+    assert not run_dir.exists()
+
+
+def test_a_spare_no_run_took_ends_with_its_input() -> None:
+    from pipecore import collectmain
+
+    spare = collectmain.start_spare()
+    collectmain.end_spare(spare)
+    assert spare.returncode == 0
