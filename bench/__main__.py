@@ -149,6 +149,7 @@ def flood_rows(messages: int, pairs: int, rss_messages: int) -> dict[str, Any]:
         "rss_peak_mib": last["rss_peak_mib"],
         "rss_at_tenth_mib": last.get("rss_at_tenth_mib"),
         "rss_tenth_events": last.get("rss_tenth_events"),
+        "collector_rss_peak_mib": last["collector_rss_peak_mib"],
         "stopped_at_rss_cap": any(r.capped for r in runs),
     }
 
@@ -185,6 +186,7 @@ def _flood_targets(fl: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         measured += (
             f" ({fl['rss_at_tenth_mib']:.0f} MiB at {fl['rss_tenth_events']:,}: "
             f"{fl['rss_end_mib'] - fl['rss_at_tenth_mib']:+.0f} MiB over the last nine tenths)"
+            f"; collector process peak {fl['collector_rss_peak_mib']:.0f} MiB"
         )
     if fl["events"] >= RSS_EVENTS:
         out.append((name, measured, growth <= RSS_GROWTH_TARGET_MIB))

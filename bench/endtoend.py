@@ -45,6 +45,8 @@ class Flood:
     rss_start_kib: int = 0
     rss_end_kib: int = 0
     rss_peak_kib: int = 0
+    # the largest resident set sampled from the run's collector process (and the spare)
+    collector_peak_kib: int = 0
     # (events published so far, server VmRSS KiB), sampled while the run goes
     rss_samples: list[tuple[int, int]] = field(default_factory=list)
     events_in_run: int = 0
@@ -66,6 +68,7 @@ class Flood:
             "rss_start_mib": self.rss_start_kib / 1024,
             "rss_end_mib": self.rss_end_kib / 1024,
             "rss_peak_mib": self.rss_peak_kib / 1024,
+            "collector_rss_peak_mib": self.collector_peak_kib / 1024,
         }
         if self.rss_samples:
             # RSS once a tenth of the run's events were out: growth after it is what
@@ -153,6 +156,7 @@ def _poll(server: Server, run_id: str, result: Flood) -> None:
     while True:
         summary = server.request("GET", f"/api/runs/{run_id}")
         result.rss_samples.append((int(summary["events"]), server.rss_kib()))
+        result.collector_peak_kib = max(result.collector_peak_kib, server.collector_rss_kib())
         if summary["state"] in TERMINAL:
             return
         _cap(server, run_id, result)

@@ -38,6 +38,22 @@ class Server:
         """The server process's resident set (VmRSS) in KiB."""
         return _status_kib(self.pid, "VmRSS")
 
+    def collector_rss_kib(self) -> int:
+        """The resident set (VmRSS, KiB) of the server's collector processes together."""
+        total = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_bytes()
+                if int(stat.rsplit(b")", 1)[1].split()[1]) != self.pid:
+                    continue
+                if b"pipecore.collectmain" in (entry / "cmdline").read_bytes():
+                    total += _status_kib(int(entry.name), "VmRSS")
+            except (OSError, ValueError):
+                continue
+        return total
+
     def peak_kib(self) -> int:
         """The server process's peak resident set (VmHWM) in KiB."""
         return _status_kib(self.pid, "VmHWM")

@@ -31,6 +31,8 @@ Event = dict[str, Any]
 DRAIN_INTERVAL = 0.01
 # a drain this large means the collector is behind the run's processes
 LAG_EVENTS = 5000
+# after a drain this large the next one starts without waiting
+BUSY_EVENTS = 1000
 # The analysis' ends and statistics travel at most this often while events flow.
 ANALYSIS_EVERY_NS = 100_000_000
 RECEIVING_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
@@ -51,11 +53,13 @@ class RunPump:
         self._killed_sent: set[int] = set()
         self._analysis_at = 0
         self._analysis_changed = False
+        self.drained = 0  # events the last drain found
 
     def pump(self, *, final: bool) -> bytes | None:
         """The next message, or None when nothing happened since the last one."""
         collector = self.collector
         events = drain_last(collector) if final else collector.drain()
+        self.drained = len(events)
         self._number(events)  # before the analysis, whose `match` names these numbers
         verdicts = self.analysis.feed(events)
         # Time-based verdicts only while the collector keeps up: when it lags, the
@@ -152,7 +156,9 @@ def _write_all(fd: int, data: bytes) -> None:
 def serve(pump: RunPump, commands: int, out: int) -> bool:
     """Pump until told to finish; True when the server asked for the final drain."""
     while True:
-        ready, _, _ = select.select([commands], [], [], DRAIN_INTERVAL)
+        # Behind the run's processes (a full batch last time): drain again at once.
+        wait = 0.0 if pump.drained >= BUSY_EVENTS else DRAIN_INTERVAL
+        ready, _, _ = select.select([commands], [], [], wait)
         told = os.read(commands, 4096) if ready else b""
         final = bool(ready)
         message = pump.pump(final=final)
