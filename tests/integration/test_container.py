@@ -171,27 +171,11 @@ def test_a_scenario_started_over_http_streams_its_events(container_url: str) -> 
     assert any("收到 proc2" in line for line in lines), lines
 
 
-# Each `pipescope serve` python process: its command line, and whether the C writer's
-# library is mapped into it (the server imports the recorder when it starts).
-_SERVER_MAPS = """
-from pathlib import Path
-for proc in Path("/proc").glob("[0-9]*"):
-    try:
-        argv = (proc / "cmdline").read_bytes().split(b"\\0")
-        maps = (proc / "maps").read_text()
-    except OSError:
-        continue
-    if Path(argv[0].decode()).name.startswith("python") and b"serve" in argv:
-        print(" ".join(a.decode() for a in argv if a), "|", "_fastring" in maps)
-"""
-
-
 def test_the_container_records_with_the_c_writer(container: Container) -> None:
     writer = container.exec_python("import pipecore.telemetry as t; print(t.WRITER)").strip()
+    # What a run's processes import, in the image's environment (the server itself never
+    # records, so it does not load the writer).
     assert writer == "c", f"expected pipecore.telemetry.WRITER == 'c' in the image, got {writer!r}"
-    servers = container.exec_python(_SERVER_MAPS).strip().splitlines()
-    assert len(servers) == 1, f"expected one `pipescope serve` process, got {servers}"
-    assert servers[0].endswith("| True"), f"the server has not loaded the C writer: {servers[0]}"
 
 
 def test_the_image_has_no_compiler(container: Container) -> None:

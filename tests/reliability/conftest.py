@@ -213,7 +213,11 @@ def _setsid_spawner(conn: Connection) -> None:
         os.setsid()
         time.sleep(600)
         os._exit(0)
-    conn.send(pid)
+    # Reported once it has left, as seen while it lives: the run may end it at any time
+    # after the pid is printed.
+    while os.getsid(pid) != pid:
+        time.sleep(0.001)
+    conn.send(f"{pid} {os.getsid(pid)} {os.getpgid(pid)}")
     time.sleep(600)
 
 

@@ -480,10 +480,11 @@ def test_a_grandchild_in_a_session_of_its_own_is_ended_with_the_run(
         "the grandchild's pid printed",
     )
     printed = next(e["text"] for e in run.events() if e.get("text", "").startswith("escaped:"))
-    grandchild = int(printed.split(":", 1)[1])
-    # It left the run's process group: killing the group alone would miss it.
-    wait_for(lambda: os.getsid(grandchild) == grandchild, 10, "the grandchild's own session")
-    assert run.pgid is not None and os.getpgid(grandchild) != run.pgid
+    grandchild, session, group = (int(word) for word in printed.split(":", 1)[1].split())
+    # It left the run's process group (seen while it lived): killing the group alone
+    # would miss it.
+    assert session == grandchild
+    assert run.pgid is not None and group != run.pgid
     assert run.wait(30) is RunState.COMPLETED, run.message
     wait_for(lambda: not alive(grandchild), 10, "the grandchild ended")
     manager.shutdown()
