@@ -76,6 +76,9 @@ class Analysis:
         self._names: dict[str, str] = {}
         self._simplex: set[str] = set()
         self._ends: dict[str, EndState] = {}
+        # The same ends by (pipe, end), and each end's direction by (pipe, end, sending).
+        self._end_of: dict[tuple[str, str], EndState] = {}
+        self._dir_of: dict[tuple[str, str, bool], DirectionState] = {}
         self._dirs: dict[tuple[str, str], DirectionState] = {}
         self._last_t: dict[int, int] = {}
         self._exited: set[int] = set()
@@ -149,6 +152,8 @@ class Analysis:
         self._names[pipe] = str(ev.get("pipe_name") or pipe)
         if not ev.get("duplex", True):
             self._simplex.add(pipe)
+            # A call seen before its pipe was taken for duplex: look its direction up again.
+            self._dir_of.clear()
         for end in ("a", "b"):
             self._end(pipe, end)
         # Pipe(duplex=False): a reads, b writes.
@@ -187,7 +192,10 @@ class Analysis:
         side = ev.get("end")
         if side != "a" and side != "b":
             return  # the collector could not tell which end: nothing to match it with
-        end = self._end(ev["pipe"], side, ev)
+        pipe = ev["pipe"]
+        end = self._end_of.get((pipe, side))
+        if end is None or (pipe not in self._names and "pipe_name" in ev):
+            end = self._end(pipe, side, ev)
         pid, op, phase = ev["pid"], ev["op"], ev["phase"]
         if op == "close":
             end.holders.discard(pid)
@@ -197,7 +205,9 @@ class Analysis:
         if pid not in end.holders:
             end.holders.add(pid)
             end.released.discard(pid)
-        d = self._dir(end, op)
+        d = self._dir_of.get((pipe, side, op in SEND_OPS))
+        if d is None:
+            d = self._dir(end, op)
         if "capacity" in ev:
             d.capacity = int(ev["capacity"])
         if phase == "begin":
@@ -293,10 +303,9 @@ class Analysis:
     def _end(self, pipe: str, end: str, ev: Event | None = None) -> EndState:
         if ev is not None and pipe not in self._names and ev.get("pipe_name"):
             self._names[pipe] = str(ev["pipe_name"])
-        key = f"{pipe}/{end}"
-        state = self._ends.get(key)
+        state = self._end_of.get((pipe, end))
         if state is None:
-            state = self._ends[key] = EndState(pipe, end)
+            state = self._ends[f"{pipe}/{end}"] = self._end_of[(pipe, end)] = EndState(pipe, end)
         return state
 
     def _dir(self, end: EndState, op: str) -> DirectionState:
@@ -309,6 +318,7 @@ class Analysis:
         d = self._dirs.get(key)
         if d is None:
             d = self._dirs[key] = DirectionState()
+        self._dir_of[(end.pipe, end.end, sending)] = d
         return d
 
     def _live_peers(self, end: EndState) -> set[int]:
