@@ -379,6 +379,24 @@ def test_a_failing_collector_fails_the_run_with_its_error(
     assert run.pgid is not None and not group_exists(run.pgid)
 
 
+def test_a_killed_collector_process_fails_the_run_and_nothing_is_left(
+    manager: RunManager,
+) -> None:
+    run = manager.start("backpressure", {"messages": 1000, "size": 1024, "delay": 2.0})
+    wait_for(lambda: any(e["kind"] == "call" for e in run.events()))
+    collector = int(Path(run.run_dir, "collector.pid").read_text())
+    os.kill(collector, signal.SIGKILL)
+    assert run.wait(30) is RunState.FAILED
+    assert run.summary()["reason"] == {
+        "key": "collector_failed",
+        "args": {"error": "the collector process exited with status -9"},
+    }
+    assert run.pgid is not None and not group_exists(run.pgid)
+    assert not os.path.exists(run.run_dir)
+    with pytest.raises(ProcessLookupError):
+        os.kill(collector, 0)  # reaped, not a zombie
+
+
 def test_a_refused_stream_ends_its_run_with_the_refusal() -> None:
     runs = RunManager()
     try:
