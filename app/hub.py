@@ -61,7 +61,7 @@ class LiveHub:
         self._channels: dict[str, Channel] = {}
         # run id -> the latest events frames built for it, with the parts they were built
         # from: viewers that keep up wait for the same parts, and share one frame.
-        self._frames: dict[str, deque[tuple[list[bytes], str]]] = {}
+        self._frames: dict[str, deque[tuple[list[bytes], bytes]]] = {}
 
     def from_collector(self, handler: Callable[[Batch], None]) -> Callable[[Batch], None]:
         """Wrap a loop-side handler as a subscriber the collector thread may call.
@@ -95,8 +95,10 @@ class LiveHub:
         if not channel.viewers and not channel.watched:
             self._close_channel(run_id)
 
-    def events_frame(self, run_id: str, parts: list[bytes]) -> str:
-        """The `events` frame of these encoded parts (built once for every viewer)."""
+    def events_frame(self, run_id: str, parts: list[bytes]) -> bytes:
+        """The `events` frame of these encoded parts (built once for every viewer), as
+        the UTF-8 JSON a binary websocket message carries (docs/protocol.md): sent as
+        it is, it is never decoded to a string here nor encoded again per viewer."""
         # Shared only while the run's channel is open: a frame sent after the channel
         # closed (a viewer's last batch) must not re-create a cache nobody clears.
         built = self._frames.get(run_id)
@@ -113,7 +115,7 @@ class LiveHub:
                 b",".join(parts),
                 b"]}",
             )
-        ).decode()
+        )
         if built is not None:
             built.append((parts, frame))
         return frame

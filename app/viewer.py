@@ -162,10 +162,15 @@ class Viewer:
             log.exception("viewer sender failed; closing its connection")
             await self.close()
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, frame: str | bytes) -> None:
+        """Send a frame: text as a text message, an `events` frame's UTF-8 JSON as a
+        binary one."""
         self.sending = True
         try:
-            await self.websocket.send_text(text)
+            if isinstance(frame, bytes):
+                await self.websocket.send_bytes(frame)
+            else:
+                await self.websocket.send_text(frame)
         finally:
             self.sending = False
 

@@ -379,7 +379,8 @@ async def _follow_to_the_end(ws: AsyncClientConnection) -> tuple[bool, bool]:
             text = await asyncio.wait_for(ws.recv(), 300)
         except (TimeoutError, ConnectionClosed):
             return False, snapshots > 1
-        assert isinstance(text, str)
+        if isinstance(text, bytes):  # an `events` frame: UTF-8 JSON in a binary message
+            text = text.decode()
         snapshots += text.startswith('{"type":"snapshot"')
         # The run's terminal state is the last event of the frame that ends it.
         end = text[-2000:]

@@ -62,6 +62,7 @@ export function thin(frames, keep) {
 }
 
 function runWorker({ maxWaiting = 20000, keep = 2000 } = {}) {
+  const utf8 = new TextDecoder();
   let ws = null;
   let queue = []; // parsed frames not posted yet, in order
   let waiting = 0; // events in queue
@@ -104,13 +105,17 @@ function runWorker({ maxWaiting = 20000, keep = 2000 } = {}) {
   globalThis.onmessage = ({ data }) => {
     if (data.open) {
       ws = new WebSocket(data.open);
+      // `events` frames come as binary messages holding UTF-8 JSON; the rest as text.
+      ws.binaryType = 'arraybuffer';
       ws.onopen = () => postMessage({ event: 'open' });
       ws.onclose = () => postMessage({ event: 'close' });
       ws.onerror = () => postMessage({ event: 'error' });
       ws.onmessage = (message) => {
         let frame;
         try {
-          frame = JSON.parse(message.data);
+          const text =
+            typeof message.data === 'string' ? message.data : utf8.decode(message.data);
+          frame = JSON.parse(text);
         } catch {
           return; // the server only sends JSON; ignore anything else rather than stop
         }

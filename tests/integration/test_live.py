@@ -102,6 +102,28 @@ def test_hello_snapshot_then_events_until_the_run_completes(live_server: str) ->
     assert all("match" in e for e in received if e["phase"] == "end")
 
 
+def test_events_frames_are_binary_utf8_json_and_the_others_text(live_server: str) -> None:
+    kinds: dict[str, set[type]] = {}
+    with viewer(live_server) as ws:
+        run_id = start_run(live_server)
+        ws.send(json.dumps({"type": "subscribe", "run": run_id}))
+        ended = False
+        while not ended:
+            message = ws.recv(timeout=30)
+            frame = json.loads(message)
+            kinds.setdefault(frame["type"], set()).add(type(message))
+            if frame["type"] == "events" and frame["run"] == run_id:
+                ended = any(
+                    e["kind"] == "run" and e["state"] == "completed" for e in frame["events"]
+                )
+                # Chinese output arrives as written: the bytes are UTF-8.
+                for event in frame["events"]:
+                    if event["kind"] == "output" and "收到" in event["text"]:
+                        assert "收到".encode() in message
+    assert kinds["events"] == {bytes}
+    assert kinds["hello"] == kinds["snapshot"] == {str}
+
+
 def follow_more(
     ws: ClientConnection, run_id: str, events: list[Frame]
 ) -> tuple[list[Frame], list[Frame]]:
@@ -257,6 +279,10 @@ class NetworkSocket:
     async def send_text(self, text: str) -> None:
         await self.flowing.wait()
         self.sent.append(json.loads(text))
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.flowing.wait()
+        self.sent.append(json.loads(data))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self.closed = (code, reason)

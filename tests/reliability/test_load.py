@@ -114,8 +114,9 @@ async def follow(ws: ClientConnection, run_id: str) -> tuple[list[str], float]:
     """Read until the run's terminal state; the frames' texts and when the last came."""
     texts: list[str] = []
     while True:
-        text = await asyncio.wait_for(ws.recv(), 120)
-        assert isinstance(text, str)
+        message = await asyncio.wait_for(ws.recv(), 120)
+        # `events` frames come as binary messages of UTF-8 JSON, the rest as text.
+        text = message.decode() if isinstance(message, bytes) else message
         texts.append(text)
         if '"state"' in text and run_ended(json.loads(text), run_id):
             return texts, time.monotonic()
