@@ -374,15 +374,17 @@ async def _read_as_viewers(url: str, run_id: str, count: int, report: Connection
 
 async def _follow_to_the_end(ws: AsyncClientConnection) -> tuple[bool, bool]:
     snapshots = 0
+    ends = [f'"state":"{s}"'.encode() for s in TERMINAL]
     while True:
         try:
-            text = await asyncio.wait_for(ws.recv(), 300)
+            message = await asyncio.wait_for(ws.recv(), 300)
         except (TimeoutError, ConnectionClosed):
             return False, snapshots > 1
-        if isinstance(text, bytes):  # an `events` frame: UTF-8 JSON in a binary message
-            text = text.decode()
-        snapshots += text.startswith('{"type":"snapshot"')
+        # `events` frames are binary (UTF-8 JSON) and looked at as bytes, undecoded; the
+        # rare text frames (hello, runs, snapshots) are encoded.
+        data = message if isinstance(message, bytes) else message.encode()
+        snapshots += data.startswith(b'{"type":"snapshot"')
         # The run's terminal state is the last event of the frame that ends it.
-        end = text[-2000:]
-        if '"kind":"run"' in end and any(f'"state":"{s}"' in end for s in TERMINAL):
+        end = data[-2000:]
+        if b'"kind":"run"' in end and any(state in end for state in ends):
             return True, snapshots > 1
