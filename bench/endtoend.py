@@ -7,9 +7,11 @@ import base64
 import json
 import multiprocessing
 import os
+import queue
 import re
 import socket
 import statistics
+import threading
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -163,15 +165,42 @@ def _poll(server: Server, run_id: str, result: Flood) -> None:
         time.sleep(0.2)
 
 
+class _Arrivals:
+    """Frames as they arrive, each with the time it was received: a thread only receives
+    and stamps, so that the time spent parsing one frame does not count as the next
+    frame's latency (the page, too, parses in a worker of its own)."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self._frames: queue.SimpleQueue[tuple[int, str | bytes] | BaseException] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._receive, args=(conn,), daemon=True)
+        self._thread.start()
+
+    def _receive(self, conn: ClientConnection) -> None:
+        try:
+            while True:
+                raw = conn.recv(timeout=120)
+                self._frames.put((time.monotonic_ns(), raw))
+        except BaseException as exc:  # closed, timed out: the reader raises it in turn
+            self._frames.put(exc)
+
+    def next(self) -> tuple[int, str | bytes]:
+        item = self._frames.get(timeout=150)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
 def _watch(server: Server, conn: ClientConnection, run_id: str, result: Flood) -> None:
     last_seq = 0
     first = last = 0
     next_check = time.monotonic()
     latencies = result.latencies_ns
     snapshots = 0
+    arrivals = _Arrivals(conn)
     while True:
-        raw = conn.recv(timeout=120)
-        arrived = time.monotonic_ns()
+        arrived, raw = arrivals.next()
         frame = orjson.loads(raw)  # a fast parser, as a browser has: measure the server
         kind = frame.get("type")
         if kind == "snapshot" and frame["run"]["id"] == run_id:
