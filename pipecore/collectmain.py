@@ -55,7 +55,7 @@ class RunPump:
         self._analysis_changed = False
         self.drained = 0  # events the last drain found
 
-    def pump(self, *, final: bool) -> bytes | None:
+    def pump(self, *, final: bool) -> list[bytes] | None:
         """The next message, or None when nothing happened since the last one."""
         collector = self.collector
         events = drain_last(collector) if final else collector.drain()
@@ -147,10 +147,11 @@ def _stalled(verdict: Event) -> bool:
     return runprocs.stalled({int(member["pid"]) for member in verdict.get("cycle") or []})
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def serve(pump: RunPump, commands: int, out: int) -> bool:

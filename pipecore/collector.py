@@ -25,7 +25,11 @@ from pipecore.stepping import StepControl
 
 HOLD_NS = 20_000_000  # events younger than this wait, so a slower ring cannot reorder
 RECEIVING_OPS = frozenset(("recv", "recv_bytes", "recv_bytes_into", "poll"))
-_ORDER_KEY = itemgetter(0, 1, 2)  # (t, pid, pseq): the event itself never compares
+# Sorted by `t` alone, and stably: a process's records are appended in pseq order, so
+# its events that share a nanosecond keep that order; events of different processes
+# stamped in the same nanosecond keep the order they were read in. Five times cheaper
+# than a (t, pid, pseq) key, whose tuples cost more than the sort.
+_ORDER_KEY = itemgetter(0)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -46,12 +50,12 @@ class Collector(RingReader):
     """Drains the telemetry rings of one run directory into ordered protocol events.
 
     `drain()` returns the events that are new since the last call, merged across
-    processes in (t, pid, pseq) order, except that a receive never precedes the
-    send it took (`pipecore.ordering`), and numbered with `seq` 1, 2, 3 … . Events
-    younger than `hold_ns` are held back until the next drain so that a ring read
-    a little later cannot put an earlier event after a later one; `drain(final=True)`
-    releases everything. A process whose pid is gone without an `exit` event gets
-    a `process` `exit` event with `exitcode` null and `killed` true.
+    processes in `t` order (a process's own events in `pseq` order), except that a
+    receive never precedes the send it took (`pipecore.ordering`), and numbered with
+    `seq` 1, 2, 3 … . Events younger than `hold_ns` are held back until the next drain
+    so that a ring read a little later cannot put an earlier event after a later one;
+    `drain(final=True)` releases everything. A process whose pid is gone without an
+    `exit` event gets a `process` `exit` event with `exitcode` null and `killed` true.
     """
 
     def __init__(

@@ -30,14 +30,14 @@ HEAD = struct.Struct("<II")
 MAX_MESSAGE = 1 << 30
 
 
-def encode(header: dict[str, Any], texts: list[bytes]) -> bytes:
-    """One message: the header and the parts' texts."""
+def encode(header: dict[str, Any], texts: list[bytes]) -> list[bytes]:
+    """One message, in pieces to write one after the other: the head and header, then
+    the parts' texts (not joined: a drain's message may be tens of megabytes)."""
     try:
         head = orjson.dumps(header)
     except TypeError:
         head = json.dumps(header, ensure_ascii=False).encode()
-    body = b"".join(texts)
-    return HEAD.pack(len(head), len(body)) + head + body
+    return [HEAD.pack(len(head), sum(len(t) for t in texts)) + head, *texts]
 
 
 @dataclass

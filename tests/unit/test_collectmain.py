@@ -32,7 +32,7 @@ def test_messages_survive_being_cut_anywhere() -> None:
         "killed": [[42, "Process-1", "SIGKILL", "killed by SIGKILL"]],
         "final": True,
     }
-    wire = collectwire.encode(header, texts) + collectwire.encode({"seq": 6}, [])
+    wire = b"".join(collectwire.encode(header, texts) + collectwire.encode({"seq": 6}, []))
     reader = collectwire.MessageReader()
     got: list[collectwire.Message] = []
     for at in range(0, len(wire), 7):
@@ -52,7 +52,7 @@ def test_messages_survive_being_cut_anywhere() -> None:
 def test_a_stream_that_is_not_messages_is_refused() -> None:
     with pytest.raises(ValueError, match="expected a collector message under"):
         collectwire.MessageReader().feed(b"\xff" * 16)
-    lying = collectwire.encode({"seq": 1, "parts": [[1, 1, 1, 1, 99]]}, [b"{}"])
+    lying = b"".join(collectwire.encode({"seq": 1, "parts": [[1, 1, 1, 1, 99]]}, [b"{}"]))
     with pytest.raises(ValueError, match="expected a body of 99 bytes from the header, got 2"):
         collectwire.MessageReader().feed(lying)
 
