@@ -21,13 +21,21 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import pipecore
+from bench.hotpath import hot_path
 from pipecore import telemetry
 from pipecore.collector import Collector
-from pipecore.ring import HEADER_BYTES, ensure_layout
 
 # forkserver: each process starts as a cheap fork of one clean server (spawn costs ~0.1 s).
 CTX = multiprocessing.get_context("forkserver")
 CTX.set_forkserver_preload(["bench.pingpong"])
+
+# glibc serves a large allocation with mmap (page faults and zeroing on every 1 MiB frame)
+# until a process frees such a block, which raises that threshold: whichever process has
+# freed one runs a 1 MiB ping-pong up to 5 times faster. Freeing one here, in every process
+# that imports the benchmark (the fork server preloads it), puts raw and traced processes
+# in the same state.
+_freed_block = bytearray(8 << 20)
+del _freed_block
 
 
 @dataclass(frozen=True)
@@ -60,25 +68,37 @@ def _pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
 
 
-def _echo(conn: Connection, rounds: int, as_bytes: bool, cpu: int) -> None:
+def _echo(conn: Connection, rounds: int, as_bytes: bool, cpu: int, result: Connection) -> None:
     _pin(cpu)
+    start = time.process_time()
     if as_bytes:
         for _ in range(rounds):
             conn.send_bytes(conn.recv_bytes())
     else:
         for _ in range(rounds):
             conn.send(conn.recv())
+    result.send(("peer", time.process_time() - start, _waited()))
     conn.close()
 
 
-def _drain(conn: Connection, rounds: int, as_bytes: bool, cpu: int, done: Connection) -> None:
+def _waited() -> float:
+    # Seconds this process's writer waited for ring space (the collector draining).
+    rec = telemetry.recorder()
+    return 0.0 if rec is None else rec.waited_ns / 1e9
+
+
+def _drain(
+    conn: Connection, rounds: int, as_bytes: bool, cpu: int, done: Connection, result: Connection
+) -> None:
     _pin(cpu)
+    start = time.process_time()
     if as_bytes:
         for _ in range(rounds):
             conn.recv_bytes()
     else:
         for _ in range(rounds):
             conn.recv()
+    result.send(("peer", time.process_time() - start, _waited()))
     # A one-way pipe cannot answer: the untraced `done` pipe says every message arrived.
     done.send_bytes(b"done")
     done.close()
@@ -93,6 +113,7 @@ def _drive(
     send = conn.send_bytes if work.as_bytes else conn.send
     recv = conn.recv_bytes if work.as_bytes else conn.recv
     start = time.perf_counter()
+    cpu_start = time.process_time()
     if done is None:
         for _ in range(rounds):
             send(payload)
@@ -101,7 +122,8 @@ def _drive(
         for _ in range(rounds):
             send(payload)
         done.recv_bytes()
-    result.send(time.perf_counter() - start)
+    cpu = time.process_time() - cpu_start
+    result.send(("driver", time.perf_counter() - start, cpu, _waited()))
     conn.close()
 
 
@@ -135,19 +157,40 @@ def traced_run() -> Iterator[Callable[[], int]]:
 
 def measure(work: Workload, rounds: int, traced: bool) -> float:
     """Seconds for `rounds` round trips (or one-way messages) between two pinned processes."""
+    return measure_with_cpu(work, rounds, traced).seconds
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One measurement: elapsed seconds; the CPU seconds both processes spent in their
+    loops (on a shared machine, the time other processes take from the pinned CPU is in
+    the first and not in the second); the seconds their writers waited for ring space;
+    the CPU seconds of this process meanwhile (its collector thread, when traced)."""
+
+    seconds: float
+    cpu_seconds: float
+    waited_seconds: float
+    collector_seconds: float
+
+
+def measure_with_cpu(work: Workload, rounds: int, traced: bool) -> Timing:
+    """`measure`, with the CPU time and the ring waits of both processes."""
+    collector_start = time.process_time()
     make_pipe: Any = pipecore.Pipe if traced else CTX.Pipe
     result_r, result_w = CTX.Pipe(False)
     peer: BaseProcess
     if work.pattern == "pingpong":
         mine, theirs = make_pipe(True)
         done_r = done_w = None
-        peer = CTX.Process(target=_echo, args=(theirs, rounds, work.as_bytes, work.cpus[1]))
+        peer = CTX.Process(
+            target=_echo, args=(theirs, rounds, work.as_bytes, work.cpus[1], result_w)
+        )
     else:
         # Pipe(duplex=False) returns (reader, writer): the driver writes, the peer reads.
         theirs, mine = make_pipe(False)
         done_r, done_w = CTX.Pipe(False)
         peer = CTX.Process(
-            target=_drain, args=(theirs, rounds, work.as_bytes, work.cpus[1], done_w)
+            target=_drain, args=(theirs, rounds, work.as_bytes, work.cpus[1], done_w, result_w)
         )
     driver = CTX.Process(target=_drive, args=(mine, work, rounds, result_w, done_r))
     peer.start()
@@ -155,11 +198,14 @@ def measure(work: Workload, rounds: int, traced: bool) -> float:
     for conn in (mine, theirs, result_w, done_r, done_w):
         if conn is not None:
             conn.close()
-    seconds: float = result_r.recv()
+    reports = {report[0]: report[1:] for report in (result_r.recv(), result_r.recv())}
     driver.join()
     peer.join()
     result_r.close()
-    return seconds
+    seconds, driver_cpu, driver_waited = reports["driver"]
+    peer_cpu, peer_waited = reports["peer"]
+    collector = time.process_time() - collector_start
+    return Timing(seconds, driver_cpu + peer_cpu, driver_waited + peer_waited, collector)
 
 
 # The headline workloads, both processes on one CPU.
@@ -171,58 +217,29 @@ PINNED: list[Workload] = [
 ]
 
 
-def hot_path(calls: int = 100_000, size: int = 100) -> dict[str, float]:
-    """Microseconds per call (a send or a receive, both ends in this process, pinned to
-    one CPU): raw and traced `send_bytes`/`recv_bytes` and `send`/`recv`. Telemetry
-    records into a ring large enough that no collector has to drain it meanwhile, so
-    this is the writer's cost alone."""
-    _pin(0)
-    payload = b"x" * size
-    run_dir = tempfile.mkdtemp(prefix="pipescope-hot-", dir="/dev/shm")
-    ensure_layout(run_dir, 8 * calls * (200 + size) + (1 << 20))
-    telemetry.activate(run_dir, "hot")
-    rec = telemetry.recorder()
-    if rec is not None:
-        # Touch the (zero, unpublished) data area first: a fresh page's first write
-        # faults, which a ring in use, wrapping over the same pages, does not pay.
-        chunk = bytes(16 << 20)
-        for at in range(HEADER_BYTES, len(rec.mm), len(chunk)):
-            end = min(at + len(chunk), len(rec.mm))
-            rec.mm[at:end] = chunk[: end - at]
-    try:
-        pairs = {"raw": CTX.Pipe(), "traced": pipecore.Pipe()}
-        best: dict[str, float] = {}
-        for _ in range(3):
-            for kind, (a, b) in pairs.items():
-                for as_bytes in (True, False):
-                    send = a.send_bytes if as_bytes else a.send
-                    recv = b.recv_bytes if as_bytes else b.recv
-                    start = time.perf_counter()
-                    for _ in range(calls // 2):
-                        send(payload)
-                        recv()
-                    per_call = (time.perf_counter() - start) / calls * 1e6
-                    key = f"{kind} {'bytes' if as_bytes else 'obj'}"
-                    best[key] = min(best.get(key, per_call), per_call)
-        for a, b in pairs.values():
-            a.close()
-            b.close()
-    finally:
-        telemetry.deactivate()
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return best
-
-
 def one_repetition(rounds: dict[str, int], traced_first: bool) -> dict[str, Any]:
     """Raw and traced seconds of each pinned workload, back to back, with this
     process's writer; then the hot path."""
     seconds: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    waited: dict[str, float] = {}
+    collector: dict[str, float] = {}
     with traced_run():
         for work in PINNED:
             order = (True, False) if traced_first else (False, True)
-            got = {t: measure(work, rounds[work.name], t) for t in order}
-            seconds[work.name] = [got[False], got[True]]
-    return {"writer": telemetry.WRITER, "seconds": seconds, "hot": hot_path()}
+            got = {t: measure_with_cpu(work, rounds[work.name], t) for t in order}
+            seconds[work.name] = [got[False].seconds, got[True].seconds]
+            cpu[work.name] = [got[False].cpu_seconds, got[True].cpu_seconds]
+            waited[work.name] = got[True].waited_seconds / got[True].seconds
+            collector[work.name] = got[True].collector_seconds / got[True].seconds
+    return {
+        "writer": telemetry.WRITER,
+        "seconds": seconds,
+        "cpu": cpu,
+        "waited": waited,
+        "collector": collector,
+        "hot": hot_path(),
+    }
 
 
 def compare(reps: int, budget: float) -> dict[str, Any]:
@@ -252,11 +269,17 @@ def compare(reps: int, budget: float) -> dict[str, Any]:
         if not results:
             continue
         row: dict[str, Any] = {}
+        cpu_row: dict[str, Any] = {}
         for work in PINNED:
-            ratios = [r["seconds"][work.name][1] / r["seconds"][work.name][0] for r in results]
-            row[work.name] = [statistics.median(ratios), min(ratios), max(ratios)]
+            for key, into in (("seconds", row), ("cpu", cpu_row)):
+                ratios = [r[key][work.name][1] / r[key][work.name][0] for r in results]
+                into[work.name] = [statistics.median(ratios), min(ratios), max(ratios)]
         hot = {k: statistics.median(r["hot"][k] for r in results) for k in results[0]["hot"]}
-        table[writer] = {"ratios": row, "hot_us": hot}
+        table[writer] = {"ratios": row, "cpu_ratios": cpu_row, "hot_us": hot}
+        for key in ("waited", "collector"):
+            table[writer][key] = {
+                w.name: statistics.median(r[key][w.name] for r in results) for w in PINNED
+            }
     return table
 
 
@@ -264,24 +287,43 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pingpong", description=__doc__)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--budget", type=float, default=0.4, help="seconds per measurement")
+    parser.add_argument(
+        "--collector-cpu",
+        type=int,
+        help="pin this process (its collector thread) to this CPU; unpinned by default",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.collector_cpu is not None:
+        _pin(args.collector_cpu)  # the repetitions' processes inherit it
     if args.one:
         spec = json.loads(args.one)
         print(json.dumps(one_repetition(spec["rounds"], spec["traced_first"])))
         return 0
     table = compare(args.reps, args.budget)
     print(f"rounds per measurement: {table['rounds']}")
-    print(f"{'workload (1 CPU)':<16} {'C writer':>24} {'Python writer':>24}")
-    for work in PINNED:
-        cells = []
-        for writer in ("c", "python"):
-            if writer in table:
-                med, lo, hi = table[writer]["ratios"][work.name]
-                cells.append(f"{med:.3f}x ({lo:.2f}–{hi:.2f})")
-            else:
-                cells.append("not built")
-        print(f"{work.name:<16} {cells[0]:>24} {cells[1]:>24}")
+    for key, what in (("ratios", "elapsed"), ("cpu_ratios", "CPU time of both processes")):
+        print(f"traced/raw, {what}:")
+        print(f"{'workload (1 CPU)':<16} {'C writer':>24} {'Python writer':>24}")
+        for work in PINNED:
+            cells = []
+            for writer in ("c", "python"):
+                if writer in table:
+                    med, lo, hi = table[writer][key][work.name]
+                    cells.append(f"{med:.3f}x ({lo:.2f}–{hi:.2f})")
+                else:
+                    cells.append("not built")
+            print(f"{work.name:<16} {cells[0]:>24} {cells[1]:>24}")
+    for key, what in (
+        ("waited", "traced writers waiting for ring space"),
+        ("collector", "the collector thread's CPU time"),
+    ):
+        print(f"{what}, share of the traced elapsed time (median):")
+        for work in PINNED:
+            cells = [
+                f"{table[w][key][work.name]:.1%}" if w in table else "-" for w in ("c", "python")
+            ]
+            print(f"{work.name:<16} {cells[0]:>24} {cells[1]:>24}")
     print("hot path, µs per call (median of repetitions, best of 3 loops each):")
     for writer in ("c", "python"):
         if writer in table:

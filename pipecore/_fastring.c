@@ -1,5 +1,7 @@
 /* The worker's hot record writes in C: a call's begin slot and its end record,
- * written straight into the ring map in the layout pipecore/ring.py defines.
+ * written straight into the ring map in the layout pipecore/ring.py defines; and the
+ * traced connection's send, recv, send_bytes and recv_bytes, which write them around
+ * the standard connection's I/O without a Python frame of their own.
  *
  * `Calls` is a base type of pipecore.recorder.FastRecorder. Its members (write_pos,
  * fast_base, fast_limit) are the ones the Python writer uses, so the Python slow
@@ -179,6 +181,12 @@ typedef struct {
     SiteEntry sites[SITE_CACHE];
 } Calls;
 
+/* TracedConnection, and the offsets of its slots the writer reads in place (0: by name). */
+static PyTypeObject *traced_type;
+static Py_ssize_t off_tl_rec, off_tl_slot, off_tl_eid, off_queued_at, off_handle, off_readable,
+    off_writable;
+
+static PyObject *s_readable, *s_writable;
 static PyObject *s_tl_rec, *s_tl_slot, *s_tl_eid, *s_queued_at, *s_handle, *s_wait_step,
     *s_define_end, *s_site, *s_sites;
 
@@ -253,9 +261,23 @@ static PyObject *Calls_take_pseq(Calls *self, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLongLong(++self->pseq);
 }
 
-static int get_ll(PyObject *obj, PyObject *name, long long *out)
+/* conn.<name> (a new reference): read in place when conn is a TracedConnection whose
+ * slot `off` is set. */
+static inline PyObject *conn_get(PyObject *conn, PyObject *name, Py_ssize_t off)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
+    if (off && traced_type != NULL && PyObject_TypeCheck(conn, traced_type)) {
+        PyObject *v = *(PyObject **)((char *)conn + off);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    return PyObject_GetAttr(conn, name);
+}
+
+static int get_ll(PyObject *obj, PyObject *name, Py_ssize_t off, long long *out)
+{
+    PyObject *v = conn_get(obj, name, off);
     if (v == NULL)
         return -1;
     *out = PyLong_AsLongLong(v);
@@ -263,26 +285,20 @@ static int get_ll(PyObject *obj, PyObject *name, long long *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* The site id of the caller of the traced method; mirrors Recorder.begin_call. */
-static int caller_site(Calls *self, long long *site)
+/* The site id of the user's frame at or above `frame` (borrowed, may be NULL); mirrors
+ * Recorder.begin_call. */
+static int caller_site(Calls *self, PyFrameObject *frame, long long *site)
 {
-    PyFrameObject *here = PyEval_GetFrame(); /* the traced method's frame */
-    if (here == NULL) {
+    if (frame == NULL) {
         *site = 0;
         return 0;
     }
-    PyFrameObject *back = PyFrame_GetBack(here);
-    if (back == NULL) {
-        *site = 0;
-        return 0;
-    }
-    PyCodeObject *code = PyFrame_GetCode(back);
-    int lasti = PyFrame_GetLasti(back);
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    int lasti = PyFrame_GetLasti(frame);
     SiteEntry *e = &self->sites[(((uintptr_t)code >> 4) ^ (uintptr_t)lasti) % SITE_CACHE];
     if (e->code == (const void *)code && e->lasti == lasti) {
         *site = e->site;
         Py_DECREF(code);
-        Py_DECREF(back);
         return 0;
     }
     int rc = -1;
@@ -307,7 +323,7 @@ static int caller_site(Calls *self, long long *site)
     }
     else {
         /* A new site, or a library frame whose user site lies further up. */
-        PyObject *r = PyObject_CallMethodOneArg((PyObject *)self, s_site, (PyObject *)back);
+        PyObject *r = PyObject_CallMethodOneArg((PyObject *)self, s_site, (PyObject *)frame);
         if (r == NULL)
             goto done;
         sid = PyLong_AsLongLong(r);
@@ -321,7 +337,6 @@ done:
     Py_XDECREF(sites);
     Py_XDECREF(key);
     Py_DECREF(code);
-    Py_DECREF(back);
     return rc;
 }
 
@@ -330,7 +345,7 @@ static int measure_queued(PyObject *conn, long long t, long long *queued)
 {
     long long at;
     *queued = -1;
-    if (get_ll(conn, s_queued_at, &at) < 0)
+    if (get_ll(conn, s_queued_at, off_queued_at, &at) < 0)
         return -1;
     if (t - at < QUEUED_INTERVAL_NS)
         return 0;
@@ -341,7 +356,7 @@ static int measure_queued(PyObject *conn, long long t, long long *queued)
     Py_DECREF(tv);
     if (rc < 0)
         return -1;
-    PyObject *h = PyObject_GetAttr(conn, s_handle);
+    PyObject *h = conn_get(conn, s_handle, off_handle);
     if (h == NULL)
         return -1;
     if (PyLong_Check(h)) {
@@ -355,53 +370,49 @@ static int measure_queued(PyObject *conn, long long t, long long *queued)
     return 0;
 }
 
-/* begin_call(conn, op) -> (pseq, t, site, queued): see Recorder.begin_call. */
-static PyObject *Calls_begin_call(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+/* The begin of a call, kept by the caller until its end. */
+typedef struct {
+    unsigned long long pseq;
+    long long t;
+    long long site;
+    long long queued;
+} Begin;
+
+/* Wait for a step grant if step mode is on, give `conn` its end id, and write the begin of
+ * `op` called from `frame` into the end's slot (a record for an end without one). */
+static int begin(Calls *self, PyObject *conn, long op, PyFrameObject *frame, Begin *b)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "begin_call expected 2 arguments (conn, op), got %zd",
-                     nargs);
-        return NULL;
-    }
-    PyObject *conn = args[0];
-    long op = PyLong_AsLong(args[1]);
-    if (op == -1 && PyErr_Occurred())
-        return NULL;
-    if (op < 0 || op >= NUM_OPS) {
-        PyErr_Format(PyExc_ValueError, "expected an op in 0..%d, got %ld", NUM_OPS - 1, op);
-        return NULL;
-    }
     if (!self->bound) {
         PyErr_SetString(PyExc_ValueError, "expected an open ring, got a closed one");
-        return NULL;
+        return -1;
     }
     if (((const char *)self->control.buf)[STEP_FLAG_OFFSET]) {
         PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self, s_wait_step);
         if (r == NULL)
-            return NULL;
+            return -1;
         Py_DECREF(r);
     }
-    PyObject *owner = PyObject_GetAttr(conn, s_tl_rec);
+    PyObject *owner = conn_get(conn, s_tl_rec, off_tl_rec);
     if (owner == NULL)
-        return NULL;
+        return -1;
     Py_DECREF(owner); /* only its identity matters */
     if (owner != (PyObject *)self) {
         PyObject *r = PyObject_CallMethodOneArg((PyObject *)self, s_define_end, conn);
         if (r == NULL)
-            return NULL;
+            return -1;
         Py_DECREF(r);
     }
     long long site, slot, queued = -1;
-    if (caller_site(self, &site) < 0)
-        return NULL;
+    if (caller_site(self, frame, &site) < 0)
+        return -1;
     unsigned long long pseq = ++self->pseq;
     long long t = now_ns();
     int receiving = RECEIVING[op];
     /* recv and recv_bytes measure what waits; the other ops' callers pass -1. */
     if (receiving && op != 4 && op != 5 && measure_queued(conn, t, &queued) < 0)
-        return NULL;
-    if (get_ll(conn, s_tl_slot, &slot) < 0)
-        return NULL;
+        return -1;
+    if (get_ll(conn, s_tl_slot, off_tl_slot, &slot) < 0)
+        return -1;
     if (slot && self->bound && slot + receiving + SLOT_SIZE <= self->ring.len) {
         char *p = (char *)self->ring.buf + slot + receiving;
         /* pseq first and last, so a reader that finds both copies equal read a whole slot. */
@@ -419,10 +430,40 @@ static PyObject *Calls_begin_call(Calls *self, PyObject *const *args, Py_ssize_t
         PyObject *r = PyObject_CallMethod((PyObject *)self, "begin_at", "OlKLLLd", conn, op,
                                           pseq, t, site, queued, Py_NAN);
         if (r == NULL)
-            return NULL;
+            return -1;
         Py_DECREF(r);
     }
-    return Py_BuildValue("(KLLL)", pseq, t, site, queued);
+    b->pseq = pseq;
+    b->t = t;
+    b->site = site;
+    b->queued = queued;
+    return 0;
+}
+
+/* begin_call(conn, op) -> (pseq, t, site, queued): see Recorder.begin_call. */
+static PyObject *Calls_begin_call(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "begin_call expected 2 arguments (conn, op), got %zd",
+                     nargs);
+        return NULL;
+    }
+    long op = PyLong_AsLong(args[1]);
+    if (op == -1 && PyErr_Occurred())
+        return NULL;
+    if (op < 0 || op >= NUM_OPS) {
+        PyErr_Format(PyExc_ValueError, "expected an op in 0..%d, got %ld", NUM_OPS - 1, op);
+        return NULL;
+    }
+    /* Called from the traced method: the site is its caller's. */
+    PyFrameObject *here = PyEval_GetFrame();
+    PyFrameObject *caller = here == NULL ? NULL : PyFrame_GetBack(here);
+    Begin b;
+    int rc = begin(self, args[0], op, caller, &b);
+    Py_XDECREF(caller);
+    if (rc < 0)
+        return NULL;
+    return Py_BuildValue("(KLLL)", b.pseq, b.t, b.site, b.queued);
 }
 
 static uint32_t sampled_crc(const unsigned char *p, Py_ssize_t n)
@@ -448,29 +489,14 @@ static uint32_t sampled_crc(const unsigned char *p, Py_ssize_t n)
     return (uint32_t)crc;
 }
 
-/* end(conn, op, pseq0, t0, site, frame=None, queued=-1): see Recorder.end. */
-static PyObject *Calls_end(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+/* Write the end record of `op` on `conn` (begun as pseq0 at t0) with `frame` (None: no
+ * frame): see Recorder.end. */
+static int write_end(Calls *self, PyObject *conn, long long op, unsigned long long pseq0,
+                     long long t0, long long site, PyObject *frame, long long queued)
 {
-    if (nargs < 5 || nargs > 7) {
-        PyErr_Format(PyExc_TypeError,
-                     "end expected 5 to 7 arguments (conn, op, pseq0, t0, site, frame, "
-                     "queued), got %zd",
-                     nargs);
-        return NULL;
-    }
-    long long eid, op, t0, site, queued = -1;
-    unsigned long long pseq0;
-    if (get_ll(args[0], s_tl_eid, &eid) < 0)
-        return NULL;
-    op = PyLong_AsLongLong(args[1]);
-    pseq0 = PyLong_AsUnsignedLongLong(args[2]);
-    t0 = PyLong_AsLongLong(args[3]);
-    site = PyLong_AsLongLong(args[4]);
-    if (nargs == 7)
-        queued = PyLong_AsLongLong(args[6]);
-    if (PyErr_Occurred())
-        return NULL;
-    PyObject *frame = nargs >= 6 ? args[5] : Py_None;
+    long long eid;
+    if (get_ll(conn, s_tl_eid, off_tl_eid, &eid) < 0)
+        return -1;
     Py_buffer view;
     int have_view = 0;
     long long nbytes = -1;
@@ -479,7 +505,7 @@ static PyObject *Calls_end(Calls *self, PyObject *const *args, Py_ssize_t nargs)
     uint16_t flags = 0;
     if (frame != Py_None) {
         if (PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE) < 0)
-            return NULL;
+            return -1;
         have_view = 1;
         nbytes = view.len;
         if (nbytes <= HEAD_STORE) {
@@ -499,7 +525,7 @@ static PyObject *Calls_end(Calls *self, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     long long need = (CALL_SIZE + hlen + 7) & ~7LL;
-    PyObject *res = NULL;
+    int res = -1;
     if (!self->bound) {
         PyErr_SetString(PyExc_ValueError, "expected an open ring, got a closed one");
         goto out;
@@ -562,8 +588,7 @@ static PyObject *Calls_end(Calls *self, PyObject *const *args, Py_ssize_t nargs)
     /* The record is complete before the position that covers it becomes visible. */
     __atomic_store_n((uint64_t *)((char *)self->ring.buf + WRITE_POS_OFFSET), (uint64_t)w,
                      __ATOMIC_RELEASE);
-    res = Py_None;
-    Py_INCREF(res);
+    res = 0;
 unlock:
     PyThread_release_lock(lock->lk);
     Py_DECREF(lock);
@@ -571,6 +596,32 @@ out:
     if (have_view)
         PyBuffer_Release(&view);
     return res;
+}
+
+/* end(conn, op, pseq0, t0, site, frame=None, queued=-1): see Recorder.end. */
+static PyObject *Calls_end(Calls *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 5 || nargs > 7) {
+        PyErr_Format(PyExc_TypeError,
+                     "end expected 5 to 7 arguments (conn, op, pseq0, t0, site, frame, "
+                     "queued), got %zd",
+                     nargs);
+        return NULL;
+    }
+    long long op, t0, site, queued = -1;
+    unsigned long long pseq0;
+    op = PyLong_AsLongLong(args[1]);
+    pseq0 = PyLong_AsUnsignedLongLong(args[2]);
+    t0 = PyLong_AsLongLong(args[3]);
+    site = PyLong_AsLongLong(args[4]);
+    if (nargs == 7)
+        queued = PyLong_AsLongLong(args[6]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *frame = nargs >= 6 ? args[5] : Py_None;
+    if (write_end(self, args[0], op, pseq0, t0, site, frame, queued) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef Calls_methods[] = {
@@ -604,9 +655,504 @@ static PyTypeObject CallsType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* -- the traced connection's frame-moving methods ----------------------------------------
+ *
+ * send, recv, send_bytes and recv_bytes of pipecore.tracedconnection.TracedConnection, as
+ * method descriptors: the begin, the standard connection's `_send_bytes`/`_recv_bytes`, and
+ * the end or error record, without a Python frame of their own. They do what the Python
+ * methods they replace do (those stay the reference): outside a run they call the
+ * standard method; with the Python recorder, or with arguments of other types than the
+ * usual ones (keywords, a non-int offset), they call the Python method itself.
+ */
+
+enum { OP_SEND = 0, OP_RECV = 1, OP_SEND_BYTES = 2, OP_RECV_BYTES = 3 };
+/* _send_bytes writes the header and a frame up to this size as one bytes object. */
+#define SMALL_FRAME 16384
+
+static PyObject *telemetry_ns; /* pipecore.telemetry's namespace: `_recorder` */
+static PyObject *plain_send, *plain_recv, *plain_send_bytes, *plain_recv_bytes;
+static PyObject *py_send, *py_recv, *py_send_bytes, *py_recv_bytes;
+static PyObject *dumps_fn, *loads_fn;
+static PyObject *s_recorder, *s_check_closed, *s_check_readable,
+    *s_check_writable, *s_send_bytes, *s_recv_bytes, *s_bad_message_length, *s_getbuffer,
+    *s_getvalue, *s_release, *s_error, *s_cast, *s_B;
+
+/* func(conn, *args, **kwargs) from a vectorcall argument list. */
+static PyObject *call_with_self(PyObject *func, PyObject *conn, PyObject *const *args,
+                                Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t total = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
+    PyObject *small[8];
+    PyObject **stack = small;
+    if (total + 1 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        stack = PyMem_Malloc((size_t)(total + 1) * sizeof(PyObject *));
+        if (stack == NULL)
+            return PyErr_NoMemory();
+    }
+    stack[0] = conn;
+    if (total)
+        memcpy(stack + 1, args, (size_t)total * sizeof(PyObject *));
+    PyObject *r = PyObject_Vectorcall(func, stack, nargs + 1, kwnames);
+    if (stack != small)
+        PyMem_Free(stack);
+    return r;
+}
+
+/* The process's recorder as a C recorder (a new reference), or NULL with *other set to
+ * what the Python method should handle: Py_None outside a run, else another recorder.
+ * NULL with *other NULL: an error. */
+static Calls *fast_recorder(PyObject **other)
+{
+    *other = NULL;
+    if (telemetry_ns == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "expected installed traced methods, got none");
+        return NULL;
+    }
+    PyObject *rec = PyDict_GetItemWithError(telemetry_ns, s_recorder); /* borrowed */
+    if (rec == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError,
+                            "expected pipecore.telemetry._recorder, got no such name");
+        return NULL;
+    }
+    if (rec != Py_None && PyObject_TypeCheck(rec, &CallsType) && ((Calls *)rec)->bound) {
+        Py_INCREF(rec); /* a deactivation while the call blocks must not free it */
+        return (Calls *)rec;
+    }
+    *other = rec;
+    return NULL;
+}
+
+static int call_check(PyObject *conn, PyObject *name)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(conn, name);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The standard checks, closed first, then readable or writable (`flag`); the standard
+ * methods raise their own errors. */
+static int check_open(PyObject *conn, PyObject *flag, Py_ssize_t flag_off, PyObject *check)
+{
+    PyObject *h = conn_get(conn, s_handle, off_handle);
+    if (h == NULL)
+        return -1;
+    int closed = h == Py_None;
+    Py_DECREF(h);
+    if (closed && call_check(conn, s_check_closed) < 0)
+        return -1;
+    PyObject *f = conn_get(conn, flag, flag_off);
+    if (f == NULL)
+        return -1;
+    int ok = PyObject_IsTrue(f);
+    Py_DECREF(f);
+    if (ok < 0)
+        return -1;
+    if (!ok && call_check(conn, check) < 0)
+        return -1;
+    return 0;
+}
+
+/* Record the error raised by the call begun as `b` (`frame`: a frame it consumed, or
+ * None) and raise it again; an error of the recorder replaces it, with it as context. */
+static void record_error(Calls *self, PyObject *conn, long op, const Begin *b, PyObject *frame)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "error", "Ol(KLL)OOL", conn, op, b->pseq,
+                                      b->t, b->site, value, frame, b->queued);
+    if (r != NULL) {
+        Py_DECREF(r);
+        PyErr_Restore(type, value, tb);
+        return;
+    }
+    PyObject *type2, *value2, *tb2;
+    PyErr_Fetch(&type2, &value2, &tb2);
+    PyErr_NormalizeException(&type2, &value2, &tb2);
+    if (value2 != value)
+        PyException_SetContext(value2, value); /* steals value */
+    else
+        Py_DECREF(value);
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    PyErr_Restore(type2, value2, tb2);
+}
+
+/* The end record of a call that returned, and the recorder's reference dropped. */
+static PyObject *finish(Calls *self, PyObject *conn, long op, const Begin *b, PyObject *frame,
+                        PyObject *result)
+{
+    if (write_end(self, conn, op, b->pseq, b->t, b->site, frame, b->queued) < 0)
+        Py_CLEAR(result);
+    Py_DECREF(self);
+    return result;
+}
+
+static PyObject *traced_send(PyObject *conn, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    PyObject *other;
+    if (nargs != 1 || kwnames != NULL)
+        return call_with_self(py_send, conn, args, nargs, kwnames);
+    Calls *self = fast_recorder(&other);
+    if (self == NULL) {
+        if (other == NULL)
+            return NULL;
+        return call_with_self(other == Py_None ? plain_send : py_send, conn, args, nargs, NULL);
+    }
+    Begin b;
+    if (begin(self, conn, OP_SEND, PyEval_GetFrame(), &b) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    PyObject *buf = NULL, *r;
+    if (check_open(conn, s_writable, off_writable, s_check_writable) < 0)
+        goto failed;
+    buf = PyObject_CallOneArg(dumps_fn, args[0]);
+    if (buf == NULL)
+        goto failed;
+    r = PyObject_CallMethodOneArg(conn, s_send_bytes, buf);
+    if (r == NULL)
+        goto failed;
+    Py_DECREF(r);
+    Py_INCREF(Py_None);
+    r = finish(self, conn, OP_SEND, &b, buf, Py_None);
+    Py_DECREF(buf);
+    return r;
+failed:
+    Py_XDECREF(buf);
+    record_error(self, conn, OP_SEND, &b, Py_None);
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyObject *traced_recv(PyObject *conn, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    PyObject *other;
+    if (nargs != 0 || kwnames != NULL)
+        return call_with_self(py_recv, conn, args, nargs, kwnames);
+    Calls *self = fast_recorder(&other);
+    if (self == NULL) {
+        if (other == NULL)
+            return NULL;
+        return call_with_self(other == Py_None ? plain_recv : py_recv, conn, args, 0, NULL);
+    }
+    Begin b;
+    if (begin(self, conn, OP_RECV, PyEval_GetFrame(), &b) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    PyObject *received = NULL, *frame = NULL, *obj = NULL;
+    if (check_open(conn, s_readable, off_readable, s_check_readable) < 0)
+        goto failed;
+    received = PyObject_CallMethodNoArgs(conn, s_recv_bytes);
+    if (received == NULL)
+        goto failed;
+    frame = PyObject_CallMethodNoArgs(received, s_getbuffer);
+    Py_DECREF(received);
+    if (frame == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    obj = PyObject_CallOneArg(loads_fn, frame);
+    if (obj == NULL) {
+        record_error(self, conn, OP_RECV, &b, frame);
+        Py_DECREF(self);
+    }
+    else {
+        obj = finish(self, conn, OP_RECV, &b, frame, obj);
+    }
+    /* As `with buf.getbuffer() as frame`: the view is released when the call returns. */
+    if (Py_REFCNT(frame) > 1) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *r = PyObject_CallMethodNoArgs(frame, s_release);
+        if (r == NULL) {
+            Py_CLEAR(obj);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+        }
+        else {
+            Py_DECREF(r);
+            PyErr_Restore(type, value, tb);
+        }
+    }
+    Py_DECREF(frame);
+    return obj;
+failed:
+    record_error(self, conn, OP_RECV, &b, Py_None);
+    Py_DECREF(self);
+    return NULL;
+}
+
+/* An int argument that fits a long long, or NULL (None or absent) for the default; 0: it
+ * does not (the Python method handles it). */
+static int small_int(PyObject *arg, int none_ok, long long *out, int *given)
+{
+    *given = 0;
+    if (arg == NULL || (none_ok && arg == Py_None))
+        return 1;
+    if (!PyLong_CheckExact(arg))
+        return 0;
+    int overflow;
+    *out = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *given = 1;
+    return 1;
+}
+
+static PyObject *traced_send_bytes(PyObject *conn, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    PyObject *other;
+    long long offset = 0, size = 0;
+    int has_offset, has_size;
+    if (nargs < 1 || nargs > 3 || kwnames != NULL ||
+        !small_int(nargs > 1 ? args[1] : NULL, 0, &offset, &has_offset) ||
+        !small_int(nargs > 2 ? args[2] : NULL, 1, &size, &has_size))
+        return call_with_self(py_send_bytes, conn, args, nargs, kwnames);
+    Calls *self = fast_recorder(&other);
+    if (self == NULL) {
+        if (other == NULL)
+            return NULL;
+        return call_with_self(other == Py_None ? plain_send_bytes : py_send_bytes, conn, args,
+                              nargs, NULL);
+    }
+    Begin b;
+    if (begin(self, conn, OP_SEND_BYTES, PyEval_GetFrame(), &b) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    PyObject *buf = args[0], *m = NULL, *frame = NULL, *r;
+    long long n;
+    if (check_open(conn, s_writable, off_writable, s_check_writable) < 0)
+        goto failed;
+    if (PyBytes_CheckExact(buf)) {
+        n = PyBytes_GET_SIZE(buf);
+    }
+    else {
+        m = PyMemoryView_FromObject(buf);
+        if (m == NULL)
+            goto failed;
+        if (PyMemoryView_GET_BUFFER(m)->itemsize > 1) {
+            PyObject *cast = PyObject_CallMethodOneArg(m, s_cast, s_B);
+            Py_SETREF(m, cast);
+            if (m == NULL)
+                goto failed;
+        }
+        n = PyMemoryView_GET_BUFFER(m)->len;
+    }
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "offset is negative");
+        goto failed;
+    }
+    if (n < offset) {
+        PyErr_SetString(PyExc_ValueError, "buffer length < offset");
+        goto failed;
+    }
+    if (!has_size) {
+        size = n - offset;
+    }
+    else if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size is negative");
+        goto failed;
+    }
+    else if (offset + size > n) {
+        PyErr_SetString(PyExc_ValueError, "buffer length < offset + size");
+        goto failed;
+    }
+    if (m == NULL && offset == 0 && size == n && n <= SMALL_FRAME) {
+        /* The same bytes on the wire as its view: _send_bytes joins them to the header. */
+        Py_INCREF(buf);
+        frame = buf;
+    }
+    else {
+        if (m == NULL && (m = PyMemoryView_FromObject(buf)) == NULL)
+            goto failed;
+        frame = PySequence_GetSlice(m, (Py_ssize_t)offset, (Py_ssize_t)(offset + size));
+        if (frame == NULL)
+            goto failed;
+    }
+    r = PyObject_CallMethodOneArg(conn, s_send_bytes, frame);
+    if (r == NULL)
+        goto failed;
+    Py_DECREF(r);
+    Py_INCREF(Py_None);
+    r = finish(self, conn, OP_SEND_BYTES, &b, frame, Py_None);
+    Py_DECREF(frame);
+    Py_XDECREF(m);
+    return r;
+failed:
+    Py_XDECREF(frame);
+    Py_XDECREF(m);
+    record_error(self, conn, OP_SEND_BYTES, &b, Py_None);
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyObject *traced_recv_bytes(PyObject *conn, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    PyObject *other;
+    long long maxlength = 0;
+    int has_max;
+    if (nargs > 1 || kwnames != NULL || !small_int(nargs ? args[0] : NULL, 1, &maxlength, &has_max))
+        return call_with_self(py_recv_bytes, conn, args, nargs, kwnames);
+    Calls *self = fast_recorder(&other);
+    if (self == NULL) {
+        if (other == NULL)
+            return NULL;
+        return call_with_self(other == Py_None ? plain_recv_bytes : py_recv_bytes, conn, args,
+                              nargs, NULL);
+    }
+    Begin b;
+    if (begin(self, conn, OP_RECV_BYTES, PyEval_GetFrame(), &b) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    PyObject *received = NULL, *data;
+    if (check_open(conn, s_readable, off_readable, s_check_readable) < 0)
+        goto failed;
+    if (has_max && maxlength < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative maxlength");
+        goto failed;
+    }
+    received = PyObject_CallMethodOneArg(conn, s_recv_bytes, nargs ? args[0] : Py_None);
+    if (received == NULL)
+        goto failed;
+    if (received == Py_None) {
+        if (call_check(conn, s_bad_message_length) < 0)
+            goto failed;
+    }
+    data = PyObject_CallMethodNoArgs(received, s_getvalue);
+    Py_CLEAR(received);
+    if (data == NULL)
+        goto failed;
+    return finish(self, conn, OP_RECV_BYTES, &b, data, data);
+failed:
+    Py_XDECREF(received);
+    record_error(self, conn, OP_RECV_BYTES, &b, Py_None);
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyMethodDef traced_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))traced_send, METH_FASTCALL | METH_KEYWORDS,
+     "send($self, obj)\n--\n\nSend a (picklable) object."},
+    {"recv", (PyCFunction)(void (*)(void))traced_recv, METH_FASTCALL | METH_KEYWORDS,
+     "recv($self)\n--\n\nReceive a (picklable) object."},
+    {"send_bytes", (PyCFunction)(void (*)(void))traced_send_bytes, METH_FASTCALL | METH_KEYWORDS,
+     "send_bytes($self, buf, offset=0, size=None)\n--\n\n"
+     "Send the bytes data from a bytes-like object."},
+    {"recv_bytes", (PyCFunction)(void (*)(void))traced_recv_bytes, METH_FASTCALL | METH_KEYWORDS,
+     "recv_bytes($self, maxlength=None)\n--\n\nReceive bytes data as a bytes object."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* install_methods(cls, plain_cls, telemetry_namespace, dumps, loads): replace cls's four
+ * frame-moving methods with traced_methods, keeping the Python ones for what they hand on. */
+static PyObject *install_methods(PyObject *Py_UNUSED(module), PyObject *const *args,
+                                 Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError,
+                     "install_methods expected 5 arguments (cls, plain_cls, namespace, dumps, "
+                     "loads), got %zd",
+                     nargs);
+        return NULL;
+    }
+    PyObject *cls = args[0], *plain_cls = args[1];
+    if (!PyType_Check(cls) || !PyType_Check(plain_cls) || !PyDict_Check(args[2])) {
+        PyErr_Format(PyExc_TypeError, "expected two classes and a dict, got %s, %s and %s",
+                     Py_TYPE(cls)->tp_name, Py_TYPE(plain_cls)->tp_name,
+                     Py_TYPE(args[2])->tp_name);
+        return NULL;
+    }
+    PyObject **plain[] = {&plain_send, &plain_recv, &plain_send_bytes, &plain_recv_bytes};
+    PyObject **python[] = {&py_send, &py_recv, &py_send_bytes, &py_recv_bytes};
+    PyObject *got_plain[4] = {NULL}, *got_python[4] = {NULL}, *descrs[4] = {NULL};
+    for (int i = 0; i < 4; i++) {
+        const char *name = traced_methods[i].ml_name;
+        got_python[i] = PyObject_GetAttrString(cls, name);
+        got_plain[i] = PyObject_GetAttrString(plain_cls, name);
+        if (got_python[i] == NULL || got_plain[i] == NULL)
+            goto fail;
+        if (!PyFunction_Check(got_python[i])) {
+            PyErr_Format(PyExc_TypeError, "expected %s.%s to be a Python function, got %s",
+                         ((PyTypeObject *)cls)->tp_name, name, Py_TYPE(got_python[i])->tp_name);
+            goto fail;
+        }
+        descrs[i] = PyDescr_NewMethod((PyTypeObject *)cls, &traced_methods[i]);
+        if (descrs[i] == NULL)
+            goto fail;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (PyObject_SetAttrString(cls, traced_methods[i].ml_name, descrs[i]) < 0)
+            goto fail;
+    }
+    for (int i = 0; i < 4; i++) {
+        Py_XSETREF(*plain[i], got_plain[i]);
+        Py_XSETREF(*python[i], got_python[i]);
+        Py_DECREF(descrs[i]);
+    }
+    struct {
+        Py_ssize_t *off;
+        PyObject *name;
+    } fields[] = {
+        {&off_tl_rec, s_tl_rec},     {&off_tl_slot, s_tl_slot},   {&off_tl_eid, s_tl_eid},
+        {&off_queued_at, s_queued_at}, {&off_handle, s_handle},   {&off_readable, s_readable},
+        {&off_writable, s_writable},
+    };
+    Py_XSETREF(traced_type, NULL); /* no in-place reads while the offsets change */
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        /* A slot of cls is a member descriptor in its own dict; anything else is read by name. */
+        PyObject *d = PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, fields[i].name);
+        if (d == NULL && PyErr_Occurred())
+            return NULL;
+        *fields[i].off = 0;
+        if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+                *fields[i].off = m->offset;
+        }
+    }
+    Py_INCREF(cls);
+    traced_type = (PyTypeObject *)cls;
+    Py_INCREF(args[2]);
+    Py_XSETREF(telemetry_ns, args[2]);
+    Py_INCREF(args[3]);
+    Py_XSETREF(dumps_fn, args[3]);
+    Py_INCREF(args[4]);
+    Py_XSETREF(loads_fn, args[4]);
+    Py_RETURN_NONE;
+fail:
+    for (int i = 0; i < 4; i++) {
+        Py_XDECREF(got_plain[i]);
+        Py_XDECREF(got_python[i]);
+        Py_XDECREF(descrs[i]);
+    }
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"install_methods", (PyCFunction)(void (*)(void))install_methods, METH_FASTCALL,
+     "install_methods(cls, plain_cls, namespace, dumps, loads): the traced methods in C."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "pipecore._fastring", "The worker's hot record writes in C.", -1,
-    NULL, NULL, NULL, NULL, NULL,
+    module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__fastring(void)
@@ -618,6 +1164,12 @@ PyMODINIT_FUNC PyInit__fastring(void)
         {&s_tl_rec, "_tl_rec"},       {&s_tl_slot, "_tl_slot"},     {&s_tl_eid, "_tl_eid"},
         {&s_queued_at, "_queued_at"}, {&s_handle, "_handle"},       {&s_wait_step, "wait_step"},
         {&s_define_end, "define_end"}, {&s_site, "site"},           {&s_sites, "sites"},
+        {&s_recorder, "_recorder"},   {&s_readable, "_readable"},   {&s_writable, "_writable"},
+        {&s_check_closed, "_check_closed"},     {&s_check_readable, "_check_readable"},
+        {&s_check_writable, "_check_writable"}, {&s_send_bytes, "_send_bytes"},
+        {&s_recv_bytes, "_recv_bytes"},         {&s_bad_message_length, "_bad_message_length"},
+        {&s_getbuffer, "getbuffer"},  {&s_getvalue, "getvalue"},    {&s_release, "release"},
+        {&s_error, "error"},          {&s_cast, "cast"},            {&s_B, "B"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);

@@ -10,7 +10,10 @@ from pipecore.ring import REC_DEFINE
 from pipecore.ringwriter import RingWriter
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_OWN_FILES = frozenset(os.path.join(_HERE, n) for n in ("recorder.py", "telemetry.py", "traced.py"))
+_OWN_FILES = frozenset(
+    os.path.join(_HERE, n)
+    for n in ("callrecords.py", "recorder.py", "telemetry.py", "traced.py", "tracedconnection.py")
+)
 _MP_DIR = os.path.dirname(os.path.abspath(multiprocessing.__file__)) + os.sep
 
 
@@ -26,6 +29,9 @@ class CallSites(RingWriter):
         super().__init__(run_dir)
         # (id(code), lasti) -> site id; -1: a library frame, walk further up.
         self.sites: dict[tuple[int, int], int] = {}
+        # (id(code), line) -> site id: a call of a C method is seen at one of two
+        # instructions (the specialised one or the generic one), which is one site.
+        self.line_sites: dict[tuple[int, int], int] = {}
         self.site_codes: list[object] = []  # keeps ids in `sites` from being reused
 
     def site(self, frame: FrameType | None) -> int:
@@ -44,11 +50,15 @@ class CallSites(RingWriter):
     def _define_site(self, key: tuple[int, int], frame: FrameType) -> int:
         filename = frame.f_code.co_filename
         with self.lock:
+            line = frame.f_lineno
             if _library_file(filename):
                 sid = -1
+            elif (key[0], line) in self.line_sites:
+                sid = self.line_sites[key[0], line]
             else:
-                sid = len(self.site_codes) + 1
-                text = f"{filename}:{frame.f_lineno}"
+                sid = len(self.line_sites) + 1
+                self.line_sites[key[0], line] = sid
+                text = f"{filename}:{line}"
                 self._write_json(REC_DEFINE, {"site_id": sid, "site": text}, False, 0)
             self.site_codes.append(frame.f_code)
             self.sites[key] = sid

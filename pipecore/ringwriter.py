@@ -63,6 +63,7 @@ class RingWriter:
         self.fast_base = -HEADER_BYTES
         self.fast_limit = self.capacity
         self.broken = False
+        self.waited_ns = 0  # time spent waiting for ring space, for benchmarks
 
     def _reserve(self, need: int) -> int:
         """Reserve `need` bytes (8-aligned) and return their offset in the map; the
@@ -89,11 +90,13 @@ class RingWriter:
         # Back-pressure: never drop a record; wait for the collector to drain. The flag
         # tells the collector this process is busy, not stuck in a pipe call.
         waited = 0.0
+        start = time.monotonic_ns()
         POSITION.pack_into(self.mm, WAITING_OFFSET, 1)
         while True:
             self.read_pos = POSITION.unpack_from(self.mm, READ_POS_OFFSET)[0]
             if self.read_pos >= read_needed or self.broken:
                 POSITION.pack_into(self.mm, WAITING_OFFSET, 0)
+                self.waited_ns += time.monotonic_ns() - start
                 return
             time.sleep(WAIT_SLEEP)
             waited += WAIT_SLEEP

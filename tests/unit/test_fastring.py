@@ -1,11 +1,17 @@
 """The C record writer against the Python one: the same calls give the same ring bytes."""
 
+import array
+import importlib.util
+import inspect
 import itertools
+import multiprocessing
 import os
+import pickle
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -27,6 +33,7 @@ from pipecore.ring import (
     WRITE_POS_OFFSET,
     frame_hash,
 )
+from pipecore.traced import TracedConnection
 from tests.unit.conftest import Event, RunFixture, calls, make_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,6 +72,21 @@ def _drive() -> None:
     a.send_bytes(b"0123456789", 2, 5)
     b._queued_at = 0
     b.recv_bytes()
+    # Views, keywords and odd arguments (the C methods hand these to the Python ones).
+    sends: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((bytearray(b"mutable"),), {}),
+        ((array.array("i", [1, 2]),), {}),
+        ((b"keywords",), {"offset": 1, "size": 3}),
+        ((b"abc", True), {}),
+    ]
+    for args, kwargs in sends:
+        a.send_bytes(*args, **kwargs)
+        b._queued_at = 0
+        b.recv_bytes(100)
+    a.send(obj="by keyword")
+    b._queued_at = 0
+    b.recv_bytes(maxlength=100)
+    _drive_errors(a, b)
     rec = telemetry.recorder()
     assert rec is not None
     for n in LARGE:
@@ -93,6 +115,38 @@ def _drive() -> None:
     with pytest.raises(EOFError):
         a.recv()
     a.close()
+
+
+class _Unpicklable:
+    def __reduce__(self) -> str:
+        raise TypeError("expected no pickling, got an attempt")
+
+
+def _drive_errors(a: TracedConnection, b: TracedConnection) -> None:
+    # Each error before, during and after the frame moves is an error record.
+    for call in (
+        lambda: a.send(_Unpicklable()),
+        lambda: a.send_bytes(b"abc", -1),
+        lambda: a.send_bytes(b"abc", 1, 5),
+        lambda: a.send_bytes(123),
+        lambda: b.recv_bytes(-1),
+    ):
+        b._queued_at = 0
+        with pytest.raises((TypeError, ValueError)):
+            call()
+    a.send_bytes(b"not a pickle")
+    b._queued_at = 0
+    with pytest.raises(pickle.UnpicklingError):
+        b.recv()
+    c, d = pipecore.Pipe()
+    c.send_bytes(b"y" * 100)
+    d._queued_at = 0
+    with pytest.raises(OSError, match="bad message length"):
+        d.recv_bytes(10)
+    c.close()
+    with pytest.raises(OSError, match="handle is closed"):
+        c.send(1)
+    d.close()
 
 
 def _records(ring: bytes) -> tuple[bytes, list[bytes]]:
@@ -170,7 +224,8 @@ def test_both_writers_write_the_same_ring_bytes_and_the_same_events(
     assert c_header == py_header
     assert _timeless(c_events) == _timeless(py_events)
     sent = calls(c_events, op="send_bytes", phase="end")
-    expected = [_payload(n) for n in SIZES] + [b"23456"]
+    expected = [_payload(n) for n in SIZES] + [b"23456", b"mutable"]
+    expected += [array.array("i", [1, 2]).tobytes(), b"eyw", b"bc", b"not a pickle", b"y" * 100]
     for n in LARGE:
         expected += [_payload(n), _payload(n + 8)[8:]]
     got = [(e["nbytes"], e["hash"]) for e in sent[: len(expected)]]
@@ -221,8 +276,9 @@ def _writer_in_child(env: dict[str, str]) -> str:
 
 def test_the_writer_is_chosen_at_import_and_pure_python_forces_python() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PIPESCOPE_PURE_PYTHON"}
-    expected = "python" if recorder._fastring is None else "c"
-    assert _writer_in_child(env) == expected
+    # Built or not, whatever this process was told (PIPESCOPE_PURE_PYTHON may be set here).
+    built = importlib.util.find_spec("pipecore._fastring") is not None
+    assert _writer_in_child(env) == ("c" if built else "python")
     assert _writer_in_child({**env, "PIPESCOPE_PURE_PYTHON": "1"}) == "python"
 
 
@@ -256,3 +312,16 @@ def test_the_c_writers_lock_excludes_like_threading_lock() -> None:
     assert not lock.locked()
     with pytest.raises(RuntimeError, match="expected a held lock"):
         lock.release()
+
+
+@needs_c
+def test_the_frame_moving_methods_run_in_c_with_the_standard_signatures() -> None:
+    traced_end, other = pipecore.Pipe()
+    raw_end, raw_other = multiprocessing.Pipe()
+    for name in ("send", "recv", "send_bytes", "recv_bytes"):
+        method = vars(TracedConnection)[name]
+        assert type(method).__name__ == "method_descriptor", f"{name}: {method!r}"
+        expected = inspect.signature(getattr(raw_end, name))
+        assert inspect.signature(getattr(traced_end, name)) == expected
+    for end in (traced_end, other, raw_end, raw_other):
+        end.close()

@@ -193,6 +193,16 @@ def _behaviour(factory: Callable[..., tuple[Connection, Connection]]) -> list[Ou
     rec(_outcome(lambda: a.send_bytes(b"abc", 4)))
     rec(_outcome(lambda: a.send_bytes(b"abc", 1, -1)))
     rec(_outcome(lambda: a.send_bytes(b"abc", 2, 5)))
+    rec(_outcome(lambda: a.send_bytes(b"abc", 2**70)))  # beyond a C long long
+    rec(_outcome(lambda: a.send_bytes(b"abc", 1.0)))  # type: ignore[arg-type]
+    rec(_outcome(lambda: a.send_bytes(123)))  # type: ignore[arg-type]
+    rec(_outcome(lambda: a.send_bytes(memoryview(b"abcdef")[::2])))
+    rec(_outcome(lambda: a.send_bytes(b"keywords", offset=1, size=3)))
+    rec(_outcome(lambda: a.send_bytes(bytearray(b"mutable"), True)))
+    rec(_outcome(lambda: b.recv_bytes(maxlength=10)))
+    rec(_outcome(lambda: b.recv_bytes(100)))
+    rec(_outcome(lambda: a.send(obj=("by", "keyword"))))
+    rec(_outcome(lambda: b.recv()))
     rec(_outcome(lambda: b.recv_bytes(-1)))
     rec(_outcome(lambda: b.poll()))
     rec(_outcome(lambda: a.send_bytes(b"0123456789")))
