@@ -9,11 +9,6 @@ import multiprocessing
 import sys
 import traceback
 
-# Every worker unpickles a traced connection: the forkserver, which imports this module
-# before it forks the workers, and a spawned worker, which re-imports it, load the traced
-# Pipe here once (`import pipecore` alone no longer does).
-import pipecore.traced  # noqa: F401
-
 START_METHODS = ("forkserver", "spawn", "fork")
 
 
