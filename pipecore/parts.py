@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -101,14 +100,3 @@ def part_of(events: list[Event]) -> Part:
 def parts_of(events: list[Event]) -> list[Part]:
     """Numbered events in parts of at most PART_EVENTS."""
     return [part_of(events[i : i + PART_EVENTS]) for i in range(0, len(events), PART_EVENTS)]
-
-
-def flatten(parts: list[Part]) -> list[Event]:
-    """Every event of the parts, in order."""
-    return [event for part in parts for event in part.events()]
-
-
-def chunks(events: list[Event]) -> Iterator[list[Event]]:
-    """The events in runs of at most PART_EVENTS."""
-    for i in range(0, len(events), PART_EVENTS):
-        yield events[i : i + PART_EVENTS]
