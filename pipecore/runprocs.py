@@ -87,7 +87,7 @@ def _boot_id() -> str:
 
 def write_owner(run_dir: str) -> None:
     """Note, in the run directory, that this process owns the run (written atomically)."""
-    stat = _stat(os.getpid())
+    stat = stat_of(os.getpid())
     owner = {"pid": os.getpid(), "start": 0 if stat is None else stat[2], "boot": _boot_id()}
     path = os.path.join(run_dir, OWNER_FILE)
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -114,7 +114,7 @@ def read_owner(run_dir: str) -> Proc | None:
     return Proc(pid, start if boot == _boot_id() else -1)
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
+def stat_of(pid: int) -> tuple[str, int, int] | None:
     """State, parent pid and start time of `pid`, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
@@ -151,7 +151,7 @@ def find(mark: str, roots: Iterable[int] = (), *, prefix: bool = False) -> set[P
                 continue
         except OSError:
             continue
-        stat = _stat(pid)
+        stat = stat_of(pid)
         if stat is None or stat[0] == "Z":
             continue
         proc = Proc(pid, stat[2])
@@ -173,7 +173,7 @@ def alive(procs: Iterable[Proc]) -> set[Proc]:
     """Those of `procs` still running; zombies among this process's children are reaped."""
     living: set[Proc] = set()
     for proc in procs:
-        stat = _stat(proc.pid)
+        stat = stat_of(proc.pid)
         if stat is None or stat[2] != proc.start:
             continue
         if stat[0] == "Z":
@@ -392,6 +392,7 @@ __all__ = [
     "read_owner",
     "reap_groups",
     "stalled",
+    "stat_of",
     "write_left",
     "write_owner",
 ]
