@@ -24,6 +24,7 @@ from typing import Any
 
 from pipecore import collectwire, runprocs
 from pipecore.analysis import Analysis
+from pipecore.baserun import MAX_UNSETTLED
 from pipecore.collector import Collector, drain_last
 from pipecore.parts import PART_EVENTS, encode_events, is_kept
 
@@ -38,7 +39,6 @@ ANALYSIS_EVERY_NS = 100_000_000
 RECEIVING_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
 # What the analysis adds to a receive once it has matched it to its send.
 LATE_FIELDS = frozenset({"match", "latency_ns", "corrupt"})
-MAX_UNSETTLED = 10_000
 
 
 class RunPump:
@@ -221,21 +221,22 @@ def start(
             spare.stdin.flush()
             return spare
         except OSError:
-            end_spare(spare)  # it died waiting: start one the slow way
+            end(spare)  # it died waiting: start one the slow way
     return _popen(command(run_dir, run_id, first_seq, deadlock_after_ns))
 
 
-def end_spare(spare: subprocess.Popen[bytes]) -> None:
-    """End a spare that no run took: the end of its input ends it."""
-    for stream in (spare.stdin, spare.stdout):
+def end(feed: subprocess.Popen[bytes], grace: float = 1.0) -> None:
+    """End a collector process (a run's, after its last message, or a spare no run took)
+    and close its pipes: the end of its input ends it, SIGKILL after `grace` seconds."""
+    for stream in (feed.stdin, feed.stdout):
         if stream is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # a pipe whose reader is gone
                 stream.close()
     try:
-        spare.wait(timeout=1.0)
+        feed.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        spare.kill()
-        spare.wait()
+        feed.kill()
+        feed.wait()
 
 
 def _read_line(fd: int) -> bytes:

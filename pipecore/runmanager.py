@@ -201,7 +201,7 @@ class RunManager:
             runs = list(self._runs.values())
             spare, self._spare = self._spare, None
         if spare is not None:
-            collectmain.end_spare(spare)
+            collectmain.end(spare)
         for run in runs:
             if isinstance(run, ExternalRun):
                 run.disconnect("the server shut down while the program was being traced")

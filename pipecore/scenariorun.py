@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
@@ -303,18 +302,8 @@ class Run(BaseRun):
 
     def _end_feed(self) -> None:
         """Make sure the collector process is gone and its pipes closed."""
-        feed = self._feed
-        if feed is None:
-            return
-        for stream in (feed.stdin, feed.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):  # a pipe whose reader is gone
-                    stream.close()
-        try:
-            feed.wait(timeout=TERM_GRACE)
-        except subprocess.TimeoutExpired:
-            feed.kill()
-            feed.wait()
+        if self._feed is not None:
+            collectmain.end(self._feed, TERM_GRACE)
 
     def _close_files(self) -> None:
         if self._steps is not None:

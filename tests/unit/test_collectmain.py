@@ -126,5 +126,5 @@ def test_a_spare_no_run_took_ends_with_its_input() -> None:
     from pipecore import collectmain
 
     spare = collectmain.start_spare()
-    collectmain.end_spare(spare)
+    collectmain.end(spare)
     assert spare.returncode == 0
