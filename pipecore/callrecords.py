@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-import zlib
 from types import FrameType
 from typing import Protocol
 
@@ -13,9 +12,6 @@ from pipecore.callsites import CallSites
 from pipecore.ring import (
     BEGIN,
     CALL,
-    FLAG_HASHED,
-    FLAG_SAMPLED,
-    HASH_FULL_LIMIT,
     HEAD_STORE,
     POSITION,
     REC_BEGIN,
@@ -29,7 +25,7 @@ from pipecore.ring import (
     SLOTS,
     STEP_FLAG_OFFSET,
     WRITE_POS_OFFSET,
-    frame_sample,
+    record_hash,
 )
 from pipecore.stepping import wait_for_grant
 
@@ -43,7 +39,6 @@ _pack_call = CALL.pack_into
 _pack_slot = SLOT.pack_into
 _pack_position = POSITION.pack_into
 _monotonic_ns = time.monotonic_ns
-_crc32 = zlib.crc32
 _getframe = sys._getframe
 
 
@@ -235,12 +230,7 @@ class CallRecords(CallSites):
                 h = flags = 0
             else:
                 hlen = HEAD_STORE
-                if nbytes <= HASH_FULL_LIMIT:
-                    h = _crc32(frame)
-                    flags = FLAG_HASHED
-                else:
-                    h = frame_sample(frame)
-                    flags = FLAG_SAMPLED
+                h, flags = record_hash(frame)
                 frame = frame[:HEAD_STORE]
         need = (_CALL_SIZE + hlen + 7) & ~7
         mm = self.mm

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import time
-import zlib
 from types import ModuleType
 from typing import Any
 
@@ -18,9 +17,7 @@ from pipecore.callrecords import TracedEnd as TracedEnd
 from pipecore.ring import (
     CALL,
     ERROR,
-    FLAG_HASHED,
     FLAG_RESULT,
-    FLAG_SAMPLED,
     HASH_FULL_LIMIT,
     HEAD_STORE,
     HEADER_BYTES,
@@ -35,10 +32,9 @@ from pipecore.ring import (
     SLOT_SIZE,
     STEP_FLAG_OFFSET,
     WRITE_POS_OFFSET,
-    frame_sample,
+    record_hash,
 )
 
-_crc32 = zlib.crc32
 _CALL_SIZE = CALL.size
 
 
@@ -102,14 +98,7 @@ class Recorder(CallRecords):
         data = json.dumps(info).encode()
         nbytes = -1 if frame is None else len(frame)
         hlen = 0 if frame is None else min(nbytes, HEAD_STORE)
-        flags = h = 0
-        if frame is not None and nbytes > HEAD_STORE:
-            if nbytes <= HASH_FULL_LIMIT:
-                h = _crc32(frame)
-                flags = FLAG_HASHED
-            else:
-                h = frame_sample(frame)
-                flags = FLAG_SAMPLED
+        h, flags = record_hash(frame) if frame is not None and nbytes > HEAD_STORE else (0, 0)
         pseq0, t0, site = begin
         need = (ERROR.size + hlen + len(data) + 7) & ~7
         with self.lock:

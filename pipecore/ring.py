@@ -115,6 +115,15 @@ def complete_sample(n: int, head: bytes, sample: int) -> int:
     return _crc32(sample.to_bytes(4, "little"), h)
 
 
+def record_hash(frame: memoryview | bytes | bytearray) -> tuple[int, int]:
+    """What a record stores of a frame longer than HEAD_STORE: (hash, flags), the whole
+    frame's CRC-32 up to HASH_FULL_LIMIT bytes, else `frame_sample` for the collector to
+    complete (see `frame_hash`)."""
+    if len(frame) <= HASH_FULL_LIMIT:
+        return _crc32(frame), FLAG_HASHED
+    return frame_sample(frame), FLAG_SAMPLED
+
+
 def frame_hash(frame: memoryview | bytes | bytearray) -> int:
     """The protocol's `hash` of a frame: CRC-32 of the whole frame up to HASH_FULL_LIMIT
     bytes; beyond it, CRC-32 of the 8-byte little-endian length, the first HEAD_STORE
