@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 
 import orjson
@@ -191,13 +192,15 @@ class Viewer:
                 self._resynchronise(run_id)
             await self._send_outbox()
             if self.pending:
+                started = time.monotonic()
                 batches, self.pending, self.backlog = self.pending, {}, 0
                 self.waiting.clear()
                 for run_id, parts in batches.items():
                     for group in frame_groups(parts):
                         await self._send(self.hub.events_frame(run_id, group))
-                # Coalesce: whatever arrives meanwhile goes out together in the next frame.
-                await asyncio.sleep(self.interval)
+                # Coalesce: whatever arrives meanwhile goes out together in the next frame,
+                # `interval` after this one started (sending a large frame takes a while).
+                await asyncio.sleep(max(0.0, started + self.interval - time.monotonic()))
 
     def _resynchronise(self, run_id: str) -> None:
         try:

@@ -34,6 +34,12 @@ DRAIN_INTERVAL = 0.01
 LAG_EVENTS = 5000
 # after a drain this large the next one starts without waiting
 BUSY_EVENTS = 1000
+# A drain reads at most this much of each ring, so that the first of its events is sent
+# before long, and the writer gets its space back a piece at a time.
+DRAIN_BYTES = 32 * 1024
+DRAIN_EVENTS = 1500
+# What a ring may hold unread: about what the collector drains in this time.
+LAG_BOUND_NS = 25_000_000
 # The analysis' ends and statistics travel at most this often while events flow.
 ANALYSIS_EVERY_NS = 100_000_000
 RECEIVING_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
@@ -53,18 +59,27 @@ class RunPump:
         self._killed_sent: set[int] = set()
         self._analysis_at = 0
         self._analysis_changed = False
-        self.drained = 0  # events the last drain found
+        self.collector.bound_lag(LAG_BOUND_NS)
+        self.busy = False  # the last drain left work: drain again at once
 
     def pump(self, *, final: bool) -> list[bytes] | None:
         """The next message, or None when nothing happened since the last one."""
+        start = time.monotonic_ns()
+        try:
+            return self._pump(final)
+        finally:
+            self.collector.pace(time.monotonic_ns() - start)
+
+    def _pump(self, final: bool) -> list[bytes] | None:
         collector = self.collector
-        events = drain_last(collector) if final else collector.drain()
-        self.drained = len(events)
+        events = drain_last(collector) if final else collector.drain(budget=DRAIN_BYTES, most=DRAIN_EVENTS)
         self._number(events)  # before the analysis, whose `match` names these numbers
         verdicts = self.analysis.feed(events)
         # Time-based verdicts only while the collector keeps up: when it lags, the
         # newest events are old and every process would look silent.
-        lagging = len(events) >= LAG_EVENTS or collector.writers_waiting()
+        waiting = collector.writers_waiting()
+        self.busy = collector.behind or waiting or len(events) >= BUSY_EVENTS
+        lagging = collector.behind or waiting or len(events) >= LAG_EVENTS
         if not final and not lagging:
             verdicts += self.analysis.tick(time.monotonic_ns())
         verdicts = [
@@ -157,8 +172,8 @@ def _write_all(fd: int, pieces: list[bytes]) -> None:
 def serve(pump: RunPump, commands: int, out: int) -> bool:
     """Pump until told to finish; True when the server asked for the final drain."""
     while True:
-        # Behind the run's processes (a full batch last time): drain again at once.
-        wait = 0.0 if pump.drained >= BUSY_EVENTS else DRAIN_INTERVAL
+        # Behind the run's processes: drain again at once.
+        wait = 0.0 if pump.busy else DRAIN_INTERVAL
         ready, _, _ = select.select([commands], [], [], wait)
         told = os.read(commands, 4096) if ready else b""
         final = bool(ready)

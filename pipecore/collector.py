@@ -12,17 +12,21 @@ from pipecore.ordering import CausalOrder
 from pipecore.preview import describe_pickle
 from pipecore.ring import (
     HEADER_BYTES,
+    MIN_WINDOW,
     POSITION,
     READ_POS_OFFSET,
     RING_HEAD,
     RING_MAGIC,
     RING_SUFFIX,
     WAITING_OFFSET,
+    WINDOW_OFFSET,
     ensure_layout,
 )
 from pipecore.ringreader import Event, Ring, RingReader
 from pipecore.stepping import StepControl
 
+# With a lag bound: how much work (ns) sizes the windows again.
+PACE_NS = 50_000_000
 HOLD_NS = 20_000_000  # events younger than this wait, so a slower ring cannot reorder
 RECEIVING_OPS = frozenset(("recv", "recv_bytes", "recv_bytes_into", "poll"))
 # Sorted by `t` alone, and stably: a process's records are appended in pseq order, so
@@ -76,6 +80,9 @@ class Collector(RingReader):
         self._steps: StepControl | None = None
         self._closed = False
         self._order = CausalOrder()
+        self._lag_ns = 0  # see bound_lag; 0: each ring's whole data area may be unread
+        self._busy_ns = 0  # work counted by pace() since the windows were last sized
+        self.behind = False  # the last drain left records unread (its budget ran out)
 
     # -- step mode ----------------------------------------------------------------
 
@@ -104,14 +111,25 @@ class Collector(RingReader):
             POSITION.unpack_from(ring.mm, WAITING_OFFSET)[0] for ring in self._rings.values()
         )
 
-    def drain(self, *, final: bool = False) -> list[Event]:
-        """Return the new events, merged and ordered, with `seq` set."""
+    def drain(
+        self, *, final: bool = False, budget: int | None = None, most: int | None = None
+    ) -> list[Event]:
+        """Return the new events, merged and ordered, with `seq` set. `budget` bounds the
+        bytes read from each ring and `most` the events released (None: no bound);
+        `behind` then tells whether more is left. A final drain reads and releases all."""
         if self._closed:
             return []
         now = time.monotonic_ns()
         self._discover()
+        if final:
+            budget = None
+        horizon = now
         for name, ring in list(self._rings.items()):
-            got = self._read(ring)
+            got = self._read(ring, budget)
+            if ring.cut:
+                # Its unread records are about as old as the last one read: nothing
+                # later than that may go out before them.
+                horizon = min(horizon, ring.last_t)
             self._scan_slots(ring)
             if got or _pid_alive(ring.pid):
                 continue
@@ -143,10 +161,13 @@ class Collector(RingReader):
             ready = self._pending
             self._pending = []
         else:
-            cutoff = now - self.hold_ns
+            cutoff = horizon - self.hold_ns
             n = 0
-            while n < len(self._pending) and self._pending[n][0] <= cutoff:
+            last = len(self._pending) if most is None else min(most, len(self._pending))
+            while n < last and self._pending[n][0] <= cutoff:
                 n += 1
+            if n == last < len(self._pending):
+                horizon = min(horizon, now - 1)  # more is ready: behind
             ready = self._pending[:n]
             del self._pending[:n]
         out, held = self._order.release([item[3] for item in ready], FOREVER if final else now)
@@ -155,7 +176,41 @@ class Collector(RingReader):
         for event in out:
             self._seq += 1
             event["seq"] = self._seq
+        self.behind = horizon < now
         return out
+
+    def bound_lag(self, lag_ns: int) -> None:
+        """Keep each ring's unread records to what the collector drains in about `lag_ns`:
+        a process with more to record waits for it (back-pressure, nothing is dropped),
+        so no record waits much longer than that to be read. The pace is measured by
+        `pace()`; until then each ring keeps the window it started with (see
+        `ensure_layout`)."""
+        self._lag_ns = lag_ns
+
+    def pace(self, busy_ns: int) -> None:
+        """Count `busy_ns` of work on what was read since the last call; every PACE_NS of
+        it, size each ring's window from the bytes read per nanosecond of work and the
+        ring's share of them (see `bound_lag`)."""
+        if not self._lag_ns:
+            return
+        self._busy_ns += busy_ns
+        if self._busy_ns < PACE_NS:
+            return
+        rings = list(self._rings.values())
+        read = {ring.path: ring.read_bytes - ring.paced_bytes for ring in rings}
+        total = sum(read.values())
+        if total >= MIN_WINDOW:  # enough to tell the pace from the cost of a drain
+            drained = total * self._lag_ns / self._busy_ns
+            for ring in rings:
+                self._set_window(ring, int(drained * read[ring.path] / total))
+        for ring in rings:
+            ring.paced_bytes = ring.read_bytes
+        self._busy_ns = 0
+
+    @staticmethod
+    def _set_window(ring: Ring, nbytes: int) -> None:
+        window = min(max(MIN_WINDOW, nbytes & ~7), ring.capacity)
+        POSITION.pack_into(ring.mm, WINDOW_OFFSET, window)
 
     def _discover(self) -> None:
         try:

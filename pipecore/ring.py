@@ -14,6 +14,14 @@ RING_MAGIC = 0x47525350  # "PSRG"
 RING_VERSION = 4
 WRITE_POS_OFFSET = 64  # own cache line: written by the process
 READ_POS_OFFSET = 128  # own cache line: written by the collector
+# Beside it, also the collector's: the most unread bytes the process may leave in the
+# ring (0: the whole data area). The collector sets it from how fast it drains, so that
+# a record never waits much longer than its lag bound to be read.
+WINDOW_OFFSET = 136
+MIN_WINDOW = 64 * 1024
+# The window a run's rings start with when its collector bounds the lag, until it has
+# measured its pace.
+FIRST_WINDOW = 128 * 1024
 WAITING_OFFSET = 192  # own cache line: 1 while the process waits for ring space
 RING_HEAD = struct.Struct("<IIQQ")  # magic, version, data bytes, pid
 POSITION = struct.Struct("<Q")
@@ -29,6 +37,7 @@ CONTROL_BYTES = 4096
 CONTROL_MAGIC = 0x43525350  # "PSRC"
 STEP_FLAG_OFFSET = 8
 RING_SIZE_OFFSET = 16
+FIRST_WINDOW_OFFSET = 24  # the window a new ring starts with (0: none)
 CONTROL_HEAD = struct.Struct("<I")
 CONTROL_NAME = "control"
 STEPS_NAME = "steps"
@@ -134,8 +143,9 @@ def frame_hash(frame: memoryview | bytes | bytearray) -> int:
     return complete_sample(n, bytes(frame[:HEAD_STORE]), frame_sample(frame))
 
 
-def ensure_layout(run_dir: str, ring_bytes: int | None = None) -> None:
-    """Create the run directory, its control page and its steps FIFO if missing."""
+def ensure_layout(run_dir: str, ring_bytes: int | None = None, window: int = 0) -> None:
+    """Create the run directory, its control page and its steps FIFO if missing; each
+    ring of the run starts with `window` (see WINDOW_OFFSET; 0: none)."""
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, CONTROL_NAME)
     if not os.path.exists(path):
@@ -144,6 +154,7 @@ def ensure_layout(run_dir: str, ring_bytes: int | None = None) -> None:
             page = bytearray(CONTROL_BYTES)
             CONTROL_HEAD.pack_into(page, 0, CONTROL_MAGIC)
             POSITION.pack_into(page, RING_SIZE_OFFSET, ring_bytes or DEFAULT_RING_BYTES)
+            POSITION.pack_into(page, FIRST_WINDOW_OFFSET, window)
             f.write(page)
         os.replace(tmp, path)
     fifo = os.path.join(run_dir, STEPS_NAME)

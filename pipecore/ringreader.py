@@ -70,6 +70,9 @@ class Ring:
     done: dict[int, int] = field(default_factory=dict)  # slot -> last begin completed
     exited: bool = False
     last_t: int = 0
+    cut: bool = False  # the last read stopped at its budget, short of the write position
+    read_bytes: int = 0  # bytes read since the ring was opened
+    paced_bytes: int = 0  # read_bytes when the collector last sized the ring's window
     # (end id, site id, op) -> the fields every call event of that kind shares
     templates: dict[tuple[int, int, int], Event] = field(default_factory=dict)
     # a call record's shared bytes -> its begin and end events but for t and pseq, and
@@ -97,18 +100,21 @@ class RingReader:
     def _hold(self, t: int, pid: int, pseq: int, event: Event) -> None:
         self._pending.append((t, pid, pseq, event))
 
-    def _read(self, ring: Ring) -> int:
+    def _read(self, ring: Ring, budget: int | None = None) -> int:
+        """Decode the ring's new records, about `budget` bytes of them at most (None: all),
+        and hand their space back to the writer; the number of records read."""
         mm = ring.mm
         cap = ring.capacity
         write_pos = POSITION.unpack_from(mm, WRITE_POS_OFFSET)[0]
         r = ring.read_pos
+        stop = write_pos if budget is None else min(write_pos, r + budget)
         count = 0
         kinds = ring.kinds
         begun = ring.begun
         done = ring.done
         pid = ring.pid
         append = self._pending.append
-        while r < write_pos:
+        while r < stop:
             off = HEADER_BYTES + r % cap
             length, rtype, op, hlen = _unpack_head(mm, off)
             if length < RECORD_HEAD.size or length % 8 or length > cap:
@@ -143,7 +149,9 @@ class RingReader:
                 self._decode(ring, rtype, op, off)
                 count += 1
             r += length
+        ring.cut = r < write_pos
         if r != ring.read_pos:
+            ring.read_bytes += r - ring.read_pos
             ring.read_pos = r
             POSITION.pack_into(mm, READ_POS_OFFSET, r)
         return count

@@ -12,6 +12,7 @@ from typing import Any
 
 from pipecore.ring import (
     EVENT,
+    FIRST_WINDOW_OFFSET,
     HEADER_BYTES,
     MIN_RING_BYTES,
     POSITION,
@@ -24,6 +25,7 @@ from pipecore.ring import (
     RING_SUFFIX,
     RING_VERSION,
     WAITING_OFFSET,
+    WINDOW_OFFSET,
     WRITE_POS_OFFSET,
     map_control,
 )
@@ -55,6 +57,8 @@ class RingWriter:
         finally:
             os.close(fd)
         RING_HEAD.pack_into(self.mm, 0, RING_MAGIC, RING_VERSION, self.capacity, self.pid)
+        window = POSITION.unpack_from(self.control, FIRST_WINDOW_OFFSET)[0]
+        POSITION.pack_into(self.mm, WINDOW_OFFSET, window)
         # Publish only a fully initialised ring: the collector never sees a half header.
         os.rename(tmp, path)
         self.path = path
@@ -73,8 +77,11 @@ class RingWriter:
         pos = w % cap
         tail = cap - pos
         total = need if need <= tail else tail + need
-        if w + total - self.read_pos > cap:
-            self._wait_space(w + total - cap)
+        # The collector's window bounds the unread bytes, never below this record.
+        window: int = POSITION.unpack_from(self.mm, WINDOW_OFFSET)[0]
+        limit = max(min(window or cap, cap), total)
+        if w + total - self.read_pos > limit:
+            self._wait_space(w + total - limit)
         if need > tail:
             RECORD_HEAD.pack_into(self.mm, HEADER_BYTES + pos, tail, REC_PAD, 0, 0)
             self.write_pos = w = w + tail
@@ -83,7 +90,7 @@ class RingWriter:
         # skips this method.
         lap_start = w - pos
         self.fast_base = lap_start - HEADER_BYTES
-        self.fast_limit = min(lap_start + cap, self.read_pos + cap)
+        self.fast_limit = min(lap_start + cap, self.read_pos + limit)
         return HEADER_BYTES + pos
 
     def _wait_space(self, read_needed: int) -> None:

@@ -20,7 +20,7 @@ from pipecore.analysis import Killed
 from pipecore.baserun import LIVE_EVENTS, MAX_KEPT_VERDICTS, BaseRun, logger
 from pipecore.collectwire import Message, MessageReader
 from pipecore.outcome import Outcome, RunState
-from pipecore.ring import ensure_layout
+from pipecore.ring import FIRST_WINDOW, ensure_layout
 from pipecore.runsweep import COLLECTOR_FILE
 from pipecore.scenarios import Scenario
 from pipecore.stepping import StepControl
@@ -108,7 +108,8 @@ class Run(BaseRun):
     def launch(self) -> None:
         """Create the run directory, start the collector process, the main process and the
         thread that watches them."""
-        ensure_layout(self.run_dir)
+        # The collector process bounds the lag (collectmain): the rings start bounded.
+        ensure_layout(self.run_dir, window=FIRST_WINDOW)
         try:
             # Lets a later server tell this run's directory from a live one (runsweep).
             runprocs.write_owner(self.run_dir)

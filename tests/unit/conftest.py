@@ -11,6 +11,7 @@ import pytest
 
 from pipecore import telemetry
 from pipecore.collector import Collector
+from pipecore.ring import ensure_layout
 
 Event = dict[str, Any]
 START_METHODS = ["spawn", "forkserver", "fork"]
@@ -48,9 +49,12 @@ class RunFixture:
         telemetry.activate(self.run_dir, self.run_id)
 
 
-def make_run(ring_bytes: int | None = None) -> RunFixture:
+def make_run(ring_bytes: int | None = None, window: int = 0) -> RunFixture:
+    """A run directory whose rings hold `ring_bytes` and start with `window` (see
+    `pipecore.ring.ensure_layout`), and its collector."""
     run_dir = tempfile.mkdtemp(prefix="pipescope-test-", dir="/dev/shm")
     run_id = "r" + os.path.basename(run_dir)[-6:]
+    ensure_layout(run_dir, ring_bytes, window)
     return RunFixture(run_dir, run_id, Collector(run_dir, run_id, ring_bytes=ring_bytes))
 
 

@@ -304,3 +304,127 @@ def test_repeated_calls_from_one_line_each_get_their_own_complete_events(run: Ru
     assert [e.get("match") for e in ends] == [1] + [None] * 7
     a.close()
     b.close()
+
+
+def _unread(run_dir: str) -> int:
+    """Bytes the process's ring holds that the collector has not read."""
+    from pipecore.ring import POSITION, READ_POS_OFFSET, WRITE_POS_OFFSET
+
+    with open(os.path.join(run_dir, f"{os.getpid()}.ring"), "rb") as f:
+        head = f.read(256)
+    return int(
+        POSITION.unpack_from(head, WRITE_POS_OFFSET)[0]
+        - POSITION.unpack_from(head, READ_POS_OFFSET)[0]
+    )
+
+
+def test_a_ring_window_bounds_what_a_writer_leaves_unread_and_loses_nothing() -> None:
+    import threading
+
+    from pipecore.ring import MIN_WINDOW
+
+    # A 2 MiB ring whose window is 64 KiB: ~300 KB of output fits the ring, not the window.
+    run = make_run(window=MIN_WINDOW)
+    run.activate()
+    done = threading.Event()
+
+    def flood() -> None:
+        for n in range(2000):
+            telemetry.record_event({"kind": "output", "stream": "stdout", "text": f"{n:0100d}"})
+        done.set()
+
+    writer = threading.Thread(target=flood)
+    try:
+        writer.start()
+        deadline = time.monotonic() + 20
+        while not run.collector.writers_waiting():
+            assert time.monotonic() < deadline and not done.is_set(), "the writer never waited"
+            time.sleep(0.001)
+        assert 0 < _unread(run.run_dir) <= MIN_WINDOW
+        run.drain_until(lambda events: done.is_set(), timeout=20)
+        writer.join(10)
+        run.drain(final=True)
+        texts = [e["text"] for e in run.events if e["kind"] == "output"]
+        assert texts == [f"{n:0100d}" for n in range(2000)]
+    finally:
+        while writer.is_alive():  # never leave the writer waiting on a ring nobody drains
+            run.drain()
+            writer.join(0.01)
+        telemetry.deactivate()
+        run.drain(final=True)
+        run.collector.close()
+
+
+def _output(events: list[Event]) -> list[Event]:
+    return [e for e in events if e["kind"] == "output"]
+
+
+def test_pace_sizes_each_window_from_the_bytes_drained_per_unit_of_work() -> None:
+    from pipecore.collector import PACE_NS
+    from pipecore.ring import POSITION, WINDOW_OFFSET
+
+    run = make_run(window=256 * 1024)
+    run.activate()
+    try:
+        for n in range(600):  # about 100 KB: within the window, more than the least one
+            telemetry.record_event({"kind": "output", "stream": "stdout", "text": f"{n:0100d}"})
+        run.collector.bound_lag(3 * PACE_NS)
+        run.drain_until(lambda events: len(_output(events)) >= 600)
+        read = sum(ring.read_bytes for ring in run.collector._rings.values())
+        assert 64 * 1024 < read < 256 * 1024
+        run.collector.pace(PACE_NS // 2)  # not enough work yet to tell the pace
+        ring_file = os.path.join(run.run_dir, f"{os.getpid()}.ring")
+        with open(ring_file, "rb") as f:
+            assert POSITION.unpack_from(f.read(256), WINDOW_OFFSET)[0] == 256 * 1024
+        run.collector.pace(PACE_NS // 2)
+        # drained `read` bytes in PACE_NS of work: three times that in 3 × PACE_NS
+        with open(ring_file, "rb") as f:
+            assert POSITION.unpack_from(f.read(256), WINDOW_OFFSET)[0] == (3 * read) & ~7
+    finally:
+        telemetry.deactivate()
+        run.drain(final=True)
+        run.collector.close()
+
+
+def test_drains_bounded_in_bytes_and_events_still_merge_rings_in_time_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipecore.collector import Collector
+    from pipecore.ring import REC_EVENT
+    from pipecore.ringwriter import RingWriter
+
+    run = make_run()
+    # Two rings of two live processes (this one and its parent), written in turn: one
+    # with long records, one with short, so that a byte budget cuts them at different
+    # times. Nothing may go out before an older record of the other ring.
+    writers = []
+    for pid in (os.getpid(), os.getppid()):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        writers.append(RingWriter(run.run_dir))
+    monkeypatch.undo()
+    collector = Collector(run.run_dir, run.run_id, hold_ns=0)
+    written = []
+    for n in range(600):
+        writer = writers[n % 2]
+        text = f"{n}:" + ("x" * 400 if n % 2 == 0 else "")
+        writer._write_json(REC_EVENT, {"kind": "output", "stream": "stdout", "text": text}, True, n)
+        written.append(text)
+    out: list[dict[str, Any]] = []
+    cut = 0
+    for _ in range(10_000):
+        got = collector.drain(budget=2048, most=50)
+        assert len(got) <= 50
+        out += got
+        cut += collector.behind
+        if not collector.behind:
+            break
+    out += collector.drain(final=True)
+    try:
+        assert cut > 10
+        assert [e["text"] for e in out] == written
+        assert [e["seq"] for e in out] == list(range(1, 601))
+    finally:
+        for writer in writers:
+            writer.mm.close()
+        collector.close()
+        run.collector.close()
