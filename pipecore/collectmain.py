@@ -72,7 +72,11 @@ class RunPump:
 
     def _pump(self, final: bool) -> list[bytes] | None:
         collector = self.collector
-        events = drain_last(collector) if final else collector.drain(budget=DRAIN_BYTES, most=DRAIN_EVENTS)
+        events = (
+            drain_last(collector)
+            if final
+            else collector.drain(budget=DRAIN_BYTES, most=DRAIN_EVENTS)
+        )
         self._number(events)  # before the analysis, whose `match` names these numbers
         verdicts = self.analysis.feed(events)
         # Time-based verdicts only while the collector keeps up: when it lags, the
