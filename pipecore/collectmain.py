@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -38,6 +39,8 @@ BUSY_EVENTS = 1000
 # before long, and the writer gets its space back a piece at a time.
 DRAIN_BYTES = 32 * 1024
 DRAIN_EVENTS = 1500
+# The pipe to the server holds this much (see _popen).
+PIPE_BYTES = 1 << 20
 # What a ring may hold unread: about what the collector drains in this time.
 LAG_BOUND_NS = 25_000_000
 # The analysis' ends and statistics travel at most this often while events flow.
@@ -206,9 +209,16 @@ def command(run_dir: str, run_id: str, first_seq: int, deadlock_after_ns: int) -
 
 
 def _popen(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, close_fds=True
     )
+    assert proc.stdout is not None
+    # The server's reading thread takes the interpreter lock again after every read;
+    # while its event loop is busy that can take milliseconds, so each read should
+    # bring a lot (a pipe holds 64 KiB by default).
+    with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
+        fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    return proc
 
 
 def start_spare() -> subprocess.Popen[bytes]:

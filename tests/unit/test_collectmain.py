@@ -160,3 +160,17 @@ def test_a_backlog_goes_out_in_bounded_messages_in_order(tmp_path: Path) -> None
     assert texts == [f"line {n}" for n in range(5000)]
     assert max(sizes) <= DRAIN_EVENTS
     assert len([size for size in sizes if size]) >= 5000 // DRAIN_EVENTS
+
+
+def test_the_pipe_to_the_server_holds_a_megabyte() -> None:
+    import fcntl
+
+    from pipecore.collectmain import PIPE_BYTES, end, start_spare
+
+    # The server's reading thread then takes up to a megabyte per read, not 64 KiB.
+    spare = start_spare()
+    try:
+        assert spare.stdout is not None
+        assert fcntl.fcntl(spare.stdout.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_BYTES
+    finally:
+        end(spare)
