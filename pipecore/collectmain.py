@@ -42,7 +42,7 @@ DRAIN_EVENTS = 1500
 # The pipe to the server holds this much (see _popen).
 PIPE_BYTES = 1 << 20
 # What a ring may hold unread: about what the collector drains in this time.
-LAG_BOUND_NS = 25_000_000
+LAG_BOUND_NS = 15_000_000
 # The analysis' ends and statistics travel at most this often while events flow.
 ANALYSIS_EVERY_NS = 100_000_000
 RECEIVING_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})

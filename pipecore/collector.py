@@ -27,7 +27,11 @@ from pipecore.stepping import StepControl
 
 # With a lag bound: how much work (ns) sizes the windows again.
 PACE_NS = 50_000_000
-HOLD_NS = 20_000_000  # events younger than this wait, so a slower ring cannot reorder
+# Events younger than this wait for the next drain: a record is stamped under its ring's
+# lock just before it is published (nanoseconds in C, microseconds in Python), so a ring
+# read after the drain began cannot bring an older one unless its writer was descheduled
+# in between for longer than this.
+HOLD_NS = 5_000_000
 RECEIVING_OPS = frozenset(("recv", "recv_bytes", "recv_bytes_into", "poll"))
 # Sorted by `t` alone, and stably: a process's records are appended in pseq order, so
 # its events that share a nanosecond keep that order; events of different processes
