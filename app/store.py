@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import sqlite3
 import threading
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from app.storewriter import StoreWriter, unpacked
 from pipecore.parts import Part, part_of
 from pipecore.runs import BaseRun
 
@@ -56,9 +54,9 @@ def default_db_path() -> str:
 class Store:
     """Keeps every run's summary and events; survives a restart of the server.
 
-    Writes go through a queue to one writer thread that commits them in batches, so
-    callers on the event loop or the collector thread never wait for the disk.
-    Retention keeps at most `max_runs` runs and `max_events` events, oldest first out.
+    Writes go through a queue to one writer thread (`StoreWriter`) that commits them in
+    batches, so callers on the event loop or the collector thread never wait for the
+    disk. Retention keeps at most `max_runs` runs and `max_events` events, oldest first out.
     """
 
     def __init__(self, path: str, *, max_runs: int = 200, max_events: int = 2_000_000) -> None:
@@ -75,21 +73,12 @@ class Store:
             # the server's crash (the WAL is in the page cache), not a power cut.
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
-        # Running counts for retention: counting the table on every commit grows with it.
-        self._run_ids = {row[0] for row in self._db.execute("SELECT id FROM runs")}
-        (singles,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
-        (chunked,) = self._db.execute("SELECT TOTAL(count) FROM chunks").fetchone()
-        self._event_count = int(singles + chunked)
-        # run id -> the largest seq stored: a later event starts a chunk, another replaces
-        self._last_seq: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue()
-        self._writer = threading.Thread(target=self._write_loop, name="pipescope-store")
-        self._writer.start()
+        self._writer = StoreWriter(self._db, self._lock, max_runs=max_runs, max_events=max_events)
 
     # writes (any thread; they return at once)
     def save_run(self, summary: dict[str, Any]) -> None:
-        self._queue.put(("run", dict(summary)))
+        self._writer.put(("run", dict(summary)))
 
     def append_events(self, events: list[Event]) -> None:
         runs: dict[str, list[Event]] = {}
@@ -101,7 +90,7 @@ class Store:
     def append_parts(self, run_id: str, parts: list[Part]) -> None:
         """Queue parts of one run's stream (their JSON is written as it is)."""
         if parts:
-            self._queue.put(("parts", (run_id, list(parts))))
+            self._writer.put(("parts", (run_id, list(parts))))
 
     def record(self, run: BaseRun) -> None:
         """Keep the run's summary and events as they arrive, and its final summary.
@@ -127,106 +116,13 @@ class Store:
     def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         done = threading.Event()
-        self._queue.put(("flush", done))
+        self._writer.put(("flush", done))
         done.wait()
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._writer.join()
+        self._writer.close()
         with self._lock:
             self._db.close()
-
-    def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            batch = [item]
-            while item is not None:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(item)
-            self._commit([b for b in batch if b is not None])
-            if None in batch:
-                return
-
-    def _commit(self, batch: list[tuple[str, Any]]) -> None:
-        flushes: list[threading.Event] = []
-        with self._lock:
-            self._db.execute("BEGIN")
-            for kind, value in batch:
-                if kind == "run":
-                    self._db.execute(
-                        "INSERT INTO runs (id, started, summary) VALUES (?, ?, ?) "
-                        "ON CONFLICT(id) DO UPDATE SET summary = excluded.summary",
-                        (value["id"], float(value.get("started") or 0.0), _text(value)),
-                    )
-                    self._run_ids.add(value["id"])
-                elif kind == "parts":
-                    self._insert_parts(*value)
-                else:
-                    flushes.append(value)
-            self._retain()
-            self._db.execute("COMMIT")
-        for done in flushes:
-            done.set()
-
-    def _insert_parts(self, run_id: str, parts: list[Part]) -> None:
-        for part in parts:
-            last = self._stored_up_to(run_id)
-            if part.first > last:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO chunks (run, seq, last, count, body) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (run_id, part.first, part.last, part.count, _packed(part)),
-                )
-                self._event_count += part.count
-                self._last_seq[run_id] = part.last
-                continue
-            events = part.events()
-            new = [e for e in events if e["seq"] > last]
-            again = [e for e in events if e["seq"] <= last]
-            if new:
-                self._insert_parts(run_id, [part_of(new)])
-            # Saved again with more fields (matched after they were published): the
-            # later version wins; the count does not change.
-            self._db.executemany(
-                "INSERT OR REPLACE INTO events (run, seq, body) VALUES (?, ?, ?)",
-                [(run_id, e["seq"], _text(e)) for e in again],
-            )
-
-    def _stored_up_to(self, run_id: str) -> int:
-        last = self._last_seq.get(run_id)
-        if last is None:
-            (chunked,) = self._db.execute(
-                "SELECT MAX(last) FROM chunks WHERE run = ?", (run_id,)
-            ).fetchone()
-            (single,) = self._db.execute(
-                "SELECT MAX(seq) FROM events WHERE run = ?", (run_id,)
-            ).fetchone()
-            last = self._last_seq[run_id] = max(chunked or 0, single or 0)
-        return last
-
-    def _retain(self) -> None:
-        if len(self._run_ids) > self.max_runs:
-            self._drop_oldest(len(self._run_ids) - self.max_runs)
-        while self._event_count > self.max_events and len(self._run_ids) > 1:
-            self._drop_oldest(1)
-
-    def _drop_oldest(self, count: int) -> None:
-        ids = [row[0] for row in self._db.execute(
-            "SELECT id FROM runs ORDER BY started, id LIMIT ?", (count,)
-        )]  # fmt: skip
-        for run_id in ids:
-            (chunked,) = self._db.execute(
-                "SELECT TOTAL(count) FROM chunks WHERE run = ?", (run_id,)
-            ).fetchone()
-            self._db.execute("DELETE FROM chunks WHERE run = ?", (run_id,))
-            single = self._db.execute("DELETE FROM events WHERE run = ?", (run_id,)).rowcount
-            self._event_count -= int(chunked) + single
-            self._last_seq.pop(run_id, None)
-            self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-            self._run_ids.discard(run_id)
 
     # reads (any thread)
     def runs(self) -> list[dict[str, Any]]:
@@ -267,7 +163,7 @@ class Store:
                 return
             page: dict[int, Event] = {}
             for _, body in chunks:
-                for event in orjson.loads(_unpacked(body)):
+                for event in orjson.loads(unpacked(body)):
                     page[event["seq"]] = event
             for seq, body in singles:
                 page[seq] = orjson.loads(body)
@@ -277,30 +173,8 @@ class Store:
             after = upto if upto is not None else singles[-1][0]
 
 
-def _packed(part: Part) -> bytes:
-    """A part's events as a chunk's body: its JSON array, compressed (zlib releases the
-    interpreter's lock while it works, and a chunk of calls shrinks about twentyfold)."""
-    return zlib.compress(b"[" + part.json() + b"]", 1)
-
-
-def _unpacked(body: str | bytes) -> str | bytes:
-    """A chunk's JSON: compressed bodies start with zlib's header byte, JSON with `[`."""
-    if isinstance(body, bytes) and body[:1] == b"x":
-        return zlib.decompress(body)
-    return body
-
-
 def _seq(event: Event) -> int:
     return int(event["seq"])
-
-
-def _text(value: Any) -> str:
-    """JSON text of a summary or an event (orjson writes UTF-8, as ensure_ascii=False did)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        # An integer past 64 bits or a non-string key, which only the standard library takes.
-        return json.dumps(value, ensure_ascii=False)
 
 
 def _record_of(run: BaseRun) -> dict[str, Any]:

@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import math
-import signal
-from dataclasses import dataclass
 from typing import Any
 
-from pipecore.ends import (
-    Blocked,
-    EndState,
-    EndStatus,
-    deadlock_verdict,
-    deadlocks,
-    op_group,
-    stuck_calls,
-)
+from pipecore.ends import Blocked, EndState, EndStatus, deadlocks, op_group, stuck_calls
 from pipecore.matching import (
     BAD_LENGTH,
     RECV_OPS,
@@ -25,36 +15,18 @@ from pipecore.matching import (
     describe,
     peer,
 )
+from pipecore.verdicts import EOF_MEANING, Killed, Verdicts
 
-__all__ = ["Analysis", "EndStatus", "Killed"]
+__all__ = ["Analysis", "EndStatus"]
 
 Event = dict[str, Any]
 
-# Errors meaning the other end is gone: the end is unusable from then on.
-EOF_MEANING = {
-    "EOFError": "nothing more can arrive, every copy of the other end was closed",
-    "BrokenPipeError": "nobody can receive, every copy of the other end was closed",
-    "ConnectionResetError": "the other end was closed with data left unread",
-    "ConnectionAbortedError": "the other end aborted the connection",
-}
 # What pickle.loads raises on garbage: a recv that read a garbled frame.
 LOAD_ERRORS = frozenset(
     {"UnpicklingError", "ValueError", "KeyError", "IndexError", "TypeError", "OverflowError"}
     | {"MemoryError", "UnicodeDecodeError"}
 )
 TRUNCATED = "Ran out of input"  # pickle's EOFError, not the connection's
-MAX_KILLED = 1000
-MAX_VERDICTS = 1000
-
-
-@dataclass(frozen=True)
-class Killed:
-    """A process of the run that a signal ended; `signal` is "" when only its vanishing showed."""
-
-    process: str
-    pid: int
-    signal: str
-    message: str
 
 
 class Analysis:
@@ -82,18 +54,15 @@ class Analysis:
         self._dirs: dict[tuple[str, str], DirectionState] = {}
         self._last_t: dict[int, int] = {}
         self._exited: set[int] = set()
-        self._verdicts: list[Event] = []
-        self._new: list[Event] = []
-        self._reported: set[tuple[int, str, int]] = set()  # blocked calls named in a deadlock
-        self._eofs: set[tuple[str, int, str]] = set()
+        self._verdicts = Verdicts(run_id, self._names)
         # Processes a signal ended, oldest first (the newest MAX_KILLED).
-        self.killed: dict[int, Killed] = {}
-        self._fifo = FifoMatcher(self._names, self._emit)
+        self.killed: dict[int, Killed] = self._verdicts.killed
+        self._fifo = FifoMatcher(self._names, self._verdicts.emit)
 
     @property
     def verdicts(self) -> list[Event]:
         """The verdicts so far (the first MAX_VERDICTS), in the order they were made."""
-        return list(self._verdicts)
+        return list(self._verdicts.made)
 
     def feed(self, events: list[Event]) -> list[Event]:
         """Analyse `events` (in stream order); return the new verdict events."""
@@ -114,7 +83,7 @@ class Analysis:
                 self._end(str(ev["pipe"]), str(ev["end"]), ev).holders.add(pid)
             elif kind == "process" and ev.get("op") == "exit":
                 self._on_exit(ev)
-        return self._take_new()
+        return self._verdicts.take_new()
 
     def tick(self, now_ns: int) -> list[Event]:
         """Verdicts that only time reveals: deadlocks and frames nobody sent."""
@@ -123,8 +92,8 @@ class Analysis:
             self._fifo.expire(d, limit)
         stuck = stuck_calls(self._ends.values(), self._exited, self._last_t, limit, self._dir)
         for members in deadlocks(stuck, self._live_peers):
-            self._report_deadlock(members, now_ns)
-        return self._take_new()
+            self._verdicts.deadlock(members, now_ns)
+        return self._verdicts.take_new()
 
     def ends(self) -> dict[str, dict[str, Any]]:
         """State of every end, keyed "<pipe>/<end>"; queued figures are towards that end."""
@@ -163,30 +132,14 @@ class Analysis:
                 d.capacity = int(ev["capacity"])
 
     def _on_exit(self, ev: Event) -> None:
-        pid, code = int(ev["pid"]), int(ev.get("exitcode") or 0)
+        pid = int(ev["pid"])
         self._exited.add(pid)
         for end in self._ends.values():
             end.blocked.pop(pid, None)
             if pid in end.holders:
                 end.holders.discard(pid)
                 end.released.add(pid)
-        if not (code < 0 or ev.get("killed") is True):
-            return
-        how, name = "", ""
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-                how = f" by signal {-code} ({name})"
-            except ValueError:
-                name = f"signal {-code}"
-                how = f" by {name}"
-        process = str(ev.get("process", ""))
-        message = f"{process} (pid {pid}) was killed{how}"
-        self.killed.pop(pid, None)
-        self.killed[pid] = Killed(process, pid, name, message)
-        if len(self.killed) > MAX_KILLED:
-            del self.killed[next(iter(self.killed))]
-        self._emit("killed", int(ev["t"]), message, [ev.get("seq")])
+        self._verdicts.exited(ev)
 
     def _on_call(self, ev: Event) -> None:
         side = ev.get("end")
@@ -253,7 +206,7 @@ class Analysis:
         etype, text, op = str(ev.get("error_type", "")), str(ev.get("error", "")), ev["op"]
         if etype in EOF_MEANING and TRUNCATED not in text:
             end.error = f"{etype}: {text}" if text else etype
-            self._eof(ev, etype)
+            self._verdicts.eof(ev, etype)
         elif op not in RECV_OPS:
             return
         elif etype == "BufferTooShort":
@@ -266,39 +219,7 @@ class Analysis:
         elif op == "recv" and (etype in LOAD_ERRORS or TRUNCATED in text):
             self._fifo.receive(ev, d, describe(ev))
 
-    def _eof(self, ev: Event, etype: str) -> None:
-        pipe, end, pid = str(ev["pipe"]), str(ev["end"]), int(ev["pid"])
-        key = (f"{pipe}/{end}", pid, etype)
-        if key in self._eofs:
-            return
-        self._eofs.add(key)
-        message = (
-            f"{ev.get('process', '')} got {etype} in {ev['op']} on "
-            f"{self._where(pipe, end)}: {EOF_MEANING[etype]}"
-        )
-        self._emit("eof", int(ev["t"]), message, [ev.get("seq")], pipe=pipe, end=end)
-
-    def _report_deadlock(self, members: list[tuple[EndState, Blocked]], now_ns: int) -> None:
-        calls = {(c.pid, f"{e.pipe}/{e.end}", c.seq) for e, c in members}
-        if calls <= self._reported:
-            return
-        self._reported |= calls
-        message, cycle = deadlock_verdict(members, self._where)
-        self._emit("deadlock", now_ns, message, [c.seq for _, c in members], cycle=cycle)
-
-    def _emit(self, verdict: str, t: int, message: str, seqs: list[Any], **extra: Any) -> None:
-        ev: Event = {"run": self.run_id, "kind": "verdict", "t": t, "pid": 0, "process": ""}
-        ev.update(verdict=verdict, message=message, events=[s for s in seqs if s is not None])
-        ev.update(extra)
-        if len(self._verdicts) < MAX_VERDICTS:
-            self._verdicts.append(ev)
-        self._new.append(ev)
-
     # -- lookups --------------------------------------------------------------
-
-    def _take_new(self) -> list[Event]:
-        new, self._new = self._new, []
-        return new
 
     def _end(self, pipe: str, end: str, ev: Event | None = None) -> EndState:
         if ev is not None and pipe not in self._names and ev.get("pipe_name"):
@@ -324,6 +245,3 @@ class Analysis:
     def _live_peers(self, end: EndState) -> set[int]:
         """The processes that could end a wait on `end`: the live holders of the other end."""
         return self._end(end.pipe, peer(end.end)).holders - self._exited
-
-    def _where(self, pipe: str, end: str) -> str:
-        return f"pipe {self._names.get(pipe, pipe)} end {end}"

@@ -22,7 +22,8 @@ from pipecore.ring import (
     WINDOW_OFFSET,
     ensure_layout,
 )
-from pipecore.ringreader import Event, Ring, RingReader
+from pipecore.ringreader import Event, RingReader
+from pipecore.ringstate import Ring
 from pipecore.stepping import StepControl
 
 # With a lag bound: how much work (ns) sizes the windows again.

@@ -7,7 +7,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipecore.analysis import Killed
+from pipecore.verdicts import Killed
 
 # {"key": str, "args": {str: str | int | float}}: docs/protocol.md lists the keys.
 Reason = dict[str, Any]

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
-import zlib
-from dataclasses import dataclass, field
 from typing import Any
 
-from pipecore.preview import PREVIEW_CHARS, clip, describe_pickle
+from pipecore.framefields import FrameFields
 from pipecore.ring import (
     BEGIN,
     CALL,
@@ -17,14 +14,9 @@ from pipecore.ring import (
     CALL_TIMES,
     ERROR,
     EVENT,
-    FLAG_HASHED,
     FLAG_RESULT,
-    FLAG_SAMPLED,
     HEADER_BYTES,
     OP_POLL,
-    OP_RECV,
-    OP_SEND,
-    OPS,
     POLL,
     POSITION,
     READ_POS_OFFSET,
@@ -44,42 +36,12 @@ from pipecore.ring import (
     SLOT_SIZE,
     SLOTS,
     WRITE_POS_OFFSET,
-    complete_sample,
 )
+from pipecore.ringstate import Ring
 
 Event = dict[str, Any]
 
-HEAD_HEX_BYTES = 64
-_DESCRIBE_CACHE_MAX = 4096
 _KINDS_MAX = 1024  # per ring: a ring holds one process's recurring calls
-
-
-@dataclass
-class Ring:
-    """What the collector knows of one process's ring."""
-
-    pid: int
-    path: str
-    mm: mmap.mmap
-    capacity: int
-    read_pos: int = 0
-    process: str = ""
-    ends: dict[int, tuple[str, str, str]] = field(default_factory=dict)
-    sites: dict[int, str] = field(default_factory=dict)
-    begun: dict[int, int] = field(default_factory=dict)  # slot -> last begin emitted
-    done: dict[int, int] = field(default_factory=dict)  # slot -> last begin completed
-    exited: bool = False
-    last_t: int = 0
-    cut: bool = False  # the last read stopped at its budget, short of the write position
-    read_bytes: int = 0  # bytes read since the ring was opened
-    paced_bytes: int = 0  # read_bytes when the collector last sized the ring's window
-    # (end id, site id, op) -> the fields every call event of that kind shares
-    templates: dict[tuple[int, int, int], Event] = field(default_factory=dict)
-    # a call record's shared bytes -> its begin and end events but for t and pseq, and
-    # its slot key
-    kinds: dict[bytes, tuple[Event, Event, int]] = field(default_factory=dict)
-    seen: set[bytes] = field(default_factory=set)  # shared bytes of calls seen once
-
 
 _unpack_call = CALL.unpack_from
 _unpack_times = CALL_TIMES.unpack_from
@@ -94,8 +56,7 @@ class RingReader:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self._pending: list[tuple[int, int, int, Event]] = []
-        self._describe_cache: dict[bytes, tuple[str, str]] = {}
-        self._bytes_cache: dict[bytes, tuple[str, str]] = {}
+        self._frames = FrameFields()
 
     def _hold(self, t: int, pid: int, pseq: int, event: Event) -> None:
         self._pending.append((t, pid, pseq, event))
@@ -163,7 +124,7 @@ class RingReader:
         t0, pseq0, t, pseq, queued, eid, site, nbytes, h, flags, op = fields[4:]
         template = ring.templates.get((eid, site, op))
         if template is None:
-            template = self._template(ring, eid, site, op)
+            template = ring.template(self.run_id, eid, site, op)
         key = 2 * eid + (1 if op < len(RECEIVING) and RECEIVING[op] else 0)
         pid = ring.pid
         if pseq0:
@@ -182,10 +143,10 @@ class RingReader:
         event["pseq"] = pseq
         event["phase"] = "end"
         if nbytes >= 0:
-            self._frame_fields(event, op, shared[_CALL_SIZE - CALL_KIND_OFFSET :], nbytes, h, flags)
+            self._frames.fill(event, op, shared[_CALL_SIZE - CALL_KIND_OFFSET :], nbytes, h, flags)
         self._pending.append((t, pid, pseq, event))
         ring.last_t = t
-        # Kept only once the end and site are defined (see `_template`).
+        # Kept only once the end and site are defined (see `Ring.template`).
         if ring.templates.get((eid, site, op)) is not template:
             return
         if shared not in ring.seen:
@@ -197,44 +158,6 @@ class RingReader:
             ring.kinds.clear()
         # t and pseq are set on each copy
         ring.kinds[shared] = ({**template, "phase": "begin"}, event.copy(), key)
-
-    def _base(self, ring: Ring, t: int, pseq: int, kind: str) -> Event:
-        ring.last_t = t
-        return {
-            "kind": kind,
-            "run": self.run_id,
-            "t": t,
-            "pid": ring.pid,
-            "process": ring.process,
-            "pseq": pseq,
-        }
-
-    def _call(self, ring: Ring, t: int, pseq: int, eid: int, site: int, op: int) -> Event:
-        template = ring.templates.get((eid, site, op))
-        if template is None:
-            template = self._template(ring, eid, site, op)
-        event = template.copy()
-        event["t"] = t
-        event["pseq"] = pseq
-        ring.last_t = t
-        return event
-
-    def _template(self, ring: Ring, eid: int, site: int, op: int) -> Event:
-        template = self._base(ring, 0, 0, "call")
-        ends = ring.ends.get(eid)
-        pipe, pipe_name, end = ("?", "?", "?") if ends is None else ends
-        template["pipe"] = pipe
-        template["pipe_name"] = pipe_name
-        template["end"] = end
-        template["op"] = OPS[op] if op < len(OPS) else str(op)
-        site_text = ring.sites.get(site)
-        if site_text is not None:
-            template["site"] = site_text
-        if ends is not None and (site_text is not None or site == 0):
-            # Ends, sites and the process name are defined before use; only a
-            # complete template is kept (a process rename clears them all).
-            ring.templates[(eid, site, op)] = template
-        return template
 
     def _scan_slots(self, ring: Ring) -> None:
         """Emit the `begin` of every call in flight whose record has not come yet."""
@@ -272,26 +195,13 @@ class RingReader:
         timeout: float | None,
     ) -> None:
         ring.begun[2 * eid + (1 if RECEIVING[op] else 0)] = pseq
-        event = self._call(ring, t, pseq, eid, site, op)
+        event = ring.call(self.run_id, t, pseq, eid, site, op)
         event["phase"] = "begin"
         if queued >= 0:
             event["queued"] = queued
         if op == OP_POLL:
             event["timeout"] = None if timeout is None or math.isnan(timeout) else timeout
         self._hold(t, ring.pid, pseq, event)
-
-    def _frame_fields(
-        self, event: Event, op: int, head: bytes, nbytes: int, h: int, flags: int
-    ) -> None:
-        """The frame's size, hash (completed here from the stored head), head and preview."""
-        if flags & FLAG_SAMPLED:
-            h = complete_sample(nbytes, head, h)
-        elif not flags & FLAG_HASHED:
-            h = zlib.crc32(head)
-        event["nbytes"] = nbytes
-        event["hash"] = f"{h:08x}"
-        event["head"] = head[:HEAD_HEX_BYTES].hex()
-        event["type"], event["preview"] = self._describe(op, head, nbytes)
 
     def _decode(self, ring: Ring, rtype: int, op: int, off: int) -> None:
         mm = ring.mm
@@ -320,7 +230,7 @@ class RingReader:
                 if ring.begun.get(key) != pseq0:
                     self._begin(ring, t0, pseq0, eid, site, op, queued, timeout)
                 ring.done[key] = pseq0
-            event = self._call(ring, t, pseq, eid, site, op)
+            event = ring.call(self.run_id, t, pseq, eid, site, op)
             if rtype == REC_ERROR:
                 event["phase"] = "error"
                 event["error_type"] = info["error_type"]
@@ -332,7 +242,7 @@ class RingReader:
                 if rtype == REC_POLL:
                     event["result"] = bool(flags & FLAG_RESULT)
             elif nbytes >= 0:
-                self._frame_fields(event, op, mm[start : start + hlen], nbytes, h, flags)
+                self._frames.fill(event, op, mm[start : start + hlen], nbytes, h, flags)
             self._hold(t, ring.pid, pseq, event)
         elif rtype == REC_BEGIN:
             _, _, _, _, t, pseq, eid, site, queued, wait = BEGIN.unpack_from(mm, off)
@@ -341,7 +251,7 @@ class RingReader:
             _, _, _, _, t, pseq, jlen = EVENT.unpack_from(mm, off)
             start = off + EVENT.size
             payload = json.loads(mm[start : start + jlen])
-            event = self._base(ring, t, pseq, payload.pop("kind"))
+            event = ring.event(self.run_id, t, pseq, payload.pop("kind"))
             event.update(payload)
             if event["kind"] == "process" and event.get("op") == "exit":
                 ring.exited = True
@@ -359,28 +269,3 @@ class RingReader:
                 ring.templates.clear()
                 ring.kinds.clear()
                 ring.seen.clear()
-
-    def _describe(self, op: int, head: bytes, nbytes: int) -> tuple[str, str]:
-        pickled = op in (OP_SEND, OP_RECV)
-        complete = nbytes == len(head)
-        if not pickled:
-            # The first PREVIEW_CHARS + 1 stored bytes decide the preview (and whether
-            # it is cut short): frames alike share it.
-            key = head[: PREVIEW_CHARS + 1]
-            preview = self._bytes_cache.get(key)
-            if preview is None:
-                text = repr(head[:PREVIEW_CHARS])
-                preview = "bytes", clip(text[:-1] + "…" if nbytes > PREVIEW_CHARS else text)
-                if len(self._bytes_cache) >= _DESCRIBE_CACHE_MAX:
-                    self._bytes_cache.clear()
-                self._bytes_cache[key] = preview
-            return preview
-        if not complete:
-            return describe_pickle(head, complete=False)
-        cached = self._describe_cache.get(head)
-        if cached is None:
-            cached = describe_pickle(head, complete=True)
-            if len(self._describe_cache) >= _DESCRIBE_CACHE_MAX:
-                self._describe_cache.clear()
-            self._describe_cache[head] = cached
-        return cached

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Imported here so that a spawned child re-importing this module as __mp_main__
     # does no work at import time.
-    from pipecore import runprocs, telemetry
+    from pipecore import runmarks, telemetry
     from pipecore.scenarios import ParamError, get_scenario
 
     telemetry.activate(args.run_dir, args.run_id)
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         # Workers still running now are ended by this process's exit, not by a fault.
         left = [p.pid for p in multiprocessing.active_children() if p.pid is not None]
         with contextlib.suppress(OSError):
-            runprocs.write_left(args.run_dir, left)
+            runmarks.write_left(args.run_dir, left)
     except ParamError as exc:
         print(f"pipescope: {exc.message}", file=sys.stderr)
     except SystemExit as exc:

@@ -3,7 +3,8 @@
 # The names every part imports. Each lives in a module of its own: `outcome` (states and
 # how a run ends), `baserun` (what every run shows), `scenariorun` (a scenario's
 # processes), `externalrun` (a program traced elsewhere), `runmanager` (caps and
-# lifecycle) and `runprocs` (finding and ending a run's processes).
+# lifecycle), `runprocs` (finding a run's processes), `runmarks` (how a run's processes
+# and directory are marked) and `teardown` (ending them).
 
 from pipecore.baserun import LIVE_EVENTS, BaseRun, CapacityError, NotControllable
 from pipecore.externalrun import ExternalRun

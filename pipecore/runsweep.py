@@ -12,7 +12,7 @@ import stat
 import time
 from dataclasses import dataclass
 
-from pipecore import runprocs
+from pipecore import runmarks, runprocs, teardown
 
 logger = logging.getLogger("pipecore.runs")
 
@@ -42,7 +42,7 @@ def sweep(
     """Remove the run directories under `run_root` whose server is gone, ending first every
     process carrying a marker of that run and server.
 
-    A directory whose owner (see `runprocs.write_owner`) still runs is never touched. One
+    A directory whose owner (see `runmarks.write_owner`) still runs is never touched. One
     without an owner file is removed only when nothing in it changed for `unowned_age`
     seconds and no process carries a marker of its run id.
     """
@@ -67,14 +67,14 @@ def sweep(
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
             continue
         run_id = match.group(1)
-        owner = runprocs.read_owner(path)
+        owner = runmarks.read_owner(path)
         if owner is not None:
             if runprocs.alive([owner]):
                 continue
             mark = f"{run_id}.{owner.pid}."
             pgids = runprocs.groups(runprocs.find(mark, prefix=True))
-            ended = runprocs.end(mark, prefix=True, term_grace=term_grace, kill_grace=kill_grace)
-            runprocs.reap_groups(pgids)
+            ended = teardown.end(mark, prefix=True, term_grace=term_grace, kill_grace=kill_grace)
+            teardown.reap_groups(pgids)
             _end_collector(path)
         else:
             if time.time() - _changed(path, info) < unowned_age:

@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from pipecore import collectmain, runprocs
+from pipecore import collectmain, runmarks, runprocs, teardown
 from pipecore import outcome as outcomes
-from pipecore.analysis import Killed
 from pipecore.baserun import LIVE_EVENTS, MAX_KEPT_VERDICTS, BaseRun, logger
 from pipecore.collectwire import Message, MessageReader
 from pipecore.outcome import Outcome, RunState
@@ -24,11 +23,12 @@ from pipecore.ring import FIRST_WINDOW, ensure_layout
 from pipecore.runsweep import COLLECTOR_FILE
 from pipecore.scenarios import Scenario
 from pipecore.stepping import StepControl
+from pipecore.verdicts import Killed
 
 DRAIN_INTERVAL = 0.01
 TERM_GRACE = 1.0
 KILL_GRACE = 3.0
-# The collector process's last drain: it holds events back 20 ms and may have a backlog.
+# The collector process's last drain: it holds events back 5 ms and may have a backlog.
 FINAL_DRAIN_SECONDS = 60.0
 READ_BYTES = 1 << 20
 
@@ -77,7 +77,7 @@ class Run(BaseRun):
         self._stderr: IO[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._deadlock: str | None = None
-        self._mark = runprocs.new_mark(run_id)
+        self._mark = runmarks.new_mark(run_id)
         # Processes still running when the main process exited: ended by the run's end.
         self._outlived: set[int] = set()
 
@@ -112,7 +112,7 @@ class Run(BaseRun):
         ensure_layout(self.run_dir, window=FIRST_WINDOW)
         try:
             # Lets a later server tell this run's directory from a live one (runsweep).
-            runprocs.write_owner(self.run_dir)
+            runmarks.write_owner(self.run_dir)
             self._steps = StepControl(self.run_dir)
             if self.step_mode:
                 self._steps.set_step_mode(True)
@@ -151,7 +151,7 @@ class Run(BaseRun):
                 stderr=self._stderr,
                 start_new_session=True,
                 close_fds=True,
-                env=runprocs.main_environment(self._mark),
+                env=runmarks.main_environment(self._mark),
             )
         except BaseException:
             self._end_feed()
@@ -190,7 +190,7 @@ class Run(BaseRun):
         code = self._proc.poll()
         if code is not None:
             self._outlived = {p.pid for p in runprocs.find(self._mark)}
-            self._outlived |= runprocs.read_left(self.run_dir)
+            self._outlived |= runmarks.read_left(self.run_dir)
             return self._exit_outcome(code)
         if self._stop.is_set():
             return outcomes.stopped()
@@ -241,7 +241,7 @@ class Run(BaseRun):
     def _teardown(self) -> None:
         if self._proc is None:
             return
-        strays = runprocs.end_run(
+        strays = teardown.end_run(
             self._proc, self._mark, term_grace=TERM_GRACE, kill_grace=KILL_GRACE
         )
         if strays:

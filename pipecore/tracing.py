@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipecore import runprocs
+from pipecore import runmarks, teardown
 from pipecore.analysis import Analysis
 from pipecore.collector import Collector, drain_last
 
@@ -219,7 +219,7 @@ def trace_program(
     run_dir = f"/dev/shm/pipescope-{run_id}"
     os.makedirs(run_dir, exist_ok=False)
     label = name or program_name(command)
-    mark = runprocs.new_mark(run_id)
+    mark = runmarks.new_mark(run_id)
     child: subprocess.Popen[bytes] | None = None
     pump: EventPump | None = None
     try:
@@ -227,7 +227,7 @@ def trace_program(
         first = pump.run_event("running", None)
         first["message"] = f"tracing {label}"
         sink([first])
-        env = runprocs.marked_environment(trace_environment(run_dir, run_id), mark)
+        env = runmarks.marked_environment(trace_environment(run_dir, run_id), mark)
         child = subprocess.Popen(list(command), env=env)
         forward = _forward_signals(child)
         try:
@@ -240,7 +240,7 @@ def trace_program(
             _restore_signals(forward)
         code = child.returncode
         # What the program left running (even in a session of its own) ends with it.
-        runprocs.end(mark, term_grace=TERM_GRACE)
+        teardown.end(mark, term_grace=TERM_GRACE)
         batch = pump.pump(final=True)
         state = "completed" if code == 0 else ("killed" if code < 0 else "failed")
         why = {"key": "program_exit", "args": {"program": label, "code": code}}
@@ -251,7 +251,7 @@ def trace_program(
         if child is not None and child.returncode is None:
             # Left early (the sink or the pump raised): a program still running would
             # recreate the run directory once it is removed, and nobody would read it.
-            runprocs.end(mark, term_grace=TERM_GRACE)
+            teardown.end(mark, term_grace=TERM_GRACE)
             child.wait()
         if pump is not None:
             pump.close()

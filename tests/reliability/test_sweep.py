@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipecore import runprocs
+from pipecore import runmarks, runprocs
 from pipecore.runs import RunManager
 from pipecore.runsweep import UNOWNED_AGE, Swept, sweep
 
@@ -80,7 +80,7 @@ def make_run_dir(root: Path, run_id: str, owner: tuple[int, int] | None) -> Path
     if owner is not None:
         pid, start = owner
         record = {"pid": pid, "start": start, "boot": boot_id()}
-        (run_dir / runprocs.OWNER_FILE).write_text(json.dumps(record))
+        (run_dir / runmarks.OWNER_FILE).write_text(json.dumps(record))
     return run_dir
 
 
@@ -97,7 +97,7 @@ def sleepers() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def sleeper(procs: list[subprocess.Popen[bytes]], mark: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        SLEEPER, env=runprocs.marked_environment(dict(os.environ), mark), start_new_session=True
+        SLEEPER, env=runmarks.marked_environment(dict(os.environ), mark), start_new_session=True
     )
     procs.append(proc)
     return proc

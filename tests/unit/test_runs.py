@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipecore import runprocs
+from pipecore import runmarks, runprocs
 from pipecore.collectwire import Message
 from pipecore.parts import Part, encode_events
 from pipecore.runs import CapacityError, NotControllable, Run, RunManager, RunState, reason
@@ -101,7 +101,7 @@ def test_a_run_directory_names_the_server_that_owns_it(tmp_path: Path) -> None:
     try:
         run = runs.start("deadlock", {"variant": "recv-recv"})
         stat = Path(f"/proc/{os.getpid()}/stat").read_bytes().rsplit(b")", 1)[1].split()
-        assert runprocs.read_owner(run.run_dir) == runprocs.Proc(os.getpid(), int(stat[19]))
+        assert runmarks.read_owner(run.run_dir) == runprocs.Proc(os.getpid(), int(stat[19]))
         later = RunManager(run_root=str(tmp_path))
         later.shutdown()
         assert later.swept.directories == 0

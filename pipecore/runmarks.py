@@ -1,0 +1,106 @@
+"""What marks a run: its processes' inherited marker and the notes in its run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+
+from pipecore.runprocs import MARK_VARIABLE, Proc, stat_of
+
+# The workers a run's main process left running when its program returned: its own exit
+# ends them (multiprocessing terminates daemonic workers), so their end is not a fault.
+LEFT_FILE = "left-running.json"
+# The server that made a run directory: its pid, start time and boot, so that a run left
+# by a server that died without its teardown (SIGKILL, a crash) can be told apart.
+OWNER_FILE = "owner.json"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def new_mark(run_id: str) -> str:
+    """A marker unique to this run of this server."""
+    return f"{run_id}.{os.getpid()}.{os.urandom(4).hex()}"
+
+
+def marked_environment(env: dict[str, str], mark: str) -> dict[str, str]:
+    """`env` with the run's marker added."""
+    return {**env, MARK_VARIABLE: mark}
+
+
+def main_environment(mark: str) -> dict[str, str]:
+    """The environment of a run's main process: this one's, marked, importing this pipecore."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = root if not path else f"{root}{os.pathsep}{path}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return marked_environment(env, mark)
+
+
+def write_left(run_dir: str, pids: Iterable[int]) -> None:
+    """Note, in the run directory, the workers the main process leaves running."""
+    path = os.path.join(run_dir, LEFT_FILE)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as file:
+        json.dump(sorted(pids), file)
+    os.replace(tmp, path)
+
+
+def read_left(run_dir: str) -> set[int]:
+    """The pids `write_left` noted; none when the main process did not get that far."""
+    try:
+        with open(os.path.join(run_dir, LEFT_FILE)) as file:
+            pids = json.load(file)
+    except (OSError, ValueError):
+        return set()
+    return {pid for pid in pids if isinstance(pid, int)} if isinstance(pids, list) else set()
+
+
+def _boot_id() -> str:
+    try:
+        with open(BOOT_ID) as file:
+            return file.read().strip()
+    except OSError:
+        return ""
+
+
+def write_owner(run_dir: str) -> None:
+    """Note, in the run directory, that this process owns the run (written atomically)."""
+    stat = stat_of(os.getpid())
+    owner = {"pid": os.getpid(), "start": 0 if stat is None else stat[2], "boot": _boot_id()}
+    path = os.path.join(run_dir, OWNER_FILE)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as file:
+        json.dump(owner, file)
+    os.replace(tmp, path)
+
+
+def read_owner(run_dir: str) -> Proc | None:
+    """The process `write_owner` noted; None when there is no (readable) owner file.
+
+    An owner noted during another boot is returned with start -1, which no process has.
+    """
+    try:
+        with open(os.path.join(run_dir, OWNER_FILE)) as file:
+            owner = json.load(file)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(owner, dict):
+        return None
+    pid, start, boot = owner.get("pid"), owner.get("start"), owner.get("boot")
+    if not isinstance(pid, int) or not isinstance(start, int) or not isinstance(boot, str):
+        return None
+    return Proc(pid, start if boot == _boot_id() else -1)
+
+
+__all__ = [
+    "LEFT_FILE",
+    "OWNER_FILE",
+    "main_environment",
+    "marked_environment",
+    "new_mark",
+    "read_left",
+    "read_owner",
+    "write_left",
+    "write_owner",
+]
