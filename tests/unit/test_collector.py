@@ -241,15 +241,34 @@ def test_ends_beyond_the_in_flight_slots_still_record_each_begin_once(run: RunFi
         b.close()
 
 
-def test_a_writer_waiting_for_ring_space_is_seen_as_busy() -> None:
+def _unread(run_dir: str) -> int:
+    """Bytes the process's ring holds that the collector has not read."""
+    from pipecore.ring import POSITION, READ_POS_OFFSET, WRITE_POS_OFFSET
+
+    with open(os.path.join(run_dir, f"{os.getpid()}.ring"), "rb") as f:
+        head = f.read(256)
+    return int(
+        POSITION.unpack_from(head, WRITE_POS_OFFSET)[0]
+        - POSITION.unpack_from(head, READ_POS_OFFSET)[0]
+    )
+
+
+@pytest.mark.parametrize(
+    ("ring_bytes", "window"),
+    [(64 * 1024, 0), (None, 64 * 1024)],
+    ids=["a 64 KiB ring", "a 2 MiB ring with a 64 KiB window"],
+)
+def test_a_writer_with_more_than_its_ring_holds_waits_is_seen_as_busy_and_loses_nothing(
+    ring_bytes: int | None, window: int
+) -> None:
     import threading
 
-    run = make_run(ring_bytes=64 * 1024)
+    run = make_run(ring_bytes=ring_bytes, window=window)
     run.activate()
     done = threading.Event()
 
     def flood() -> None:
-        for n in range(2000):  # ~2000 × 100-byte records: far more than 64 KiB
+        for n in range(2000):  # ~2000 × 100-byte records, about 300 KB: far more than 64 KiB
             telemetry.record_event({"kind": "output", "stream": "stdout", "text": f"{n:0100d}"})
         done.set()
 
@@ -258,8 +277,9 @@ def test_a_writer_waiting_for_ring_space_is_seen_as_busy() -> None:
         writer.start()
         deadline = time.monotonic() + 20
         while not run.collector.writers_waiting():
-            assert time.monotonic() < deadline and not done.is_set(), "the ring never filled"
+            assert time.monotonic() < deadline and not done.is_set(), "the writer never waited"
             time.sleep(0.001)
+        assert 0 < _unread(run.run_dir) <= 64 * 1024
         run.drain_until(lambda events: done.is_set(), timeout=20)
         writer.join(10)
         assert not run.collector.writers_waiting()
@@ -304,55 +324,6 @@ def test_repeated_calls_from_one_line_each_get_their_own_complete_events(run: Ru
     assert [e.get("match") for e in ends] == [1] + [None] * 7
     a.close()
     b.close()
-
-
-def _unread(run_dir: str) -> int:
-    """Bytes the process's ring holds that the collector has not read."""
-    from pipecore.ring import POSITION, READ_POS_OFFSET, WRITE_POS_OFFSET
-
-    with open(os.path.join(run_dir, f"{os.getpid()}.ring"), "rb") as f:
-        head = f.read(256)
-    return int(
-        POSITION.unpack_from(head, WRITE_POS_OFFSET)[0]
-        - POSITION.unpack_from(head, READ_POS_OFFSET)[0]
-    )
-
-
-def test_a_ring_window_bounds_what_a_writer_leaves_unread_and_loses_nothing() -> None:
-    import threading
-
-    from pipecore.ring import MIN_WINDOW
-
-    # A 2 MiB ring whose window is 64 KiB: ~300 KB of output fits the ring, not the window.
-    run = make_run(window=MIN_WINDOW)
-    run.activate()
-    done = threading.Event()
-
-    def flood() -> None:
-        for n in range(2000):
-            telemetry.record_event({"kind": "output", "stream": "stdout", "text": f"{n:0100d}"})
-        done.set()
-
-    writer = threading.Thread(target=flood)
-    try:
-        writer.start()
-        deadline = time.monotonic() + 20
-        while not run.collector.writers_waiting():
-            assert time.monotonic() < deadline and not done.is_set(), "the writer never waited"
-            time.sleep(0.001)
-        assert 0 < _unread(run.run_dir) <= MIN_WINDOW
-        run.drain_until(lambda events: done.is_set(), timeout=20)
-        writer.join(10)
-        run.drain(final=True)
-        texts = [e["text"] for e in run.events if e["kind"] == "output"]
-        assert texts == [f"{n:0100d}" for n in range(2000)]
-    finally:
-        while writer.is_alive():  # never leave the writer waiting on a ring nobody drains
-            run.drain()
-            writer.join(0.01)
-        telemetry.deactivate()
-        run.drain(final=True)
-        run.collector.close()
 
 
 def _output(events: list[Event]) -> list[Event]:
