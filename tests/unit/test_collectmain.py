@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from pipecore import collectwire
-from pipecore.collectmain import RunPump
 from pipecore.parts import decode_events, encode_events
 
 Event = dict[str, Any]
@@ -55,20 +54,6 @@ def test_a_stream_that_is_not_messages_is_refused() -> None:
     lying = b"".join(collectwire.encode({"seq": 1, "parts": [[1, 1, 1, 1, 99]]}, [b"{}"]))
     with pytest.raises(ValueError, match="expected a body of 99 bytes from the header, got 2"):
         collectwire.MessageReader().feed(lying)
-
-
-def test_a_receive_matched_late_is_sent_again(tmp_path: Path) -> None:
-    pump = RunPump(str(tmp_path / "run"), "r000001", 3, 10**9)
-    try:
-        matched = {"kind": "call", "op": "recv", "phase": "end", "seq": 2, "match": 1}
-        waiting = {"kind": "call", "op": "recv_bytes", "phase": "end", "seq": 4}
-        assert pump._settle([matched, waiting]) == []
-        waiting["match"] = 5  # the analysis saw its send later, and annotated it in place
-        assert pump._settle([]) == [waiting]
-        assert pump._settle([]) == []
-    finally:
-        pump.close(remove=True)
-    assert not (tmp_path / "run").exists()
 
 
 def _start(run_dir: Path) -> subprocess.Popen[bytes]:
@@ -128,38 +113,6 @@ def test_a_spare_no_run_took_ends_with_its_input() -> None:
     spare = collectmain.start_spare()
     collectmain.end(spare)
     assert spare.returncode == 0
-
-
-def test_a_backlog_goes_out_in_bounded_messages_in_order(tmp_path: Path) -> None:
-    import time
-
-    from pipecore import telemetry
-    from pipecore.collectmain import DRAIN_EVENTS
-
-    run_dir = str(tmp_path / "run")
-    pump = RunPump(run_dir, "r000002", 3, 10**9)
-    reader = collectwire.MessageReader()
-    sizes: list[int] = []
-    texts: list[str] = []
-    telemetry.activate(run_dir, "r000002")
-    try:
-        for n in range(5000):
-            telemetry.record_event({"kind": "output", "stream": "stdout", "text": f"line {n}"})
-        deadline = time.monotonic() + 30
-        while len(texts) < 5000 and time.monotonic() < deadline:
-            pieces = pump.pump(final=False)
-            for message in reader.feed(b"".join(pieces or [])):
-                sizes.append(sum(part.count for part in message.parts))
-                for part in message.parts:
-                    texts += [e["text"] for e in part.events() if e["kind"] == "output"]
-            if not pump.busy:
-                time.sleep(0.005)  # the collector holds events younger than its hold
-    finally:
-        telemetry.deactivate()
-        pump.close(remove=True)
-    assert texts == [f"line {n}" for n in range(5000)]
-    assert max(sizes) <= DRAIN_EVENTS
-    assert len([size for size in sizes if size]) >= 5000 // DRAIN_EVENTS
 
 
 def test_the_pipe_to_the_server_holds_a_megabyte() -> None:
