@@ -6,15 +6,10 @@ import argparse
 import json
 import multiprocessing
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -22,8 +17,9 @@ from typing import Any
 
 import pipecore
 from bench.hotpath import hot_path
+from bench.tracedrun import traced_run
+from bench.workload import Workload
 from pipecore import telemetry
-from pipecore.collector import Collector
 
 # forkserver: each process starts as a cheap fork of one clean server (spawn costs ~0.1 s).
 CTX = multiprocessing.get_context("forkserver")
@@ -36,31 +32,6 @@ CTX.set_forkserver_preload(["bench.pingpong"])
 # in the same state.
 _freed_block = bytearray(8 << 20)
 del _freed_block
-
-
-@dataclass(frozen=True)
-class Workload:
-    """One measured pattern: what is sent, how big, where the two processes run."""
-
-    name: str
-    pattern: str  # "pingpong" or "stream"
-    size: int
-    as_bytes: bool
-    cpus: tuple[int, int]
-
-    @property
-    def label(self) -> str:
-        kind = "send_bytes" if self.as_bytes else "send"
-        where = "1 CPU" if self.cpus[0] == self.cpus[1] else "2 CPUs"
-        return f"{self.pattern} {_size(self.size)} {kind}, {where}"
-
-
-def _size(n: int) -> str:
-    if n >= 1 << 20:
-        return f"{n >> 20} MiB"
-    if n >= 1 << 10:
-        return f"{n >> 10} KiB"
-    return f"{n} B"
 
 
 def _pin(cpu: int) -> None:
@@ -125,34 +96,6 @@ def _drive(
     cpu = time.process_time() - cpu_start
     result.send(("driver", time.perf_counter() - start, cpu, _waited()))
     conn.close()
-
-
-@contextmanager
-def traced_run() -> Iterator[Callable[[], int]]:
-    """A run directory with telemetry active and a collector thread draining it."""
-    run_dir = tempfile.mkdtemp(prefix="pipescope-bench-", dir="/dev/shm")
-    collector = Collector(run_dir, "bench")
-    telemetry.activate(run_dir, "bench")
-    print(f"record writer: {telemetry.WRITER}", flush=True)
-    stop = threading.Event()
-    drained = [0]
-
-    def loop() -> None:
-        while not stop.is_set():
-            drained[0] += len(collector.drain())
-            stop.wait(0.01)
-        drained[0] += len(collector.drain())
-
-    thread = threading.Thread(target=loop, name="pipescope-bench-collector", daemon=True)
-    thread.start()
-    try:
-        yield lambda: drained[0]
-    finally:
-        telemetry.deactivate()
-        stop.set()
-        thread.join()
-        collector.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def measure(work: Workload, rounds: int, traced: bool) -> float:
