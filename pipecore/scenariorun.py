@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,8 @@ from typing import IO, Any
 from pipecore import collectmain, runmarks, runprocs, teardown
 from pipecore import outcome as outcomes
 from pipecore.baserun import LIVE_EVENTS, MAX_KEPT_VERDICTS, BaseRun, logger
-from pipecore.collectwire import Message, MessageReader
+from pipecore.collectorfeed import CollectorFeed
+from pipecore.collectwire import Message
 from pipecore.outcome import Outcome, RunState
 from pipecore.ring import FIRST_WINDOW, ensure_layout
 from pipecore.runsweep import COLLECTOR_FILE
@@ -25,12 +25,8 @@ from pipecore.scenarios import Scenario
 from pipecore.stepping import StepControl
 from pipecore.verdicts import Killed
 
-DRAIN_INTERVAL = 0.01
 TERM_GRACE = 1.0
 KILL_GRACE = 3.0
-# The collector process's last drain: it holds events back 5 ms and may have a backlog.
-FINAL_DRAIN_SECONDS = 60.0
-READ_BYTES = 1 << 20
 
 
 class Run(BaseRun):
@@ -65,11 +61,9 @@ class Run(BaseRun):
         self._stop = threading.Event()
         self._steps: StepControl | None = None
         # The run's collector process (pipecore.collectmain) and what it has sent.
-        self._feed: subprocess.Popen[bytes] | None = None
+        self._feed: CollectorFeed | None = None
         # Where a collector process started ahead of time comes from (RunManager), if any.
         self._spares = spares
-        self._reader = MessageReader()
-        self._fed_final = False
         self._killed: dict[int, Killed] = {}
         snapshot = self._analysis.snapshot()
         self._analysis_view: dict[str, Any] = {"ends": snapshot["ends"], "stats": snapshot["stats"]}
@@ -118,12 +112,14 @@ class Run(BaseRun):
                 self._steps.set_step_mode(True)
             self._publish([self._run_event(RunState.STARTING, "", None)])
             # The collector process numbers the run's events after `starting` and `running`.
-            self._feed = collectmain.start(
-                self.run_dir,
-                self.id,
-                self._seq + 2,
-                self._analysis.deadlock_after_ns,
-                self._spares() if self._spares is not None else None,
+            self._feed = CollectorFeed(
+                collectmain.start(
+                    self.run_dir,
+                    self.id,
+                    self._seq + 2,
+                    self._analysis.deadlock_after_ns,
+                    self._spares() if self._spares is not None else None,
+                )
             )
             with open(os.path.join(self.run_dir, COLLECTOR_FILE), "w") as file:
                 file.write(str(self._feed.pid))
@@ -181,10 +177,9 @@ class Run(BaseRun):
 
     def _decide(self, deadline: float) -> Outcome | None:
         assert self._proc is not None
-        if self._feed is not None and self._feed.poll() is not None and not self._fed_final:
-            return outcomes.collector_failed(
-                f"the collector process exited with status {self._feed.returncode}"
-            )
+        failed = None if self._feed is None else self._feed.failed()
+        if failed is not None:
+            return outcomes.collector_failed(f"the collector process exited with status {failed}")
         if self._deadlock is not None:
             return outcomes.deadlocked(self._deadlock)
         code = self._proc.poll()
@@ -253,33 +248,8 @@ class Run(BaseRun):
             return {**self._analysis_view, "verdicts": list(self._verdicts)}
 
     def _pump(self, *, final: bool) -> None:
-        """Take what the collector process sent: within DRAIN_INTERVAL, or with `final`
-        everything up to its last message (the run's processes are gone)."""
-        feed = self._feed
-        if feed is None or feed.stdout is None:
-            return
-        fd = feed.stdout.fileno()
-        if final:
-            if self._fed_final or feed.poll() is not None:
-                return
-            try:
-                assert feed.stdin is not None
-                feed.stdin.write(b"final\n")
-                feed.stdin.flush()
-            except OSError:
-                return  # it died: what it sent is taken, the rest is lost with it
-        deadline = time.monotonic() + (FINAL_DRAIN_SECONDS if final else DRAIN_INTERVAL)
-        while not self._fed_final:
-            wait = deadline - time.monotonic()
-            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
-                return
-            data = os.read(fd, READ_BYTES)
-            if not data:
-                return
-            for message in self._reader.feed(data):
-                self._take(message)
-            if not final:
-                return
+        if self._feed is not None:
+            self._feed.read(self._take, final=final)
 
     def _take(self, message: Message) -> None:
         with self._lock:
@@ -297,14 +267,13 @@ class Run(BaseRun):
             if message.amended:
                 self.amend(message.amended)
             self._seq = max(self._seq, message.seq)
-            self._fed_final = message.final
             if message.parts:
                 self._publish_parts(message.parts, message.kept)
 
     def _end_feed(self) -> None:
         """Make sure the collector process is gone and its pipes closed."""
         if self._feed is not None:
-            collectmain.end(self._feed, TERM_GRACE)
+            self._feed.end(TERM_GRACE)
 
     def _close_files(self) -> None:
         if self._steps is not None:
