@@ -14,6 +14,11 @@ import { createCallCounter, summarise } from './statehook.js';
 
 const PANEL_INTERVAL_MS = 150; // panels redraw a few times a second; the live view every frame
 const ACK_BELOW = 1000; // events waiting in the page under which the socket may send more
+// A frame this late after the one before means the page is short of time: it takes no new
+// events then (the socket's worker thins what waits, and the page says how many it skipped),
+// but still some at least every ACK_EVERY_MS, so the view never stands still.
+const LATE_MS = 25;
+const ACK_EVERY_MS = 100;
 const ACTIVE = new Set(['starting', 'running']);
 const body = document.body;
 const $ = (selector) => document.querySelector(selector);
@@ -26,15 +31,24 @@ const run = { id: null, scenario: null, summary: null };
 const callCounter = createCallCounter();
 let dirty = true;
 let lastPanels = -Infinity;
+let lastFrame = -Infinity;
+let lastAck = -Infinity;
 
 const panels = createPanels({ $, i18n, api, model,
   onTabChange: () => { dirty = true; lastPanels = -Infinity; } });
 const { banners } = panels;
 const feed = createFeed({ model, playback, sinks: [...panels.sinks, callCounter], onSkip });
 let skipped = 0; // calls and output lines of the shown run the page let go to keep up
+let skipShown = 0; // the count the banner says: redrawn with the panels, not on every message
 
 function onSkip(count) {
   skipped += count;
+  dirty = true;
+}
+
+function showSkipped() {
+  if (skipped === skipShown) return;
+  skipShown = skipped;
   banners.partial(t('window.behind', { count: skipped.toLocaleString() }));
 }
 
@@ -79,6 +93,7 @@ bindTabs($('[data-aside-tabs]'), $('.gallery'), () => {});
 function reset(summary) {
   feed.reset(summary);
   skipped = 0;
+  skipShown = 0;
   dirty = true;
 }
 
@@ -137,12 +152,18 @@ const records = createRecords({ root: body, i18n, api, gallery, playback, contro
 
 function frame(now) {
   if (feed.pump(now)) dirty = true;
-  if (feed.backlog <= ACK_BELOW || records.replaying) socket.ack();
+  const onTime = now - lastFrame <= LATE_MS || now - lastAck >= ACK_EVERY_MS;
+  lastFrame = now;
+  if ((feed.backlog <= ACK_BELOW && onTime) || records.replaying) {
+    socket.ack();
+    lastAck = now;
+  }
   records.tick(now);
   panels.draw(model.state, now);
   if (dirty && now - lastPanels >= PANEL_INTERVAL_MS) {
     dirty = false;
     lastPanels = now;
+    showSkipped();
     panels.update({ run, state: model.state, selected: gallery.selected,
       replaying: records.replaying,
       stepping: run.id && controls.ui.stepMode && ACTIVE.has(run.summary?.state) });

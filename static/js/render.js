@@ -33,7 +33,8 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
   canvas.setAttribute('aria-label', tt('liveview_label'));
   element.append(canvas);
   container.append(element);
-  const ctx = canvas.getContext('2d');
+  // Opaque: the compositor need not blend the view, redrawn every frame, over what lies beneath.
+  const ctx = canvas.getContext('2d', { alpha: false });
   let size = { w: 0, h: 0, dpr: 1 };
   let layout = null;
   let key = '';
@@ -80,7 +81,8 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
     const colourOf = (pid) => processColour(state.processes[pid]);
     const info = { t: tt, nowMs, waitMs, deadlockEnds: dl.ends, corruptByPipe: anim.corruptByPipe };
     ctx.setTransform(size.dpr, 0, 0, size.dpr, 0, 0);
-    ctx.clearRect(0, 0, size.w, size.h);
+    ctx.fillStyle = COLOURS.paper;
+    ctx.fillRect(0, 0, size.w, size.h);
     hits = [];
     const procs = Object.values(state.processes);
     if (!procs.length) {
@@ -158,6 +160,12 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
   canvas.addEventListener('click', onClick);
   canvas.addEventListener('mousemove', onMove);
   canvas.addEventListener('keydown', onKey);
+  const marks = {};
+  function mark(name, value) {
+    if (marks[name] === value) return;
+    marks[name] = value;
+    element.dataset[name] = value;
+  }
   const observer = new ResizeObserver(([entry]) => {
     box = { w: entry.contentRect.width, h: entry.contentRect.height };
     if (last) draw(...last);
@@ -169,11 +177,12 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
     update(state, nowMs) {
       last = [state, nowMs];
       draw(state, nowMs);
-      element.dataset.processes = String(Object.keys(state.processes).length);
-      element.dataset.pipes = String(Object.keys(state.pipes).length);
-      element.dataset.tokensShown = String(hits.length);
-      element.dataset.deadlock = state.deadlock ? 'true' : 'false';
-      element.dataset.layout = layout?.kind ?? '';
+      // Written only when they change: an attribute set every frame invalidates style every frame.
+      mark('processes', String(Object.keys(state.processes).length));
+      mark('pipes', String(Object.keys(state.pipes).length));
+      mark('tokensShown', String(hits.length));
+      mark('deadlock', state.deadlock ? 'true' : 'false');
+      mark('layout', layout?.kind ?? '');
     },
     /** The message drawn at (x, y) in the view's CSS pixels, or null. */
     tokenAt: (x, y) => hitToken(hits, x, y),

@@ -78,6 +78,32 @@ function statusLine(proc, t, waitedMs) {
   return [t('running'), COLOURS.muted];
 }
 
+// A blocked box glows. Blurring its shadow anew every frame was a large share of a software
+// canvas's frame under a flood (both ends of a flooded pipe are blocked most of the time), so
+// each glow (box size, colour, whole-pixel blur) is drawn once and copied afterwards.
+const glows = new Map();
+const MAX_GLOWS = 128;
+
+function glow(w, h, colour, blur) {
+  const key = `${w}|${h}|${colour}|${blur}`;
+  let sprite = glows.get(key);
+  if (sprite === undefined) {
+    if (glows.size >= MAX_GLOWS) glows.clear();
+    const pad = 2 * blur + 2;
+    const canvas = new OffscreenCanvas(Math.ceil(w + 2 * pad), Math.ceil(h + 2 * pad));
+    const g = canvas.getContext('2d');
+    g.shadowColor = colour;
+    g.shadowBlur = blur;
+    roundRect(g, pad, pad, w, h, 8);
+    g.fillStyle = COLOURS.paper;
+    g.fill();
+    // A bitmap, not the canvas: drawing an OffscreenCanvas takes a snapshot of it every time.
+    sprite = { image: canvas.transferToImageBitmap(), pad };
+    glows.set(key, sprite);
+  }
+  return sprite;
+}
+
 /** Draw one process box centred at box.x, box.y; pulses while the process is blocked. */
 export function drawProcess(ctx, proc, box, { t, nowMs, waitedMs, inDeadlock }) {
   const x = box.x - box.w / 2;
@@ -86,8 +112,15 @@ export function drawProcess(ctx, proc, box, { t, nowMs, waitedMs, inDeadlock }) 
   ctx.save();
   if (proc.blocked && !proc.exited) {
     const pulse = 0.5 + 0.5 * Math.sin(nowMs / 180);
-    ctx.shadowColor = inDeadlock ? COLOURS.deadlock : COLOURS.blocked;
-    ctx.shadowBlur = 6 + 10 * pulse;
+    const shadow = inDeadlock ? COLOURS.deadlock : COLOURS.blocked;
+    const blur = Math.round(6 + 10 * pulse);
+    if (typeof OffscreenCanvas === 'function') {
+      const sprite = glow(box.w, box.h, shadow, blur);
+      ctx.drawImage(sprite.image, x - sprite.pad, y - sprite.pad);
+    } else {
+      ctx.shadowColor = shadow;
+      ctx.shadowBlur = blur;
+    }
   }
   roundRect(ctx, x, y, box.w, box.h, 8);
   ctx.fillStyle = proc.exited ? '#f3f4f6' : COLOURS.paper;

@@ -6,7 +6,9 @@
 import { orderSnapshot } from './feed.js';
 
 const SLICE = 500; // events per message to the page
-const IN_FLIGHT = 2; // messages the page has not acknowledged yet
+// Messages the page has not acknowledged yet: one, so a page that acknowledges once a frame
+// takes at most one slice a frame and what it cannot take is thinned here, not parsed there.
+const IN_FLIGHT = 1;
 const SKIPPABLE = new Set(['call', 'output']); // what a view that fell behind may go without
 
 /** A server frame as the messages the page gets: long event lists cut into `events` frames. */
