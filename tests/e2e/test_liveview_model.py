@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from bench.page import CHROMIUM, launch_chromium
 from tests.e2e import synthetic
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -68,21 +67,10 @@ def lv_origin() -> Iterator[str]:
         thread.join(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def lv_browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"expected Debian's chromium at {CHROMIUM}, found nothing")
-    with sync_api.sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
-def lv_page(lv_browser: Any, lv_origin: str) -> Iterator[Any]:
-    page = lv_browser.new_page(viewport={"width": 920, "height": 540}, device_scale_factor=2)
+def lv_page(browser: Any, lv_origin: str) -> Iterator[Any]:
+    # The session's chromium (conftest.py): one Playwright per test session.
+    page = browser.new_page(viewport={"width": 920, "height": 540}, device_scale_factor=2)
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
     page.goto(f"{lv_origin}/")
