@@ -22,7 +22,7 @@ BUSY_EVENTS = 1000
 DRAIN_BYTES = 32 * 1024
 DRAIN_EVENTS = 1500
 # What a ring may hold unread: about what the collector drains in this time.
-LAG_BOUND_NS = 15_000_000
+LAG_BOUND_NS = 10_000_000
 # The analysis' ends and statistics travel at most this often while events flow.
 ANALYSIS_EVERY_NS = 100_000_000
 RECEIVING_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
