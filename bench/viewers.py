@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect as aconnect
 from websockets.exceptions import ConnectionClosed
 
 from bench.endtoend import writer_rate_of
-from bench.server import TERMINAL, Server, serve
+from bench.server import TERMINAL, serve
 
 
 def many_viewers(messages: int, viewers: int = 50, pairs: int = 2) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def _watched_flood(messages: int, viewers: int) -> dict[str, Any]:
         # Step mode holds the flood until every viewer has subscribed; both arms go this way.
         run_id = server.start_run("flood", {"messages": messages})
         server.request("POST", f"/api/runs/{run_id}/step-mode", {"on": True})
-        stalled = _stalled_viewer(server, run_id) if viewers else None
+        stalled = stalled_viewer(server.url.removeprefix("http://"), [run_id]) if viewers else None
         mine, theirs = multiprocessing.Pipe()
         readers = multiprocessing.get_context("spawn").Process(
             target=_readers_process, args=(server.ws_url, run_id, max(0, viewers - 1), theirs)
@@ -88,16 +88,20 @@ def _watched_flood(messages: int, viewers: int) -> dict[str, Any]:
         }
 
 
-def _stalled_viewer(server: Server, run_id: str) -> socket.socket:
-    """A websocket client that subscribes and then never reads a byte."""
-    host, port = server.url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=10)
+def stalled_viewer(host: str, run_ids: list[str]) -> socket.socket:
+    """A websocket client of `host` ("address:port") that subscribes to the runs and then
+    never reads a byte: its receive buffer is made small before it connects, so the
+    server's sends to it block soon."""
+    address, port = host.split(":")
+    sock = socket.socket()
+    sock.settimeout(10)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((address, int(port)))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (
-            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
     answer = b""
@@ -105,10 +109,11 @@ def _stalled_viewer(server: Server, run_id: str) -> socket.socket:
         answer += sock.recv(1)  # byte by byte: leave everything after the handshake unread
     if not answer.startswith(b"HTTP/1.1 101"):
         raise RuntimeError(f"expected the websocket handshake to succeed, got {answer[:80]!r}")
-    payload = json.dumps({"type": "subscribe", "run": run_id}).encode()
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    for run_id in run_ids:
+        payload = json.dumps({"type": "subscribe", "run": run_id}).encode()
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
     return sock
 
 

@@ -1,10 +1,8 @@
 """Load: fifty viewers on one flood run with one that never reads; the concurrent-run cap."""
 
 import asyncio
-import base64
 import json
 import multiprocessing
-import os
 import socket
 import threading
 import time
@@ -22,6 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from app.live import LiveHub
 from app.main import create_app
 from app.settings import Settings
+from bench.viewers import stalled_viewer
 from tests.conftest import StartServer
 from tests.reliability.conftest import TERMINAL, Leaks, figure, wait_for
 
@@ -57,31 +56,6 @@ def server_in_thread(settings: Settings) -> Iterator[tuple[str, FastAPI]]:
         server.should_exit = True
         thread.join(60)
         sock.close()
-
-
-def stalled_viewer(host: str, run_ids: list[str]) -> socket.socket:
-    """A websocket client that subscribes to runs and then never reads."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    address, port = host.split(":")
-    sock.connect((address, int(port)))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        answer += sock.recv(1)  # byte by byte: leave every frame after the handshake unread
-    assert answer.startswith(b"HTTP/1.1 101"), answer
-    for run_id in run_ids:
-        payload = json.dumps({"type": "subscribe", "run": run_id}).encode()
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
-    return sock
 
 
 def hold(frames: list[Frame], run_id: str) -> list[Frame]:
