@@ -129,12 +129,14 @@ class Collector(RingReader):
         if final:
             budget = None
         horizon = now
+        more = False  # records left unread, or events ready beyond `most`
         for name, ring in list(self._rings.items()):
             got = self._read(ring, budget)
             if ring.cut:
                 # Its unread records are about as old as the last one read: nothing
                 # later than that may go out before them.
                 horizon = min(horizon, ring.last_t)
+                more = True
             self._scan_slots(ring)
             if got or _pid_alive(ring.pid):
                 continue
@@ -171,8 +173,7 @@ class Collector(RingReader):
             last = len(self._pending) if most is None else min(most, len(self._pending))
             while n < last and self._pending[n][0] <= cutoff:
                 n += 1
-            if n == last < len(self._pending):
-                horizon = min(horizon, now - 1)  # more is ready: behind
+            more = more or n == last < len(self._pending)
             ready = self._pending[:n]
             del self._pending[:n]
         out, held = self._order.release([item[3] for item in ready], FOREVER if final else now)
@@ -181,7 +182,7 @@ class Collector(RingReader):
         for event in out:
             self._seq += 1
             event["seq"] = self._seq
-        self.behind = horizon < now
+        self.behind = more
         return out
 
     def bound_lag(self, lag_ns: int) -> None:
