@@ -70,9 +70,7 @@ class RunPump:
         if not final and not lagging:
             verdicts += self.analysis.tick(time.monotonic_ns())
         verdicts = [
-            v
-            for v in verdicts
-            if v.get("verdict") != "deadlock" or (not collector.writers_waiting() and _stalled(v))
+            v for v in verdicts if v.get("verdict") != "deadlock" or (not waiting and _stalled(v))
         ]
         self._number(verdicts)
         batch = events + verdicts
