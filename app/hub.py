@@ -141,9 +141,8 @@ class LiveHub:
             # parts that waited for it with commas. A part's JSON is made once (or came
             # made from the run's collector process) for every viewer.
             for part in batch:
-                text = part.json()
                 for viewer in channel.viewers:
-                    viewer.deliver(run_id, part, text)
+                    viewer.deliver(run_id, part)
         states = [state for part in batch for state in part.states]
         if not states:
             return

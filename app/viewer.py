@@ -129,13 +129,13 @@ class Viewer:
         for run_id in list(self.subscriptions):
             self.unsubscribe(run_id)
 
-    def deliver(self, run_id: str, part: Part, text: bytes) -> None:
-        """Take a part of the run's channel: `text` is its events' encoding."""
+    def deliver(self, run_id: str, part: Part) -> None:
+        """Take a part of the run's channel (its JSON is made once for every viewer)."""
         since = self.subscriptions.get(run_id)
         last = part.last
         if since is None or last <= since or run_id in self.behind:
             return
-        count = part.count
+        text, count = part.json(), part.count
         if part.first <= since:
             # Partly in this viewer's snapshot already (it subscribed while the part was
             # on its way to the loop): only the newer events.
