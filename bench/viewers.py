@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
+import contextlib
 import json
 import multiprocessing
-import os
 import socket
 import statistics
 from multiprocessing.connection import Connection
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection as AsyncClientConnection
-from websockets.asyncio.client import connect as aconnect
-from websockets.exceptions import ConnectionClosed
-
 from bench.endtoend import writer_rate_of
+from bench.rawviewer import Follower, client_frame, follow_all, handshake, subscribe
 from bench.server import TERMINAL, serve
 
 
@@ -24,8 +19,9 @@ def many_viewers(messages: int, viewers: int = 50, pairs: int = 2) -> dict[str, 
     """The flood writer's frames/s with `viewers` websocket viewers (one of them never
     reading) against the same flood with none, alternating, each on a fresh server.
 
-    The reading viewers live in a process of their own and only look for the run's end
-    in each frame's text, so that what they cost the machine stays small.
+    The reading viewers live in a process of their own and parse nothing but the
+    websocket frame headers, looking for the run's end in each frame's last bytes, so
+    that what they cost the machine stays close to the kernel's copy of the bytes.
     """
     plan = [v for rep in range(pairs) for v in ((0, viewers) if rep % 2 == 0 else (viewers, 0))]
     runs: list[dict[str, Any]] = []
@@ -92,67 +88,33 @@ def stalled_viewer(host: str, run_ids: list[str]) -> socket.socket:
     """A websocket client of `host` ("address:port") that subscribes to the runs and then
     never reads a byte: its receive buffer is made small before it connects, so the
     server's sends to it block soon."""
-    address, port = host.split(":")
-    sock = socket.socket()
-    sock.settimeout(10)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((address, int(port)))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        answer += sock.recv(1)  # byte by byte: leave everything after the handshake unread
-    if not answer.startswith(b"HTTP/1.1 101"):
-        raise RuntimeError(f"expected the websocket handshake to succeed, got {answer[:80]!r}")
+    sock = handshake(host, rcvbuf=4096)
     for run_id in run_ids:
-        payload = json.dumps({"type": "subscribe", "run": run_id}).encode()
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        subscribe(sock, run_id)
     return sock
 
 
 def _readers_process(url: str, run_id: str, count: int, report: Connection) -> None:
-    asyncio.run(_read_as_viewers(url, run_id, count, report))
-    report.close()
-
-
-async def _read_as_viewers(url: str, run_id: str, count: int, report: Connection) -> None:
-    clients = [await aconnect(url, max_size=None, ping_interval=None) for _ in range(count)]
+    host = url.removeprefix("ws://").removesuffix("/ws")
+    followers = [
+        Follower(handshake(host), [f'"state":"{s}"'.encode() for s in TERMINAL])
+        for _ in range(count)
+    ]
     try:
-        for ws in clients:
-            await ws.send(json.dumps({"type": "subscribe", "run": run_id}))
+        for follower in followers:
+            subscribe(follower.sock, run_id)
         report.send("subscribed")
-        results = await asyncio.gather(*(_follow_to_the_end(ws) for ws in clients))
+        follow_all(followers, idle_timeout=300)
     finally:
-        for ws in clients:
-            await ws.close()
+        for follower in followers:
+            with contextlib.suppress(OSError):
+                follower.sock.setblocking(True)
+                follower.sock.sendall(client_frame(8, b"\x03\xe8"))
+            follower.sock.close()
     report.send(
         {
-            "ended": sum(ended for ended, _ in results),
-            "resynchronised": sum(resynced for _, resynced in results),
+            "ended": sum(f.ended for f in followers),
+            "resynchronised": sum(f.snapshots > 1 for f in followers),
         }
     )
-
-
-async def _follow_to_the_end(ws: AsyncClientConnection) -> tuple[bool, bool]:
-    snapshots = 0
-    ends = [f'"state":"{s}"'.encode() for s in TERMINAL]
-    while True:
-        try:
-            message = await asyncio.wait_for(ws.recv(), 300)
-        except (TimeoutError, ConnectionClosed):
-            return False, snapshots > 1
-        # `events` frames are binary (UTF-8 JSON) and looked at as bytes, undecoded; the
-        # rare text frames (hello, runs, snapshots) are encoded.
-        data = message if isinstance(message, bytes) else message.encode()
-        snapshots += data.startswith(b'{"type":"snapshot"')
-        # The run's terminal state is the last event of the frame that ends it.
-        end = data[-2000:]
-        if b'"kind":"run"' in end and any(state in end for state in ends):
-            return True, snapshots > 1
+    report.close()
