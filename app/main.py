@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             deadlock_after_ns=int(settings.deadlock_seconds * 1e9),
             live_events=settings.live_events,
             spare_collector=True,
+            spare_main=True,
         )
         hub = live.LiveHub(manager, store, settings, asyncio.get_running_loop(), records)
         app.state.manager = manager

@@ -1,4 +1,11 @@
-"""A run's main process: `python -m pipecore.runmain --run-dir D --run-id R --scenario S ...`."""
+"""A run's main process: `python -m pipecore.runmain --run-dir D --run-id R --scenario S ...`,
+or `--spare`: started ahead of its run, which it is then told on standard input.
+
+A spare does, before any run needs it, what costs a run's start most: the interpreter,
+the imports, the resource tracker and a fork server that has the workers' modules loaded.
+The server gives it its run's marker, process group and standard error from the start
+(`start_spare`), so once told its run it is that run's main process in every way.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,31 @@ import argparse
 import contextlib
 import json
 import multiprocessing
+import os
 import sys
 import traceback
+from typing import IO, TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # the server's side only: a spawned worker imports this module too
+    import subprocess
 
 START_METHODS = ("forkserver", "spawn", "fork")
+SPARE_FLAG = "--spare"
+# Loaded once in a spare's fork server, which forks every worker with them already loaded.
+WORKER_MODULES = (
+    "pipecore.runmain",
+    "pipecore.telemetry",
+    "pipecore.traced",
+    "pipecore.scenarios.catalogue",
+)
+
+
+class MainProcess(NamedTuple):
+    """A run's main process (or a spare): the process, its run marker, its stderr file."""
+
+    proc: subprocess.Popen[bytes]
+    mark: str
+    stderr: IO[bytes]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,9 +51,148 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def command_args(
+    run_dir: str, run_id: str, scenario: str, params: object, start_method: str
+) -> list[str]:
+    """The arguments of a run's main process (after `python -m pipecore.runmain`)."""
+    return [
+        "--run-dir",
+        run_dir,
+        "--run-id",
+        run_id,
+        "--scenario",
+        scenario,
+        "--params",
+        json.dumps(params),
+        "--start-method",
+        start_method,
+    ]
+
+
+def _popen(args: list[str], mark: str, *, spare: bool) -> MainProcess:
+    import subprocess
+    import tempfile
+
+    from pipecore import runmarks
+
+    # Closed by the run once it has been torn down (or by end_spare).
+    stderr = tempfile.TemporaryFile(prefix="pipescope-stderr-")  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipecore.runmain", *args],
+            stdin=subprocess.PIPE if spare else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+            close_fds=True,
+            env=runmarks.main_environment(mark),
+        )
+    except BaseException:
+        stderr.close()
+        raise
+    return MainProcess(proc, mark, stderr)
+
+
+def start_spare() -> MainProcess:
+    """A main process started ahead of its run, in its own session and with its own run
+    marker; `start` tells it its run, `end_spare` ends one no run took."""
+    from pipecore import runmarks
+
+    return _popen([SPARE_FLAG], runmarks.new_mark("spare"), spare=True)
+
+
+def start(args: list[str], mark: str, spare: MainProcess | None = None) -> MainProcess:
+    """The run's main process with arguments `args` (see `command_args`): `spare`, told its
+    run, or, when there is none or it died, a new process carrying `mark`."""
+    if spare is not None:
+        try:
+            assert spare.proc.stdin is not None
+            if spare.proc.poll() is None:
+                spare.proc.stdin.write(json.dumps(args).encode() + b"\n")
+                # Its only line: the end of input tells the spare nothing more comes.
+                spare.proc.stdin.close()
+                return spare
+        except OSError:
+            pass  # it died waiting (its end of the pipe is closed)
+        end_spare(spare)
+    return _popen(args, mark, spare=False)
+
+
+def end_spare(spare: MainProcess, grace: float = 1.0) -> None:
+    """End a spare no run took (or one that died) with its fork server and resource
+    tracker: the end of its input ends them; whatever is left is then ended by its
+    process group and marker. Its pipe and stderr file are closed."""
+    import subprocess
+
+    from pipecore import teardown
+
+    if spare.proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            spare.proc.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        spare.proc.wait(timeout=grace)
+    teardown.end_run(spare.proc, spare.mark, term_grace=grace, kill_grace=3.0)
+    spare.stderr.close()
+
+
+def _start_forkserver() -> None:
+    """Start the fork server now, with the workers' modules: its interpreter loads them
+    while this one loads its own; it starts the resource tracker too."""
+    from multiprocessing import forkserver
+
+    forkserver.set_forkserver_preload(list(WORKER_MODULES))
+    forkserver.ensure_running()
+
+
+def _wait_for_run() -> list[str] | None:
+    """In a spare: import and start what a run needs, then read the run's arguments."""
+    # Every start method may need the resource tracker; forkserver needs both.
+    _start_forkserver()
+    from pipecore import runmarks, telemetry, traced  # noqa: F401  (loaded ahead)
+    from pipecore.scenarios import catalogue  # noqa: F401
+
+    line = sys.stdin.buffer.readline()
+    # The run's program reads no input, as in a main process started for its run.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    if not line:
+        return None  # the server is gone or needs no more runs
+    args = json.loads(line)
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        raise ValueError(f"expected a JSON list of arguments, got {line[:200]!r}")
+    return args
+
+
+def _stop_forkserver() -> None:
+    """A spare told to run under spawn or fork does not keep the fork server it started:
+    the end of its `alive` pipe ends it (not waited for: it may still be loading; the
+    run's teardown reaps it with the run's process group)."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if isinstance(alive, int):
+        os.close(alive)
+        for name in ("_forkserver_alive_fd", "_forkserver_pid", "_forkserver_address"):
+            setattr(server, name, None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Activate telemetry, validate the parameters and run the scenario; 0 on success."""
+    argv = sys.argv[1:] if argv is None else argv
+    spare = argv == [SPARE_FLAG]
+    if spare:
+        told = _wait_for_run()
+        if told is None:
+            return 0
+        # Workers (spawn) see the command line a main process started for its run has.
+        argv = sys.argv[1:] = told
     args = parse_args(argv)
+    if spare and args.start_method != "forkserver":
+        _stop_forkserver()
+    elif not spare and args.start_method == "forkserver":
+        _start_forkserver()
     # Imported here so that a spawned child re-importing this module as __mp_main__
     # does no work at import time.
     from pipecore import runmarks, telemetry

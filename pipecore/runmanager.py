@@ -9,9 +9,10 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 
-from pipecore import collectmain
+from pipecore import collectmain, runmain
 from pipecore.baserun import LIVE_EVENTS, BaseRun, CapacityError, check_live_events
 from pipecore.externalrun import ExternalRun
 from pipecore.runsweep import Swept, sweep
@@ -20,8 +21,15 @@ from pipecore.scenarios import ParamError, get_scenario
 
 START_METHODS = ("forkserver", "spawn", "fork")
 MAX_NAME_CHARS = 120
-# The next spare collector process starts this long after a run took one.
-SPARE_DELAY = 0.25
+# Spare processes kept of each kind (collector, main): runs started one right after the
+# other each find one whose interpreter, imports and helpers are ready.
+SPARES = 2
+# A spare starts this long after a run took one (once the run's own processes run), and
+# one at a time, so that starting spares does not slow the runs down.
+SPARE_DELAY = 0.1
+# The server's first spares start at once, the others this much later: a run started
+# right after the server does not wait behind them.
+FILL_DELAY = 1.0
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -50,6 +58,7 @@ class RunManager:
         deadlock_after_ns: int = 1_000_000_000,
         live_events: int = LIVE_EVENTS,
         spare_collector: bool = False,
+        spare_main: bool = False,
     ) -> None:
         self.live_events = check_live_events(live_events)
         self.max_runs = max_runs
@@ -65,12 +74,17 @@ class RunManager:
         # A server killed (SIGKILL, a crash) never tore its runs down: end their processes
         # and remove their directories (shared memory under /dev/shm) now.
         self.swept: Swept = sweep(run_root)
-        # A collector process started ahead of the next run (the server keeps one): a run
-        # then starts without waiting for the collector's interpreter.
-        self._keep_spare = spare_collector
-        self._spare: subprocess.Popen[bytes] | None = None
-        if spare_collector:
-            self._spare = collectmain.start_spare()
+        # Collector processes started ahead of the next runs (SPARES of them, the first now,
+        # the others one by one): a run starts without waiting for the collector's interpreter.
+        self._keep_spares = SPARES if spare_collector else 0
+        self._spares = [collectmain.start_spare()] if spare_collector else []
+        # A run's main process started ahead the same way, its imports and (for forkserver)
+        # its fork server ready: the run starts without waiting for either.
+        self._keep_mains = SPARES if spare_main else 0
+        self._mains = [runmain.start_spare()] if spare_main else []
+        self._refill_timer: threading.Timer | None = None
+        self._refill_due = 0.0
+        self._schedule_refill(FILL_DELAY)
         # Daemon collector threads die with the interpreter; tear the runs down first.
         atexit.register(self.shutdown)
 
@@ -127,6 +141,7 @@ class RunManager:
                 deadlock_after_ns=self.deadlock_after_ns,
                 live_events=self.live_events,
                 spares=self._take_spare,
+                mains=self._take_main,
             )
             self._forget_old()
             run.launch()
@@ -136,17 +151,44 @@ class RunManager:
     def _take_spare(self) -> subprocess.Popen[bytes] | None:
         """The spare collector process for a run that starts now (call under the lock);
         the next one starts a little later, not while this run's processes start."""
-        spare, self._spare = self._spare, None
-        if self._keep_spare and not self._closed:
-            timer = threading.Timer(SPARE_DELAY, self._refill)
-            timer.daemon = True
-            timer.start()
+        spare = self._spares.pop(0) if self._spares else None
+        self._schedule_refill()
         return spare
+
+    def _take_main(self) -> runmain.MainProcess | None:
+        """The spare main process for a run that starts now, the one started first (call
+        under the lock)."""
+        main = self._mains.pop(0) if self._mains else None
+        self._schedule_refill()
+        return main
+
+    def _schedule_refill(self, delay: float = SPARE_DELAY) -> None:
+        """Start the next spare in `delay` seconds, or sooner if it was due sooner (call
+        under the lock)."""
+        if not (self._keep_spares or self._keep_mains) or self._closed:
+            return
+        due = time.monotonic() + delay
+        if self._refill_timer is not None:
+            if self._refill_due <= due:
+                return
+            self._refill_timer.cancel()
+        self._refill_timer = threading.Timer(delay, self._refill)
+        self._refill_timer.daemon = True
+        self._refill_due = due
+        self._refill_timer.start()
 
     def _refill(self) -> None:
         with self._lock:
-            if self._spare is None and not self._closed:
-                self._spare = collectmain.start_spare()
+            if self._refill_timer is threading.current_thread():
+                self._refill_timer = None
+            if self._closed:
+                return
+            if len(self._spares) < self._keep_spares:
+                self._spares.append(collectmain.start_spare())
+            if len(self._mains) < self._keep_mains:
+                self._mains.append(runmain.start_spare())
+            if len(self._spares) < self._keep_spares or len(self._mains) < self._keep_mains:
+                self._schedule_refill()
 
     def open_external(self, name: object) -> ExternalRun:
         """Register a program traced elsewhere as a run; it counts against the run cap.
@@ -199,9 +241,14 @@ class RunManager:
         with self._lock:
             self._closed = True
             runs = list(self._runs.values())
-            spare, self._spare = self._spare, None
-        if spare is not None:
+            spares, self._spares = self._spares, []
+            mains, self._mains = self._mains, []
+            if self._refill_timer is not None:
+                self._refill_timer.cancel()
+        for spare in spares:
             collectmain.end(spare)
+        for main in mains:
+            runmain.end_spare(main)
         for run in runs:
             if isinstance(run, ExternalRun):
                 run.disconnect("the server shut down while the program was being traced")

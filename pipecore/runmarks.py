@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 
 from pipecore.runprocs import MARK_VARIABLE, Proc, stat_of
@@ -64,15 +65,35 @@ def _boot_id() -> str:
         return ""
 
 
-def write_owner(run_dir: str) -> None:
-    """Note, in the run directory, that this process owns the run (written atomically)."""
+def write_owner(run_dir: str, mark: str | None = None) -> None:
+    """Note, in the run directory, that this process owns the run (written atomically),
+    and the run's marker when it is not `new_mark(run_id)` (a main process started ahead)."""
     stat = stat_of(os.getpid())
-    owner = {"pid": os.getpid(), "start": 0 if stat is None else stat[2], "boot": _boot_id()}
+    owner: dict[str, object] = {
+        "pid": os.getpid(),
+        "start": 0 if stat is None else stat[2],
+        "boot": _boot_id(),
+    }
+    if mark is not None:
+        owner["mark"] = mark
     path = os.path.join(run_dir, OWNER_FILE)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as file:
         json.dump(owner, file)
     os.replace(tmp, path)
+
+
+def read_mark(run_dir: str, owner: Proc) -> str | None:
+    """The run's marker `write_owner` noted, if it is one that `owner` made; else None."""
+    try:
+        with open(os.path.join(run_dir, OWNER_FILE)) as file:
+            mark = json.load(file).get("mark")
+    except (OSError, ValueError, AttributeError):
+        return None
+    # Never a marker that would match another server's processes (or every run's).
+    if isinstance(mark, str) and re.fullmatch(rf"[a-z0-9]+\.{owner.pid}\.[0-9a-f]+", mark):
+        return mark
+    return None
 
 
 def read_owner(run_dir: str) -> Proc | None:
@@ -100,6 +121,7 @@ __all__ = [
     "marked_environment",
     "new_mark",
     "read_left",
+    "read_mark",
     "read_owner",
     "write_left",
     "write_owner",

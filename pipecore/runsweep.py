@@ -71,7 +71,9 @@ def sweep(
         if owner is not None:
             if runprocs.alive([owner]):
                 continue
-            mark = f"{run_id}.{owner.pid}."
+            # A run whose main process was started ahead noted its marker; any other's
+            # starts with its id and its server's pid.
+            mark = runmarks.read_mark(path, owner) or f"{run_id}.{owner.pid}."
             pgids = runprocs.groups(runprocs.find(mark, prefix=True))
             ended = teardown.end(mark, prefix=True, term_grace=term_grace, kill_grace=kill_grace)
             teardown.reap_groups(pgids)

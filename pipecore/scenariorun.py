@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from pipecore import collectmain, runmarks, runprocs, teardown
+from pipecore import collectmain, runmain, runmarks, runprocs, teardown
 from pipecore import outcome as outcomes
 from pipecore.baserun import LIVE_EVENTS, MAX_KEPT_VERDICTS, BaseRun, logger
 from pipecore.collectorfeed import CollectorFeed
@@ -45,6 +42,7 @@ class Run(BaseRun):
         deadlock_after_ns: int,
         live_events: int = LIVE_EVENTS,
         spares: Callable[[], subprocess.Popen[bytes] | None] | None = None,
+        mains: Callable[[], runmain.MainProcess | None] | None = None,
     ) -> None:
         super().__init__(
             run_id,
@@ -64,6 +62,8 @@ class Run(BaseRun):
         self._feed: CollectorFeed | None = None
         # Where a collector process started ahead of time comes from (RunManager), if any.
         self._spares = spares
+        # Where a main process started ahead of time comes from (RunManager), if any.
+        self._mains = mains
         self._killed: dict[int, Killed] = {}
         snapshot = self._analysis.snapshot()
         self._analysis_view: dict[str, Any] = {"ends": snapshot["ends"], "stats": snapshot["stats"]}
@@ -104,9 +104,12 @@ class Run(BaseRun):
         thread that watches them."""
         # The collector process bounds the lag (collectmain): the rings start bounded.
         ensure_layout(self.run_dir, window=FIRST_WINDOW)
+        spare = self._mains() if self._mains is not None else None
         try:
+            if spare is not None:
+                self._mark = spare.mark  # it carries its marker from its start
             # Lets a later server tell this run's directory from a live one (runsweep).
-            runmarks.write_owner(self.run_dir)
+            runmarks.write_owner(self.run_dir, self._mark)
             self._steps = StepControl(self.run_dir)
             if self.step_mode:
                 self._steps.set_step_mode(True)
@@ -123,33 +126,14 @@ class Run(BaseRun):
             )
             with open(os.path.join(self.run_dir, COLLECTOR_FILE), "w") as file:
                 file.write(str(self._feed.pid))
-            # Closed in _finish, after the run has been torn down.
-            self._stderr = tempfile.TemporaryFile(prefix="pipescope-stderr-")  # noqa: SIM115
-            command = [
-                sys.executable,
-                "-m",
-                "pipecore.runmain",
-                "--run-dir",
-                self.run_dir,
-                "--run-id",
-                self.id,
-                "--scenario",
-                self.scenario,
-                "--params",
-                json.dumps(self.params),
-                "--start-method",
-                self.start_method,
-            ]
-            self._proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr,
-                start_new_session=True,
-                close_fds=True,
-                env=runmarks.main_environment(self._mark),
+            args = runmain.command_args(
+                self.run_dir, self.id, self.scenario, self.params, self.start_method
             )
+            main, spare = runmain.start(args, self._mark, spare), None
+            self._proc, self._stderr = main.proc, main.stderr
         except BaseException:
+            if spare is not None:
+                runmain.end_spare(spare)
             self._end_feed()
             self._close_files()
             raise

@@ -255,7 +255,7 @@ def faulty_runmain() -> int:
 
 
 class _Interpreter:
-    """Stands in for `sys` inside pipecore.scenariorun: the same, but another executable."""
+    """Stands in for `sys` inside pipecore.runmain: the same, but another executable."""
 
     def __init__(self, executable: str) -> None:
         self.executable = executable
@@ -275,8 +275,8 @@ def faulty_scenarios(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         'faulty_runmain; sys.exit(faulty_runmain())\' "$@"\n'
     )
     launcher.chmod(0o755)
-    import pipecore.scenariorun
+    import pipecore.runmain
 
-    monkeypatch.setattr(pipecore.scenariorun, "sys", _Interpreter(str(launcher)))
+    monkeypatch.setattr(pipecore.runmain, "sys", _Interpreter(str(launcher)))
     for scenario_id, scenario in FAULTY.items():
         monkeypatch.setitem(SCENARIOS, scenario_id, scenario)
