@@ -39,8 +39,9 @@ class Server:
         return _status_kib(self.pid, "VmRSS")
 
     def collector_rss_kib(self) -> int:
-        """The resident set (VmRSS, KiB) of the server's collector processes together."""
-        total = 0
+        """The resident set (VmRSS, KiB) of the server's largest collector process: the
+        busy run's, not the spares started ahead of the next runs (about 18 MiB each)."""
+        largest = 0
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -49,10 +50,10 @@ class Server:
                 if int(stat.rsplit(b")", 1)[1].split()[1]) != self.pid:
                     continue
                 if b"pipecore.collectmain" in (entry / "cmdline").read_bytes():
-                    total += _status_kib(int(entry.name), "VmRSS")
+                    largest = max(largest, _status_kib(int(entry.name), "VmRSS"))
             except (OSError, ValueError):
                 continue
-        return total
+        return largest
 
     def peak_kib(self) -> int:
         """The server process's peak resident set (VmHWM) in KiB."""
