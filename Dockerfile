@@ -25,14 +25,17 @@ COPY pipecore ./pipecore
 COPY app ./app
 # The extension is optional in pyproject.toml, so pip succeeds without it (and hides
 # the compiler's output): here a failed C build fails the image build, and the build is
-# run again verbosely to show why.
+# run again verbosely to show why. The package's bytecode is compiled here because the
+# runtime does not write it (PYTHONDONTWRITEBYTECODE): otherwise every run's processes
+# would compile pipecore from source as they start.
 RUN python -m venv --without-pip /opt/venv \
  && pip --python /opt/venv/bin/python install --no-cache-dir -e . \
  && if ! /opt/venv/bin/python -c "import pipecore._fastring"; then \
       echo "pipecore._fastring (the C record writer) did not build; the build again, verbosely:" >&2; \
       pip --python /opt/venv/bin/python install -v --no-deps --force-reinstall -e . >&2; \
       exit 1; \
-    fi
+    fi \
+ && python -m compileall -q --invalidation-mode unchecked-hash pipecore app
 
 # Runtime: the same base without a compiler; zlib's runtime library (libz.so.1) is
 # part of the base image.
