@@ -27,6 +27,8 @@ LOAD_ERRORS = frozenset(
     | {"MemoryError", "UnicodeDecodeError"}
 )
 TRUNCATED = "Ran out of input"  # pickle's EOFError, not the connection's
+# A call's end, direction (None: a close), whether it sends, whether it receives.
+Route = tuple[EndState, DirectionState | None, bool, bool]
 
 
 class Analysis:
@@ -48,9 +50,9 @@ class Analysis:
         self._names: dict[str, str] = {}
         self._simplex: set[str] = set()
         self._ends: dict[str, EndState] = {}
-        # The same ends by (pipe, end), and each end's direction by (pipe, end, sending).
+        # The same ends by (pipe, end), and each call's route by (pipe, end, op).
         self._end_of: dict[tuple[str, str], EndState] = {}
-        self._dir_of: dict[tuple[str, str, bool], DirectionState] = {}
+        self._routes: dict[tuple[str, str, str], Route] = {}
         self._dirs: dict[tuple[str, str], DirectionState] = {}
         self._last_t: dict[int, int] = {}
         self._exited: set[int] = set()
@@ -122,7 +124,7 @@ class Analysis:
         if not ev.get("duplex", True):
             self._simplex.add(pipe)
             # A call seen before its pipe was taken for duplex: look its direction up again.
-            self._dir_of.clear()
+            self._routes.clear()
         for end in ("a", "b"):
             self._end(pipe, end)
         # Pipe(duplex=False): a reads, b writes.
@@ -145,12 +147,13 @@ class Analysis:
         side = ev.get("end")
         if side != "a" and side != "b":
             return  # the collector could not tell which end: nothing to match it with
-        pipe = ev["pipe"]
-        end = self._end_of.get((pipe, side))
-        if end is None or (pipe not in self._names and "pipe_name" in ev):
-            end = self._end(pipe, side, ev)
-        pid, op, phase = ev["pid"], ev["op"], ev["phase"]
-        if op == "close":
+        pipe, op = ev["pipe"], ev["op"]
+        route = self._routes.get((pipe, side, op))
+        if route is None or (pipe not in self._names and "pipe_name" in ev):
+            route = self._route(pipe, side, op, ev)
+        end, d, sending, receiving = route
+        pid, phase = ev["pid"], ev["phase"]
+        if d is None:  # close
             end.holders.discard(pid)
             end.released.add(pid)
             end.blocked.pop(pid, None)
@@ -158,27 +161,25 @@ class Analysis:
         if pid not in end.holders:
             end.holders.add(pid)
             end.released.discard(pid)
-        d = self._dir_of.get((pipe, side, op in SEND_OPS))
-        if d is None:
-            d = self._dir(end, op)
         if "capacity" in ev:
             d.capacity = int(ev["capacity"])
         if phase == "begin":
-            self._on_begin(ev, end, d)
+            self._on_begin(ev, end, d, pid, op)
             return
         began = end.blocked.pop(pid, None)
         if began is not None:
-            d.blocked_ns[op] = d.blocked_ns.get(op, 0) + ev["t"] - began.since
+            blocked_ns = d.blocked_ns
+            blocked_ns[op] = blocked_ns.get(op, 0) + ev["t"] - began.since
         if phase == "end":
-            if op in SEND_OPS:
+            if sending:
                 self._fifo.send(ev, d)
-            elif op in RECV_OPS:
+            elif receiving:
                 self._fifo.receive(ev, d, None)
         elif phase == "error":
             self._on_error(ev, end, d)
 
-    def _on_begin(self, ev: Event, end: EndState, d: DirectionState) -> None:
-        pid, op, timeout = ev["pid"], ev["op"], ev.get("timeout")
+    def _on_begin(self, ev: Event, end: EndState, d: DirectionState, pid: int, op: str) -> None:
+        timeout = ev.get("timeout")
         queued = ev.get("queued", -1)
         if isinstance(queued, int) and queued >= 0:  # -1: the reading failed
             end.kernel_queued = queued
@@ -229,6 +230,16 @@ class Analysis:
             state = self._ends[f"{pipe}/{end}"] = self._end_of[(pipe, end)] = EndState(pipe, end)
         return state
 
+    def _route(self, pipe: str, side: str, op: str, ev: Event) -> Route:
+        """Where a call of `op` on (pipe, side) goes: its end and direction (None for a
+        close), and whether it sends or receives; kept for the calls alike that follow."""
+        end = self._end_of.get((pipe, side))
+        if end is None or (pipe not in self._names and "pipe_name" in ev):
+            end = self._end(pipe, side, ev)
+        d = None if op == "close" else self._dir(end, op)
+        route = self._routes[(pipe, side, op)] = (end, d, op in SEND_OPS, op in RECV_OPS)
+        return route
+
     def _dir(self, end: EndState, op: str) -> DirectionState:
         sending = op in SEND_OPS
         if end.pipe in self._simplex:
@@ -239,7 +250,6 @@ class Analysis:
         d = self._dirs.get(key)
         if d is None:
             d = self._dirs[key] = DirectionState()
-        self._dir_of[(end.pipe, end.end, sending)] = d
         return d
 
     def _live_peers(self, end: EndState) -> set[int]:

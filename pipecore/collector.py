@@ -6,6 +6,7 @@ import mmap
 import os
 import shutil
 import time
+from bisect import bisect_right
 from operator import itemgetter
 
 from pipecore.ordering import CausalOrder
@@ -81,7 +82,7 @@ class Collector(RingReader):
         ensure_layout(run_dir, ring_bytes)
         self._rings: dict[str, Ring] = {}
         self._finished: set[str] = set()
-        self._seq = 0
+        self.seq = 0  # the last `seq` given out (a caller numbering events of its own moves it)
         self._steps: StepControl | None = None
         self._closed = False
         self._order = CausalOrder()
@@ -146,9 +147,6 @@ class Collector(RingReader):
             if not ring.exited:
                 t = max(time.monotonic_ns(), ring.last_t + 1)
                 self._hold(
-                    t,
-                    ring.pid,
-                    1 << 62,
                     {
                         "kind": "process",
                         "run": self.run_id,
@@ -163,25 +161,24 @@ class Collector(RingReader):
             ring.mm.close()
             del self._rings[name]
             self._finished.add(name)
-        self._pending.sort(key=_ORDER_KEY)
+        pending = self._pending
+        pending.sort(key=_ORDER_KEY)
         if final:
-            ready = self._pending
+            ready = pending
             self._pending = []
         else:
-            cutoff = horizon - self.hold_ns
-            n = 0
-            last = len(self._pending) if most is None else min(most, len(self._pending))
-            while n < last and self._pending[n][0] <= cutoff:
-                n += 1
-            more = more or n == last < len(self._pending)
-            ready = self._pending[:n]
-            del self._pending[:n]
-        out, held = self._order.release([item[3] for item in ready], FOREVER if final else now)
-        for event in held:
-            self._hold(event["t"], event["pid"], event.get("pseq", 1 << 62), event)
+            last = len(pending) if most is None else min(most, len(pending))
+            n = bisect_right(pending, horizon - self.hold_ns, 0, last, key=_ORDER_KEY)
+            more = more or n == last < len(pending)
+            ready = pending[:n]
+            del pending[:n]
+        out, held = self._order.release([e for _, e in ready], FOREVER if final else now)
+        self._pending += [(e["t"], e) for e in held]
+        seq = self.seq
         for event in out:
-            self._seq += 1
-            event["seq"] = self._seq
+            seq += 1
+            event["seq"] = seq
+        self.seq = seq
         self.behind = more
         return out
 

@@ -32,7 +32,8 @@ MAX_MESSAGE = 1 << 30
 
 def encode(header: dict[str, Any], texts: list[bytes]) -> list[bytes]:
     """One message, in pieces to write one after the other: the head and header, then
-    the parts' texts (not joined: a drain's message may be tens of megabytes)."""
+    the parts' texts (not joined: drains are bounded, but the final drain takes all that
+    is left and its message can be large)."""
     try:
         head = orjson.dumps(header)
     except TypeError:

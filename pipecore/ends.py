@@ -20,7 +20,7 @@ class EndStatus(StrEnum):
     ERRORED = "errored"  # EOF, broken pipe or a bad message length made it unusable
 
 
-@dataclass
+@dataclass(slots=True)
 class Blocked:
     """A call that began and has not returned yet."""
 
@@ -32,7 +32,7 @@ class Blocked:
     forever: bool  # False for a poll with a finite timeout: it returns by itself
 
 
-@dataclass
+@dataclass(slots=True)
 class EndState:
     """One end of a pipe: who holds it, who waits in it, whether it still works."""
 

@@ -50,7 +50,7 @@ def describe(ev: Event) -> str:
     return f"hash {ev.get('hash', '?')}, {ev.get('nbytes', '?')} bytes"
 
 
-@dataclass
+@dataclass(slots=True)
 class DirectionState:
     """One direction of a pipe: frames in flight, byte accounting and statistics."""
 
@@ -125,16 +125,23 @@ class FifoMatcher:
         nbytes, t = int(ev.get("nbytes", 0)), int(ev["t"])
         d.messages += 1
         d.nbytes += nbytes
-        d.first_t = t if d.first_t is None else d.first_t
+        if d.first_t is None:
+            d.first_t = t
         d.last_t = t
-        d.sent_wire += wire_size(nbytes)
+        d.sent_wire += nbytes + (12 if nbytes > 0x7FFFFFFF else 4)  # wire_size, inlined
         if d.pending:
-            self._pair(ev, d.pending.popleft(), d, None)
+            self._pair(ev, d.pending.popleft(), d, None, False)
         else:
             if len(d.sends) >= SENDS_LIMIT:
                 d.sends.popleft()
             d.sends.append(ev)
-        d.peak = max(d.peak, d.queued)
+        # d.queued, inlined: this runs for every frame
+        queued = d.sent_wire - d.received_wire
+        capacity = d.capacity
+        if capacity is not None and capacity < queued:
+            queued = capacity
+        if queued > d.peak:
+            d.peak = queued
 
     def expire(self, d: DirectionState, limit: int) -> None:
         """Flag the receives that waited since before `limit` for a send that never showed."""
@@ -142,41 +149,67 @@ class FifoMatcher:
             self._corrupt(None, d.pending.popleft(), d, None)
 
     def receive(self, ev: Event, d: DirectionState, failure: str | None) -> None:
-        send = self._take(d, ev)
+        sends = d.sends
+        whole = False  # the frame is known to equal the send taken
+        if not sends:
+            send = None
+        elif "hash" in ev:
+            if intact(sends[0], ev):
+                send = sends.popleft()
+                whole = True
+            else:
+                send = self._overtaking(sends, ev)
+        else:
+            send = sends.popleft()
         if "nbytes" in ev:
-            d.received_wire += wire_size(int(ev["nbytes"]))
+            nbytes = int(ev["nbytes"])
+            d.received_wire += nbytes + (12 if nbytes > 0x7FFFFFFF else 4)  # wire_size
         elif BAD_LENGTH in str(ev.get("error", "")):
             d.received_wire += 4  # only the length header was read
         elif send is not None:
             d.received_wire += wire_size(int(send.get("nbytes", 0)))
-        if send is not None:
-            self._pair(send, ev, d, failure)
-        elif failure is not None:
-            self._corrupt(None, ev, d, failure)
-        elif len(d.pending) < PENDING_LIMIT:
-            d.pending.append(ev)
+        if send is None:
+            if failure is not None:
+                self._corrupt(None, ev, d, failure)
+            elif len(d.pending) < PENDING_LIMIT:
+                d.pending.append(ev)
+        elif whole and failure is None:
+            # _pair's commonest case, inlined: an intact frame, received without error
+            ev["match"] = send.get("seq")
+            latency = int(ev["t"]) - int(send["t"])
+            if latency < 0:
+                latency = 0  # the send's end may be stamped late
+            ev["latency_ns"] = latency
+            d.latencies.add(latency)
+        else:
+            self._pair(send, ev, d, failure, whole)
 
-    def _take(self, d: DirectionState, recv: Event) -> Event | None:
-        if not d.sends:
-            return None
-        if "hash" in recv and not intact(d.sends[0], recv):
-            # A frame may overtake frames of other processes, never its own process's.
-            for i, send in enumerate(islice(d.sends, OVERTAKE_WINDOW)):
-                before = islice(d.sends, i)
-                if "hash" in send and intact(send, recv):
-                    if all(b["pid"] != send["pid"] for b in before):
-                        del d.sends[i]
-                        return send
-                    break
-        return d.sends.popleft()
+    @staticmethod
+    def _overtaking(sends: deque[Event], recv: Event) -> Event:
+        """The send a frame unlike the head of the queue took: one of another process's
+        frames may overtake it, never its own process's; else the head, corrupt."""
+        for i, send in enumerate(islice(sends, OVERTAKE_WINDOW)):
+            before = islice(sends, i)
+            if "hash" in send and intact(send, recv):
+                if all(b["pid"] != send["pid"] for b in before):
+                    del sends[i]
+                    return send
+                break
+        return sends.popleft()
 
-    def _pair(self, send: Event, recv: Event, d: DirectionState, failure: str | None) -> None:
+    def _pair(
+        self, send: Event, recv: Event, d: DirectionState, failure: str | None, whole: bool
+    ) -> None:
+        """Annotate `recv` with its send; `whole`: already known to be `intact`."""
         recv["match"] = send.get("seq")
-        latency = max(0, int(recv["t"]) - int(send["t"]))  # the send's end may be stamped late
+        # the send's end may be stamped late
+        latency = int(recv["t"]) - int(send["t"])
+        if latency < 0:
+            latency = 0
         recv["latency_ns"] = latency
-        if failure is not None and "hash" in recv and intact(send, recv):
+        if failure is not None and "hash" in recv and (whole or intact(send, recv)):
             failure = None  # the frame arrived intact; it failed for another reason
-        elif failure is None and not intact(send, recv):
+        elif failure is None and not whole and not intact(send, recv):
             failure = describe(recv)
         if failure is None:
             d.latencies.add(latency)

@@ -9,9 +9,7 @@ send's `end` (and the rest of the receiver's events follow it).
 
 from __future__ import annotations
 
-import functools
 import heapq
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,64 +26,46 @@ MAX_HOLD_NS = 1_000_000_000
 FINAL_NS = 1 << 62
 
 
-@functools.lru_cache(maxsize=4096)
-def _lane(pipe: object, end: object, sending: bool) -> tuple[str, str]:
+def _direction(pipe: object, end: object, sending: bool) -> tuple[str, str]:
     name = str(end)
     peer = PEER.get(name, "?")
     return (str(pipe), f"{name}>{peer}" if sending else f"{peer}>{name}")
-
-
-def _direction(event: Event, sending: bool) -> tuple[str, str]:
-    return _lane(event.get("pipe"), event.get("end"), sending)
 
 
 def _order(event: Event) -> tuple[int, int, int]:
     return (event["t"], event.get("pid", 0), event.get("pseq", 0))
 
 
-def _takes_frame(event: Event) -> bool:
-    if event.get("kind") != "call" or event.get("op") not in RECV_OPS:
-        return False
-    phase = event.get("phase")
-    return phase == "end" or (phase == "error" and event.get("error_type") == "BufferTooShort")
+class _Lane:
+    """One direction of a pipe: its frames sent, received, and sends in flight."""
+
+    __slots__ = ("flying", "received", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+        self.flying = 0
 
 
 class CausalOrder:
     """Releases time-ordered events so that every receive follows the send it took."""
 
     def __init__(self) -> None:
-        self._sent: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self._received: defaultdict[tuple[str, str], int] = defaultdict(int)
-        # sends begun and not ended: (pid, pipe, end) -> direction; and their count
-        # per direction
-        self._in_flight: dict[tuple[object, object, object], tuple[str, str]] = {}
-        self._flying_count: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._lanes: dict[tuple[str, str], _Lane] = {}
+        # The lane a call sends into or receives from, by its event's (pipe, end).
+        self._sending: dict[tuple[object, object], _Lane] = {}
+        self._receiving: dict[tuple[object, object], _Lane] = {}
+        # sends begun and not ended: (pid, pipe, end) -> their lane
+        self._in_flight: dict[tuple[object, object, object], _Lane] = {}
         self._newest = 0  # the newest `t` offered so far
 
-    def _account(self, event: Event) -> None:
-        kind, op = event.get("kind"), event.get("op")
-        if kind == "call":
-            if op in SEND_OPS:
-                self._account_send(event)
-            elif op in RECV_OPS and _takes_frame(event):
-                self._received[_direction(event, sending=False)] += 1
-        elif kind == "process" and op == "exit":
-            pid = event.get("pid", 0)
-            for key in [k for k in self._in_flight if k[0] == pid]:
-                self._flying_count[self._in_flight.pop(key)] -= 1
-
-    def _account_send(self, event: Event) -> None:
-        key = (event.get("pid", 0), event.get("pipe"), event.get("end"))
-        phase = event.get("phase")
-        previous = self._in_flight.pop(key, None)
-        if previous is not None:
-            self._flying_count[previous] -= 1
-        if phase == "begin":
-            direction = _direction(event, sending=True)
-            self._in_flight[key] = direction
-            self._flying_count[direction] += 1
-        elif phase == "end":
-            self._sent[_direction(event, sending=True)] += 1
+    def _lane(self, pipe: object, end: object, sending: bool) -> _Lane:
+        direction = _direction(pipe, end, sending)
+        lane = self._lanes.get(direction)
+        if lane is None:
+            lane = self._lanes[direction] = _Lane()
+        (self._sending if sending else self._receiving)[(pipe, end)] = lane
+        return lane
 
     def release(self, ready: list[Event], now_ns: int) -> tuple[list[Event], list[Event]]:
         """Order `ready` (sorted by t, pid, pseq); return (released, held back).
@@ -97,7 +77,7 @@ class CausalOrder:
             self._newest = max(self._newest, int(ready[-1].get("t", 0)))
         out: list[Event] = []
         deferred: dict[object, list[Event]] = {}
-        waiting: dict[tuple[str, str], list[object]] = {}
+        waiting: dict[_Lane, list[object]] = {}
         self._walk(ready, now_ns, out, deferred, waiting, None)
         while waiting and now_ns >= FINAL_NS:
             # The final drain: the send will never come; let the oldest waiting receive go.
@@ -118,7 +98,7 @@ class CausalOrder:
         now_ns: int,
         out: list[Event],
         deferred: dict[object, list[Event]],
-        waiting: dict[tuple[str, str], list[object]],
+        waiting: dict[_Lane, list[object]],
         forced: object,
     ) -> None:
         """Release `events` in their order, except that a process whose receive must wait
@@ -126,14 +106,13 @@ class CausalOrder:
 
         Time order is mostly causal already, so this is one walk: the events set aside
         all precede the one that wakes them, and follow it at once, as a merge by time
-        would have them. `_must_wait` and `_account` are inlined: it sees every event.
+        would have them. It sees every event, so it keeps the lanes' counts inline.
         """
         newest = self._newest
         final = now_ns >= FINAL_NS
-        sent = self._sent
-        received = self._received
-        flying = self._flying_count
         in_flight = self._in_flight
+        sending = self._sending
+        receiving = self._receiving
         for event in events:
             pid = event.get("pid", 0)
             if deferred:
@@ -146,38 +125,43 @@ class CausalOrder:
             if kind == "call":
                 op = event.get("op")
                 if op in SEND_OPS:
-                    key = (pid, event.get("pipe"), event.get("end"))
-                    previous = in_flight.pop(key, None)
-                    if previous is not None:
-                        flying[previous] -= 1
+                    pipe, end = event.get("pipe"), event.get("end")
+                    key = (pid, pipe, end)
+                    # A send in flight of this process and end is in this same lane.
+                    lane = in_flight.pop(key, None)
+                    if lane is not None:
+                        lane.flying -= 1
+                    else:
+                        lane = sending.get((pipe, end)) or self._lane(pipe, end, True)
                     phase = event.get("phase")
-                    direction = _lane(key[1], key[2], True)
                     if phase == "begin":
-                        in_flight[key] = direction
-                        flying[direction] += 1
+                        in_flight[key] = lane
+                        lane.flying += 1
                     elif phase == "end":
-                        sent[direction] += 1
+                        lane.sent += 1
                     if waiting:
-                        woken = waiting.pop(direction, None)
+                        woken = waiting.pop(lane, None)
                 elif op in RECV_OPS:
                     phase = event.get("phase")
                     if phase == "end" or (
                         phase == "error" and event.get("error_type") == "BufferTooShort"
                     ):
-                        direction = _lane(event.get("pipe"), event.get("end"), False)
+                        pipe, end = event.get("pipe"), event.get("end")
+                        lane = receiving.get((pipe, end)) or self._lane(pipe, end, False)
                         if pid == forced:
                             forced = None
                         elif (
-                            received[direction] >= sent[direction]
-                            and flying[direction] > 0
+                            lane.received >= lane.sent
+                            and lane.flying > 0
                             and (final or newest - int(event.get("t", 0)) <= MAX_HOLD_NS)
                         ):
                             deferred[pid] = [event]
-                            waiting.setdefault(direction, []).append(pid)
+                            waiting.setdefault(lane, []).append(pid)
                             continue
-                        received[direction] += 1
+                        lane.received += 1
             elif kind == "process" and event.get("op") == "exit":
-                self._account(event)
+                for key in [k for k in in_flight if k[0] == pid]:
+                    in_flight.pop(key).flying -= 1
                 if waiting:
                     # Its sends in flight ended with it: every waiting receive looks again.
                     woken = [p for pids in waiting.values() for p in pids]

@@ -47,19 +47,21 @@ _unpack_call = CALL.unpack_from
 _unpack_times = CALL_TIMES.unpack_from
 _unpack_head = RECORD_HEAD.unpack_from
 _CALL_SIZE = CALL.size
+_HEAD_SIZE = RECORD_HEAD.size
 
 
 class RingReader:
-    """Turns ring records into events (held in `_pending` with their sort key); the
-    collector decides which rings to read and when."""
+    """Turns ring records into events (held in `_pending` with their `t`, the sort key);
+    the collector decides which rings to read and when."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self._pending: list[tuple[int, int, int, Event]] = []
+        # (t, event): sorting by a tuple's first item is faster than by a dict's field
+        self._pending: list[tuple[int, Event]] = []
         self._frames = FrameFields()
 
-    def _hold(self, t: int, pid: int, pseq: int, event: Event) -> None:
-        self._pending.append((t, pid, pseq, event))
+    def _hold(self, event: Event) -> None:
+        self._pending.append((event["t"], event))
 
     def _read(self, ring: Ring, budget: int | None = None) -> int:
         """Decode the ring's new records, about `budget` bytes of them at most (None: all),
@@ -73,12 +75,12 @@ class RingReader:
         kinds = ring.kinds
         begun = ring.begun
         done = ring.done
-        pid = ring.pid
         append = self._pending.append
+        last_t = -1  # the newest end read here, kept in ring.last_t once the loop is done
         while r < stop:
             off = HEADER_BYTES + r % cap
             length, rtype, op, hlen = _unpack_head(mm, off)
-            if length < RECORD_HEAD.size or length % 8 or length > cap:
+            if length < _HEAD_SIZE or length & 7 or length > cap:
                 # A ring that does not parse cannot be trusted any further.
                 r = write_pos
                 break
@@ -87,29 +89,37 @@ class RingReader:
                 # (same end, site, op and frame) reuses its events' shared fields.
                 shared = mm[off + CALL_KIND_OFFSET : off + _CALL_SIZE + hlen]
                 kind = kinds.get(shared)
-                if kind is None:
-                    self._new_call(ring, off, shared)
+                if kind is not None:
+                    begin, end, key = kind
+                    t0, pseq0, t, pseq, queued = _unpack_times(mm, off)
+                    if pseq0:
+                        if begun.get(key) != pseq0:
+                            begun[key] = pseq0
+                            if queued >= 0:
+                                event = {**begin, "t": t0, "pseq": pseq0, "queued": queued}
+                            else:
+                                event = {**begin, "t": t0, "pseq": pseq0}
+                            append((t0, event))
+                        done[key] = pseq0
+                    append((t, {**end, "t": t, "pseq": pseq}))
+                    last_t = t
                     count += 1
                     r += length
                     continue
-                begin, end, key = kind
-                t0, pseq0, t, pseq, queued = _unpack_times(mm, off)
-                if pseq0:
-                    if begun.get(key) != pseq0:
-                        begun[key] = pseq0
-                        if queued >= 0:
-                            event = {**begin, "t": t0, "pseq": pseq0, "queued": queued}
-                        else:
-                            event = {**begin, "t": t0, "pseq": pseq0}
-                        append((t0, pid, pseq0, event))
-                    done[key] = pseq0
-                append((t, pid, pseq, {**end, "t": t, "pseq": pseq}))
-                ring.last_t = t
+                if last_t >= 0:
+                    ring.last_t = last_t
+                    last_t = -1
+                self._new_call(ring, off, shared)
                 count += 1
             elif rtype != REC_PAD:
+                if last_t >= 0:
+                    ring.last_t = last_t
+                    last_t = -1
                 self._decode(ring, rtype, op, off)
                 count += 1
             r += length
+        if last_t >= 0:
+            ring.last_t = last_t
         ring.cut = r < write_pos
         if r != ring.read_pos:
             ring.read_bytes += r - ring.read_pos
@@ -126,7 +136,6 @@ class RingReader:
         if template is None:
             template = ring.template(self.run_id, eid, site, op)
         key = 2 * eid + (1 if op < len(RECEIVING) and RECEIVING[op] else 0)
-        pid = ring.pid
         if pseq0:
             if ring.begun.get(key) != pseq0:
                 ring.begun[key] = pseq0
@@ -136,7 +145,7 @@ class RingReader:
                 begin["phase"] = "begin"
                 if queued >= 0:
                     begin["queued"] = queued
-                self._pending.append((t0, pid, pseq0, begin))
+                self._pending.append((t0, begin))
             ring.done[key] = pseq0
         event = template.copy()
         event["t"] = t
@@ -144,7 +153,7 @@ class RingReader:
         event["phase"] = "end"
         if nbytes >= 0:
             self._frames.fill(event, op, shared[_CALL_SIZE - CALL_KIND_OFFSET :], nbytes, h, flags)
-        self._pending.append((t, pid, pseq, event))
+        self._pending.append((t, event))
         ring.last_t = t
         # Kept only once the end and site are defined (see `Ring.template`).
         if ring.templates.get((eid, site, op)) is not template:
@@ -201,7 +210,7 @@ class RingReader:
             event["queued"] = queued
         if op == OP_POLL:
             event["timeout"] = None if timeout is None or math.isnan(timeout) else timeout
-        self._hold(t, ring.pid, pseq, event)
+        self._hold(event)
 
     def _decode(self, ring: Ring, rtype: int, op: int, off: int) -> None:
         mm = ring.mm
@@ -243,7 +252,7 @@ class RingReader:
                     event["result"] = bool(flags & FLAG_RESULT)
             elif nbytes >= 0:
                 self._frames.fill(event, op, mm[start : start + hlen], nbytes, h, flags)
-            self._hold(t, ring.pid, pseq, event)
+            self._hold(event)
         elif rtype == REC_BEGIN:
             _, _, _, _, t, pseq, eid, site, queued, wait = BEGIN.unpack_from(mm, off)
             self._begin(ring, t, pseq, eid, site, op, queued, wait)
@@ -255,7 +264,7 @@ class RingReader:
             event.update(payload)
             if event["kind"] == "process" and event.get("op") == "exit":
                 ring.exited = True
-            self._hold(t, ring.pid, pseq, event)
+            self._hold(event)
         elif rtype == REC_DEFINE:
             _, _, _, _, _, _, jlen = EVENT.unpack_from(mm, off)
             start = off + EVENT.size

@@ -11,7 +11,7 @@ from pipecore.ring import OPS
 Event = dict[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Ring:
     """What the collector knows of one process's ring."""
 

@@ -25,9 +25,9 @@ DRAIN_EVENTS = 1500
 LAG_BOUND_NS = 10_000_000
 # The analysis' ends and statistics travel at most this often while events flow.
 ANALYSIS_EVERY_NS = 100_000_000
+# Receives that take a frame. The analysis annotates each with `match`, `latency_ns` or
+# `corrupt` once it has matched it (tested key by key: cheaper than intersecting sets).
 RECEIVING_OPS = frozenset({"recv", "recv_bytes", "recv_bytes_into"})
-# What the analysis adds to a receive once it has matched it to its send.
-LATE_FIELDS = frozenset({"match", "latency_ns", "corrupt"})
 
 
 class RunPump:
@@ -36,7 +36,8 @@ class RunPump:
     def __init__(self, run_dir: str, run_id: str, first_seq: int, deadlock_after_ns: int):
         self.collector = Collector(run_dir, run_id)
         self.analysis = Analysis(run_id, deadlock_after_ns)
-        self._seq = first_seq - 1
+        # The collector numbers the events it drains, the pump the verdicts after them.
+        self.collector.seq = self._seq = first_seq - 1
         # Receives sent before the analysis matched them, to send again once it has.
         self._unsettled: list[Event] = []
         self._killed_sent: set[int] = set()
@@ -60,7 +61,8 @@ class RunPump:
             if final
             else collector.drain(budget=DRAIN_BYTES, most=DRAIN_EVENTS)
         )
-        self._number(events)  # before the analysis, whose `match` names these numbers
+        # numbered by the collector before the analysis, whose `match` names these numbers
+        self._seq = collector.seq
         verdicts = self.analysis.feed(events)
         # Time-based verdicts only while the collector keeps up: when it lags, the
         # newest events are old and every process would look silent.
@@ -73,8 +75,10 @@ class RunPump:
             v for v in verdicts if v.get("verdict") != "deadlock" or (not waiting and _stalled(v))
         ]
         self._number(verdicts)
+        collector.seq = self._seq
         batch = events + verdicts
-        amended = self._settle(events)
+        amended, kept = self._settle(events)
+        kept += [v for v in verdicts if is_kept(v)]
         new = [k for k in self.analysis.killed.values() if k.pid not in self._killed_sent]
         self._killed_sent.update(k.pid for k in new)
         killed = [[k.pid, k.process, k.signal, k.message] for k in new]
@@ -89,7 +93,6 @@ class RunPump:
             return None
         texts: list[bytes] = []
         parts: list[list[int]] = []
-        kept = [e for e in batch if e.get("kind") != "call" and is_kept(e)]
         kept_seqs = [e["seq"] for e in kept]
         for start in range(0, len(batch), PART_EVENTS):
             chunk = batch[start : start + PART_EVENTS]
@@ -115,31 +118,34 @@ class RunPump:
             event["seq"] = seq
         self._seq = seq
 
-    def _settle(self, events: list[Event]) -> list[Event]:
-        """The receives sent earlier that the analysis has annotated since."""
+    def _settle(self, events: list[Event]) -> tuple[list[Event], list[Event]]:
+        """The receives sent earlier that the analysis has annotated since, and the events
+        of `events` a run keeps (`is_kept`; calls never are)."""
         amended: list[Event] = []
         still: list[Event] = []
         for event in self._unsettled:
-            (amended if LATE_FIELDS.intersection(event) else still).append(event)
-        still += [
-            e
-            for e in events
-            if "match" not in e and _takes_frame(e) and not LATE_FIELDS.intersection(e)
-        ]
+            late = "match" in event or "latency_ns" in event or "corrupt" in event
+            (amended if late else still).append(event)
+        kept: list[Event] = []
+        for e in events:
+            if e.get("kind") != "call":
+                if is_kept(e):
+                    kept.append(e)
+            # A receive that took a frame, not annotated yet.
+            elif (
+                "match" not in e
+                and e.get("op") in RECEIVING_OPS
+                and e.get("phase") in ("end", "error")
+                and "latency_ns" not in e
+                and "corrupt" not in e
+            ):
+                still.append(e)
         # A frame from an untraced sender is never matched: keep the newest only.
         self._unsettled = still[-MAX_UNSETTLED:]
-        return amended
+        return amended, kept
 
     def close(self, *, remove: bool) -> None:
         self.collector.close(remove=remove)
-
-
-def _takes_frame(event: Event) -> bool:
-    return (
-        event.get("kind") == "call"
-        and event.get("op") in RECEIVING_OPS
-        and event.get("phase") in ("end", "error")
-    )
 
 
 def _stalled(verdict: Event) -> bool:

@@ -492,6 +492,23 @@ def test_a_one_way_pipe_has_one_direction() -> None:
     assert list(an.stats()["p1"]) == ["b>a"] and r["match"] == x["seq"]
 
 
+def test_calls_before_the_pipe_event_of_a_one_way_pipe_then_use_its_one_direction() -> None:
+    s, an = Stream(), Analysis("r1")
+    s.call(10, 11, "a", "send", "begin")
+    s.call(11, 11, "a", "send", "error", error_type="OSError", error="connection is read-only")
+    assert s.feed(an) == []  # taken for a duplex pipe until its pipe event says otherwise
+    s.pipe(t=12, duplex=False)
+    s.call(20, 11, "a", "send", "begin")
+    s.call(23, 11, "a", "send", "error", error_type="OSError", error="connection is read-only")
+    x = s.send(30, 12, "b", "11111111", 10)
+    r = s.recv(40, 11, "a", "11111111", 10)
+    assert s.feed(an) == []
+    stats = an.stats()["p1"]
+    assert stats["a>b"]["blocked_ns"] == {"send": 1}
+    assert stats["b>a"]["blocked_ns"] == {"recv": 0, "send": 3}
+    assert r["match"] == x["seq"]
+
+
 def test_percentiles_use_the_nearest_rank() -> None:
     assert percentiles(list(range(10, 0, -1))) == {"p50": 5, "p90": 9, "p99": 10, "max": 10}
     assert percentiles([]) == {"p50": None, "p90": None, "p99": None, "max": None}
