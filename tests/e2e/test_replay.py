@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import urllib.request
 from pathlib import Path
@@ -68,7 +69,22 @@ def pause_replay(page: Any) -> None:
     wait_state(page, lambda s: s["ui"]["paused"], "the replay to pause", timeout=10)
 
 
-def test_a_replay_scrubbed_to_the_end_shows_what_the_live_run_showed(page: Any) -> None:
+def before_last_delivery(base: str, run_id: str) -> int:
+    """A scrubber position (thousandths of the run's time span) in the widest gap between
+    the run's events before its last delivery (a receive's end), so a replay scrubbed
+    there shows the run half-way: that delivery not yet made, the run still going."""
+    _, body = fetch(f"{base}/api/runs/{run_id}/events")
+    events: list[dict[str, Any]] = json.loads(body)
+    last = max(i for i, e in enumerate(events) if e["kind"] == "call" and "match" in e)
+    t0, t1 = min(int(e["t"]) for e in events), max(int(e["t"]) for e in events)
+    times = sorted(int(e["t"]) for e in events[: last + 1])
+    start, end = max(itertools.pairwise(times), key=lambda gap: gap[1] - gap[0])
+    return round(((start + end) / 2 - t0) / (t1 - t0) * 1000)
+
+
+def test_a_replay_scrubbed_to_the_end_shows_what_the_live_run_showed(
+    page: Any, live_server: str
+) -> None:
     live = run_to_end(page, "ping-pong")
     assert live["status"] == "completed"
     shown_live = seen(live)
@@ -102,11 +118,14 @@ def test_a_replay_scrubbed_to_the_end_shows_what_the_live_run_showed(page: Any) 
     assert seen(end) == shown_live
     assert end["replay"]["shown"] == end["replay"]["total"] == live["counts"]["events"]
 
-    page.locator("[data-replay-scrubber]").fill("500")
+    # Not the middle of the time span: the run ends some 100 ms after its last call, far
+    # longer than the exchange itself takes.
+    position = before_last_delivery(live_server, run_id)
+    page.locator("[data-replay-scrubber]").fill(str(position))
     middle = wait_state(
         page,
-        lambda s: 0.45 < s["replay"]["fraction"] < 0.55,
-        "the replay in the middle",
+        lambda s: abs(s["replay"]["fraction"] * 1000 - position) < 1,
+        "the replay half-way",
         timeout=20,
     )
     assert len(middle["delivered"]) < len(shown_live["delivered"])
