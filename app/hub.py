@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,7 @@ import orjson
 from app.api import all_summaries
 from app.settings import Settings
 from app.store import Store
-from pipecore.parts import Part
+from pipecore.parts import Part, encode_events, is_kept
 from pipecore.runs import BaseRun, RunManager
 
 if TYPE_CHECKING:  # a viewer holds its hub; the hub only calls the viewers it is given
@@ -62,6 +62,9 @@ class LiveHub:
         # run id -> the latest events frames built for it, with the parts they were built
         # from: viewers that keep up wait for the same parts, and share one frame.
         self._frames: dict[str, deque[tuple[list[bytes], bytes]]] = {}
+        # run id -> the latest thinned frames, with the parts and the `keep` they were built
+        # for: one encode per variant, however many viewers asked for it.
+        self._thinned: dict[str, deque[tuple[list[Part], int, bytes]]] = {}
 
     def from_collector(self, handler: Callable[[Batch], None]) -> Callable[[Batch], None]:
         """Wrap a loop-side handler as a subscriber the collector thread may call.
@@ -120,8 +123,35 @@ class LiveHub:
             built.append((parts, frame))
         return frame
 
+    def thinned_frame(self, run_id: str, parts: list[Part], keep: int) -> bytes:
+        """The `events` frame of these parts for a viewer that asked for thinned batches
+        (docs/protocol.md, `thin`): every event but calls and output lines, the latest
+        `keep` of those, and `skipped`, how many of them it leaves out. Built once for
+        every viewer that waits for the same parts with the same `keep`."""
+        built = self._thinned.get(run_id)
+        if built is None and run_id in self._channels:
+            built = self._thinned[run_id] = deque(maxlen=FRAMES_SHARED)
+        for used, kept, frame in built or ():
+            if kept == keep and _same_parts(used, parts):
+                return frame
+        pieces, skipped = thin(parts, keep)
+        frame = b"".join(
+            (
+                b'{"type":"events","run":',
+                orjson.dumps(run_id),
+                b',"events":[',
+                b",".join(pieces),
+                b"]",
+                b',"skipped":%d}' % skipped if skipped else b"}",
+            )
+        )
+        if built is not None:
+            built.append((parts, keep, frame))
+        return frame
+
     def _close_channel(self, run_id: str) -> None:
         self._frames.pop(run_id, None)
+        self._thinned.pop(run_id, None)
         channel = self._channels.pop(run_id, None)
         if channel is not None:
             channel.unsubscribe()
@@ -181,5 +211,47 @@ def frame_groups(parts: list[bytes]) -> Iterator[list[bytes]]:
         yield group
 
 
-def _same_parts(one: list[bytes], other: list[bytes]) -> bool:
+# What a thinned frame keeps besides the run's structure, found in a part's JSON without
+# decoding it: output lines (up to `keep` a frame), and calls that close an end or raise,
+# which change what the page shows of an end for good.
+TELLING = (b'"kind":"output"', b'"op":"close"', b'"phase":"error"')
+
+
+def thin(parts: list[Part], keep: int) -> tuple[list[bytes], int]:
+    """The parts' events as JSON pieces (encode_events' text, none empty) for a thinned
+    frame: every event a run keeps whole (`is_kept`), every call that closed an end or
+    raised, the latest `keep` output lines and the latest `keep` other calls; and how many
+    events it left out. A part is decoded only when it is cut or holds such an event among
+    those it drops: a flood's parts of plain calls are sent or dropped whole."""
+    pieces: list[bytes] = []
+    calls, lines, skipped = keep, keep, 0
+    for part in reversed(parts):
+        text = part.json()
+        telling = any(marker in text for marker in TELLING)
+        if not telling and part.others <= calls:
+            pieces.append(text)
+            calls -= part.others
+            continue
+        if not telling and not calls and part.others == part.count:
+            skipped += part.count
+            continue
+        kept: list[Event] = []
+        for event in reversed(part.events()):  # the latest first: they show the run now
+            if is_kept(event) or event.get("op") == "close" or event.get("phase") == "error":
+                kept.append(event)
+            elif event.get("kind") == "output" and lines:
+                lines -= 1
+                kept.append(event)
+            elif event.get("kind") != "output" and calls:
+                calls -= 1
+                kept.append(event)
+            else:
+                skipped += 1
+        kept.reverse()
+        pieces.append(encode_events(kept))
+    pieces.reverse()
+    return [piece for piece in pieces if piece], skipped
+
+
+def _same_parts(one: Sequence[object], other: Sequence[object]) -> bool:
     return len(one) == len(other) and all(a is b for a, b in zip(one, other, strict=True))

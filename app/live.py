@@ -70,7 +70,7 @@ async def receive_forever(viewer: Viewer) -> None:
 
 
 async def act(viewer: Viewer, frame: ClientFrame) -> None:
-    """Subscribe, unsubscribe, step, switch step mode or stop, as the frame asks."""
+    """Subscribe, unsubscribe, thin, step, switch step mode or stop, as the frame asks."""
     try:
         run = viewer.hub.manager.get(frame.run)
     except KeyError:
@@ -83,6 +83,12 @@ async def act(viewer: Viewer, frame: ClientFrame) -> None:
         return
     if frame.type == "unsubscribe":
         viewer.unsubscribe(run.id)
+        return
+    if frame.type == "thin":
+        if run.id not in viewer.subscriptions:
+            refuse(viewer, f"thin: expected a run this connection subscribes to, got {run.id!r}")
+        else:
+            viewer.thin(run.id, frame.keep)
         return
     try:
         if frame.type == "step":

@@ -116,7 +116,9 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
-CLIENT_TYPES = ("subscribe", "unsubscribe", "step", "step_mode", "stop")
+CLIENT_TYPES = ("subscribe", "unsubscribe", "step", "step_mode", "stop", "thin")
+# The most calls and output lines a viewer may ask for per thinned `events` frame.
+MAX_THIN_KEEP = 10_000
 
 
 class FrameError(ValueError):
@@ -130,6 +132,8 @@ class ClientFrame:
     type: str
     run: str
     on: bool = False
+    # `thin`: calls and output lines wanted per events frame; None asks for every event again.
+    keep: int | None = None
 
 
 def parse_client_frame(text: str, max_bytes: int) -> ClientFrame:
@@ -154,4 +158,18 @@ def parse_client_frame(text: str, max_bytes: int) -> ClientFrame:
         if not isinstance(on, bool):
             raise FrameError(f"step_mode: expected 'on' to be true or false, got {on!r}")
         return ClientFrame(kind, run, on)
+    if kind == "thin":
+        return ClientFrame(kind, run, keep=_thin_keep(data))
     return ClientFrame(kind, run)
+
+
+def _thin_keep(data: dict[str, Any]) -> int | None:
+    keep = data.get("keep", ...)
+    if keep is None:
+        return None
+    if isinstance(keep, int) and not isinstance(keep, bool) and 1 <= keep <= MAX_THIN_KEEP:
+        return keep
+    got = "nothing" if keep is ... else repr(keep)
+    raise FrameError(
+        f"thin: expected 'keep' to be null or an integer from 1 to {MAX_THIN_KEEP}, got {got}"
+    )

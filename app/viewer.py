@@ -11,7 +11,7 @@ import orjson
 from fastapi import WebSocket, WebSocketDisconnect
 
 from app.hub import Event, Frame, LiveHub, frame_groups
-from pipecore.parts import Part, encode_events
+from pipecore.parts import Part, part_of
 from pipecore.runs import BaseRun
 
 log = logging.getLogger("pipescope.live")
@@ -58,8 +58,10 @@ class Viewer:
         # already on their way when it subscribed (or resubscribed) carry no newer event.
         self.subscriptions: dict[str, int] = {}
         self.outbox: deque[Frame] = deque()
-        # run id -> encoded parts of the events waiting to be sent, and how many they are
-        self.pending: dict[str, list[bytes]] = {}
+        # run id -> parts of the events waiting to be sent, and how many they are
+        self.pending: dict[str, list[Part]] = {}
+        # run id -> `keep` of the runs whose batches this viewer asked to thin
+        self.thinned: dict[str, int] = {}
         self.waiting: dict[str, int] = {}
         self.backlog = 0
         self.behind: set[str] = set()
@@ -98,7 +100,10 @@ class Viewer:
         `behind`: the viewer fell more than this many events behind, so the snapshot
         holds only the last RESYNC_TAIL calls and output lines and says so.
         """
+        keep = self.thinned.get(run.id)
         self.unsubscribe(run.id)
+        if keep is not None:  # a resynchronised viewer still wants what it asked for
+            self.thinned[run.id] = keep
         self.hub.channel(run).viewers.add(self)
         events, total = snapshot_of(run, None if behind is None else RESYNC_TAIL)
         self.subscriptions[run.id] = total
@@ -122,6 +127,7 @@ class Viewer:
         if self.subscriptions.pop(run_id, None) is not None:
             self.hub.leave(run_id, self)
         self.pending.pop(run_id, None)
+        self.thinned.pop(run_id, None)
         self.backlog -= self.waiting.pop(run_id, 0)
         self.behind.discard(run_id)
 
@@ -129,22 +135,29 @@ class Viewer:
         for run_id in list(self.subscriptions):
             self.unsubscribe(run_id)
 
+    def thin(self, run_id: str, keep: int | None) -> None:
+        """Send this run's batches thinned (its structure, closes and errors, and the
+        latest `keep` output lines and other calls of each), or, with None, whole again
+        (docs/protocol.md, `thin`)."""
+        if keep is None:
+            self.thinned.pop(run_id, None)
+        elif run_id in self.subscriptions:
+            self.thinned[run_id] = keep
+
     def deliver(self, run_id: str, part: Part) -> None:
         """Take a part of the run's channel (its JSON is made once for every viewer)."""
         since = self.subscriptions.get(run_id)
         last = part.last
         if since is None or last <= since or run_id in self.behind:
             return
-        text, count = part.json(), part.count
         if part.first <= since:
             # Partly in this viewer's snapshot already (it subscribed while the part was
             # on its way to the loop): only the newer events.
-            events = [e for e in part.events() if e["seq"] > since]
-            text, count = encode_events(events), len(events)
+            part = part_of([e for e in part.events() if e["seq"] > since])
         self.subscriptions[run_id] = last
-        self.pending.setdefault(run_id, []).append(text)
-        self.waiting[run_id] = self.waiting.get(run_id, 0) + count
-        self.backlog += count
+        self.pending.setdefault(run_id, []).append(part)
+        self.waiting[run_id] = self.waiting.get(run_id, 0) + part.count
+        self.backlog += part.count
         if self.backlog > self.limit and self.sending:
             # Too far behind: drop what waits and resend each run from a bounded snapshot,
             # so holding this viewer's backlog never costs more than the limit.
@@ -196,7 +209,11 @@ class Viewer:
                 batches, self.pending, self.backlog = self.pending, {}, 0
                 self.waiting.clear()
                 for run_id, parts in batches.items():
-                    for group in frame_groups(parts):
+                    keep = self.thinned.get(run_id)
+                    if keep is not None:
+                        await self._send(self.hub.thinned_frame(run_id, parts, keep))
+                        continue
+                    for group in frame_groups([part.json() for part in parts]):
                         await self._send(self.hub.events_frame(run_id, group))
                 # Coalesce: whatever arrives meanwhile goes out together in the next frame,
                 # `interval` after this one started (sending a large frame takes a while).

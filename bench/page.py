@@ -102,6 +102,8 @@ def page_under_flood(seconds: float, messages: int) -> dict[str, Any]:
         "messages": messages,
         "run_events_meanwhile": events,
         "page_backlog": state.get("backlog"),
+        # calls and output lines left out: by the server (thinned batches), by the page
+        "page_skipped": state.get("skipped"),
         "fps": probe["frames"] / elapsed,
         "fps_worst_second": min(per_second) if per_second else 0.0,
         "fps_median_second": statistics.median(per_second) if per_second else 0.0,

@@ -1,7 +1,15 @@
 // The page's one path from events to the model and panels, applied within a budget per frame.
 
 const CHUNK = 256; // events applied between two looks at the clock
-const SKIPPABLE = new Set(['call', 'output']); // what a view that fell behind may go without
+
+/**
+ * What a view that fell behind may go without: calls and output lines, but not a call that
+ * closed an end or raised (it changes what the page shows of that end for good).
+ */
+export function skippable(ev) {
+  if (ev.kind === 'output') return true;
+  return ev.kind === 'call' && ev.op !== 'close' && ev.phase !== 'error';
+}
 
 /**
  * A snapshot's events in seq order, and how many seqs are missing before its last event
@@ -48,14 +56,14 @@ export function createFeed({ model, playback, sinks = [], budgetMs = 6, maxWaiti
   function skipAhead() {
     let drop = -keep;
     batches.forEach((batch, b) => {
-      for (let i = b ? 0 : at; i < batch.length; i += 1) if (SKIPPABLE.has(batch[i].kind)) drop += 1;
+      for (let i = b ? 0 : at; i < batch.length; i += 1) if (skippable(batch[i])) drop += 1;
     });
     if (drop <= 0) return;
     const kept = [];
     let left = drop;
     batches.forEach((batch, b) => {
       for (let i = b ? 0 : at; i < batch.length; i += 1) {
-        if (left > 0 && SKIPPABLE.has(batch[i].kind)) left -= 1;
+        if (left > 0 && skippable(batch[i])) left -= 1;
         else kept.push(batch[i]);
       }
     });

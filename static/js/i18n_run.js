@@ -18,7 +18,7 @@ export const RUN_MESSAGES = {
     'window.stats': 'The page holds the events from #{from} on: {skipped} older calls and output lines were skipped, so the figures below (but the events) count only those it holds.',
     'window.events': '{shown} of {total} events held · {skipped} calls and output lines skipped',
     'window.sendUnseen': 'sent before the events the page holds',
-    'window.behind': 'The run went faster than this page can draw: it skipped {count} calls and output lines to keep up with the latest.',
+    'window.behind': 'Events came faster than this page could draw them, so it showed only a sample of the latest and left out {count} calls and output lines. Nothing is lost: the run\'s record keeps every event (Export). Once the page catches up, it shows every event again.',
   },
   zh: {
     'outcome.completed': '场景已运行完毕',
@@ -37,7 +37,7 @@ export const RUN_MESSAGES = {
     'window.stats': '页面保留了从第 {from} 个事件起的事件：跳过了 {skipped} 个较早的调用和输出行，因此下面的数字（事件数除外）只统计保留的部分。',
     'window.events': '保留 {total} 个事件中的 {shown} 个 · 跳过了 {skipped} 个调用和输出行',
     'window.sendUnseen': '在页面保留的事件之前发送',
-    'window.behind': '运行快过本页面的绘制速度：为跟上最新进度，跳过了 {count} 个调用和输出行。',
+    'window.behind': '事件来得比本页面绘制得快，所以页面只显示了最新事件中的一部分，略去了 {count} 个调用和输出行。没有丢失：运行记录保留了每个事件（导出）。页面跟上之后，会重新显示每个事件。',
   },
 };
 

@@ -9,6 +9,7 @@ import { createRunModel } from './model.js';
 import { createPanels } from './panels.js';
 import { createPlayback } from './playback.js';
 import { createRecords } from './records.js';
+import { createSkips } from './skips.js';
 import { WorkerSocket, createSocket, socketUrl } from './socket.js';
 import { createCallCounter, summarise } from './statehook.js';
 
@@ -38,18 +39,14 @@ const panels = createPanels({ $, i18n, api, model,
   onTabChange: () => { dirty = true; lastPanels = -Infinity; } });
 const { banners } = panels;
 const feed = createFeed({ model, playback, sinks: [...panels.sinks, callCounter], onSkip });
-let skipped = 0; // calls and output lines of the shown run the page let go to keep up
-let skipShown = 0; // the count the banner says: redrawn with the panels, not on every message
+// Calls and output lines of the shown run left out to keep up, counted in the banner.
+const skips = createSkips({
+  onShow: (total) => banners.partial(t('window.behind', { count: total.toLocaleString() })),
+});
 
-function onSkip(count) {
-  skipped += count;
+function onSkip(count, by = 'page') {
+  skips.add(count, by);
   dirty = true;
-}
-
-function showSkipped() {
-  if (skipped === skipShown) return;
-  skipShown = skipped;
-  banners.partial(t('window.behind', { count: skipped.toLocaleString() }));
 }
 
 function notify(error) {
@@ -92,8 +89,7 @@ bindTabs($('[data-aside-tabs]'), $('.gallery'), () => {});
 
 function reset(summary) {
   feed.reset(summary);
-  skipped = 0;
-  skipShown = 0;
+  skips.reset();
   dirty = true;
 }
 
@@ -129,7 +125,7 @@ function onFrame(frame) {
   } else if (frame.type === 'events' && frame.run === run.id && mineNow) {
     feed.push(frame.events ?? []);
   } else if (frame.type === 'skipped' && frame.run === run.id && mineNow) {
-    onSkip(frame.skipped);
+    onSkip(frame.skipped, frame.by);
   } else if (frame.type === 'runs' || frame.type === 'hello') {
     records.runs(frame.runs ?? []);
     const mine = (frame.runs ?? []).find((r) => r.id === run.id);
@@ -163,7 +159,7 @@ function frame(now) {
   if (dirty && now - lastPanels >= PANEL_INTERVAL_MS) {
     dirty = false;
     lastPanels = now;
-    showSkipped();
+    if (skips.show(now)) dirty = true; // a newer count waits for its turn
     panels.update({ run, state: model.state, selected: gallery.selected,
       replaying: records.replaying,
       stepping: run.id && controls.ui.stepMode && ACTIVE.has(run.summary?.state) });
@@ -193,6 +189,6 @@ window.pipescope = Object.freeze({
   ready: true,
   state: () => summarise(model.state, {
     run, playback: feed, controls: controls.ui, lang: i18n.lang, banners: $('[data-banners]'),
-    callsStarted: callCounter.started, replay: records.hook,
+    callsStarted: callCounter.started, replay: records.hook, skipped: skips.counts,
   }),
 });

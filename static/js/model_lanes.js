@@ -92,6 +92,25 @@ function dropReadUnseen(state, lane, idx) {
   return kept.length;
 }
 
+// A receive whose send the page never saw (left out to keep up): every frame sent on its lane
+// before that send was read before it (FIFO), though the page missed those receives too.
+function dropSentBefore(state, lane, match) {
+  const kept = [];
+  for (const seq of lane.tokens) {
+    const token = state.tokens[seq];
+    if (!token || seq >= match) {
+      kept.push(seq);
+      continue;
+    }
+    lane.queued = Math.max(0, lane.queued - token.nbytes);
+    lane.received += 1;
+    delete state.tokens[seq];
+  }
+  if (kept.length === lane.tokens.length) return;
+  lane.tokens.length = 0;
+  for (const seq of kept) lane.tokens.push(seq);
+}
+
 export function onReceive(state, pipe, ev) {
   const lane = laneFor(pipe, `${peerOf(ev.end)}>${ev.end}`);
   let idx = ev.match != null ? lane.tokens.indexOf(ev.match) : -1;
@@ -112,6 +131,7 @@ export function onReceive(state, pipe, ev) {
     // A frame from an untraced sender, or a send we never saw: keep it visible anyway.
     // Matched to a send before the snapshot's window: it was sent, the page only missed it.
     const unseen = state.window != null && ev.match != null;
+    if (unseen) dropSentBefore(state, lane, ev.match);
     token = { seq: ev.seq, pipe: pipe.id, dir: `${peerOf(ev.end)}>${ev.end}`, op: null,
       fromPid: unseen ? soleHolder(pipe, peerOf(ev.end)) : null, nbytes: ev.nbytes ?? 0,
       preview: ev.preview ?? '', type: ev.type ?? '', hash: ev.hash ?? '', head: ev.head ?? '',

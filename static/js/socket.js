@@ -13,8 +13,9 @@ export function socketUrl(location, path = '/ws', token = '') {
 /**
  * A WebSocket whose connection lives in a worker (socket_worker.js): the same interface, but
  * a large frame reaches `onmessage` as several smaller ones, and only as fast as ack() says
- * the page took the last ones. When the worker thinned a run's waiting events, a page-side
- * frame `{type: 'skipped', run, skipped}` says how many calls and output lines went.
+ * the page took the last ones. When the worker thinned a run's waiting events, or the server
+ * left events out of a thinned batch, a page-side frame `{type: 'skipped', run, skipped, by}`
+ * says how many calls and output lines went (`by`: 'page' or 'server').
  */
 export class WorkerSocket {
   constructor(url) {
@@ -26,8 +27,8 @@ export class WorkerSocket {
         if (!data.free) this.unacked += 1;
         this.onmessage?.({ data: data.text });
       } else if (data.event === 'skipped') {
-        const { run, skipped } = data;
-        this.onmessage?.({ data: JSON.stringify({ type: 'skipped', run, skipped }) });
+        const { run, skipped, by = 'page' } = data;
+        this.onmessage?.({ data: JSON.stringify({ type: 'skipped', run, skipped, by }) });
       } else if (data.event === 'open') {
         this.readyState = 1;
         this.onopen?.();

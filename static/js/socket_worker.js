@@ -1,15 +1,52 @@
 // The websocket read off the page's thread. A flood's multi-megabyte frames are parsed here and
 // handed to the page in slices, each a task of its own, no faster than the page takes them (it
-// acknowledges what it has applied); what waits beyond that is thinned here, as the server
-// thins a slow viewer's stream, so the page never reads events it would have to drop.
+// acknowledges what it has applied). A page that falls behind asks the server for thinned
+// batches (a `thin` frame: only the latest calls and output lines of each batch, and a count of
+// the rest), so neither the server, this parse nor the page pays for events it would not draw;
+// once the thinned batches leave nothing out for a while, it asks for every event again. What
+// still waits beyond maxWaiting is thinned here, so the page never reads events it would drop.
 
-import { orderSnapshot } from './feed.js';
+import { orderSnapshot, skippable } from './feed.js';
 
 const SLICE = 500; // events per message to the page
 // Messages the page has not acknowledged yet: one, so a page that acknowledges once a frame
 // takes at most one slice a frame and what it cannot take is thinned here, not parsed there.
 const IN_FLIGHT = 1;
-const SKIPPABLE = new Set(['call', 'output']); // what a view that fell behind may go without
+// Events waiting here beyond which the page is behind: it asks for batches of THIN_KEEP calls
+// and output lines each, and for every event again once they left none out for CALM_MS.
+export const THIN_AT = 3 * SLICE;
+export const THIN_KEEP = 100;
+export const CALM_MS = 500;
+
+/**
+ * When to ask the server for thinned batches of a run and when for every event again:
+ * take(frame, waiting, now) returns the `thin` frame to send, or null. A snapshot starts its
+ * run over (a new subscription is sent whole): forget(run) then.
+ */
+export function createThinning({ at = THIN_AT, keep = THIN_KEEP, calmMs = CALM_MS } = {}) {
+  const runs = new Map(); // run -> time of the last thinned frame that left events out
+  return {
+    take(frame, waiting, now) {
+      const run = frame.run;
+      if (frame.type !== 'events' || typeof run !== 'string') return null;
+      if (!runs.has(run)) {
+        // Thinned still (a resynchronising snapshot keeps what the page asked for): say when
+        // calm, as for a run this page asked to thin.
+        if (frame.skipped > 0) runs.set(run, now);
+        if (frame.skipped > 0 || waiting <= at) return null;
+        runs.set(run, now);
+        return { type: 'thin', run, keep };
+      }
+      if (frame.skipped > 0) runs.set(run, now);
+      else if (now - runs.get(run) >= calmMs && waiting <= at) {
+        runs.delete(run);
+        return { type: 'thin', run, keep: null };
+      }
+      return null;
+    },
+    forget: (run) => runs.delete(run),
+  };
+}
 
 /** A server frame as the messages the page gets: long event lists cut into `events` frames. */
 export function slices(frame, size = SLICE) {
@@ -32,18 +69,18 @@ export function slices(frame, size = SLICE) {
 }
 
 /**
- * Thin the waiting `events` frames of each run to every event but calls and output lines, and
- * of those the latest `keep`; returns [[run, how many went], ...] and the frames left.
+ * Thin the waiting `events` frames of each run to every event but what it may skip (calls
+ * and output lines, feed.js `skippable`), and of those the latest `keep`; returns [[run, how many went], ...] and the frames left.
  */
 export function thin(frames, keep) {
-  const skippable = new Map();
+  const optional = new Map(); // run -> how many of its waiting events it may go without
   for (const f of frames) {
     if (f.type !== 'events') continue;
-    let n = skippable.get(f.run) ?? 0;
-    for (const ev of f.events) if (SKIPPABLE.has(ev.kind)) n += 1;
-    skippable.set(f.run, n);
+    let n = optional.get(f.run) ?? 0;
+    for (const ev of f.events) if (skippable(ev)) n += 1;
+    optional.set(f.run, n);
   }
-  const left = new Map([...skippable].map(([run, n]) => [run, Math.max(0, n - keep)]));
+  const left = new Map([...optional].map(([run, n]) => [run, Math.max(0, n - keep)]));
   const out = [];
   for (const f of frames) {
     let drop = f.type === 'events' ? left.get(f.run) : 0;
@@ -53,18 +90,19 @@ export function thin(frames, keep) {
     }
     const events = [];
     for (const ev of f.events) {
-      if (drop > 0 && SKIPPABLE.has(ev.kind)) drop -= 1;
+      if (drop > 0 && skippable(ev)) drop -= 1;
       else events.push(ev);
     }
     left.set(f.run, drop);
     if (events.length) out.push({ ...f, events });
   }
-  const gone = [...skippable].map(([run, n]) => [run, Math.max(0, n - keep)]).filter(([, n]) => n);
+  const gone = [...optional].map(([run, n]) => [run, Math.max(0, n - keep)]).filter(([, n]) => n);
   return { frames: out, gone };
 }
 
 function runWorker({ maxWaiting = 20000, keep = 2000 } = {}) {
   const utf8 = new TextDecoder();
+  const thinning = createThinning();
   let ws = null;
   let queue = []; // parsed frames not posted yet, in order
   let waiting = 0; // events in queue
@@ -89,12 +127,19 @@ function runWorker({ maxWaiting = 20000, keep = 2000 } = {}) {
     if (frame.type === 'snapshot') {
       // A snapshot replaces what the run sent before it: what of that still waits can go.
       queue = queue.filter((f) => f.type !== 'events' || f.run !== frame.run?.id);
+      thinning.forget(frame.run?.id);
       waiting = queue.reduce((n, f) => n + count(f), 0);
     }
     for (const part of slices(frame)) {
       queue.push(part);
       waiting += count(part);
     }
+    // Left out by the server for this page: counted as the page's own skips are.
+    if (frame.type === 'events' && frame.skipped > 0) {
+      postMessage({ event: 'skipped', run: frame.run, skipped: frame.skipped, by: 'server' });
+    }
+    const ask = thinning.take(frame, waiting, performance.now());
+    if (ask && ws?.readyState === 1) ws.send(JSON.stringify(ask));
     if (waiting > maxWaiting) {
       const { frames, gone } = thin(queue, keep);
       queue = frames;

@@ -2,7 +2,7 @@
 
 /** Summarise model state and UI for `window.pipescope.state()`; tests assert on this. */
 export function summarise(state, { run, playback, controls, lang, banners, callsStarted,
-  replay = null }) {
+  replay = null, skipped = { server: 0, page: 0 } }) {
   const tokens = Object.values(state.tokens).map((tk) => ({
     seq: tk.seq, pipe: tk.pipe, dir: tk.dir, fromPid: tk.fromPid, toPid: tk.toPid,
     status: tk.status, corrupt: tk.corrupt, recvSeq: tk.recvSeq, preview: tk.preview,
@@ -33,6 +33,8 @@ export function summarise(state, { run, playback, controls, lang, banners, calls
     lastCall: state.lastCall,
     counts: state.counts,
     callsStarted,
+    // calls and output lines left out: by the server for this page (`thin`), by the page
+    skipped,
     backlog: playback.backlog,
     view: replay ? 'replay' : 'live',
     replay,

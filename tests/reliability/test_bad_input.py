@@ -47,7 +47,7 @@ def next_of(ws: ClientConnection, wanted: str) -> dict[str, Any]:
         ),
         (
             '{"type": "explode", "run": "r1"}',
-            "expected 'type' to be one of subscribe, unsubscribe, step, step_mode, stop; "
+            "expected 'type' to be one of subscribe, unsubscribe, step, step_mode, stop, thin; "
             "got 'explode'",
         ),
         ('{"type": ["subscribe"]}', "expected 'type' to be one of"),

@@ -1,0 +1,155 @@
+"""A page behind a flood asks the server for thinned batches, and still ends on the right totals."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from typing import Any
+
+from tests.e2e.conftest import wait_for
+
+TERMINAL = {"completed", "failed", "stopped", "timeout", "deadlock", "killed"}
+MESSAGES = 100_000  # four events each: several times what the page takes in a second
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+def number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def banner_count(state: dict[str, Any]) -> int | None:
+    """The count of left-out events the page's banner states, or None without one."""
+    texts = [b["text"] for b in state["banners"] if b["kind"] == "window"]
+    assert len(texts) <= 1, state["banners"]
+    said = re.search(r"left out ([\d,]+) calls and output lines", texts[0]) if texts else None
+    return number(said.group(1)) if said else None
+
+
+def test_a_thinned_flood_ends_with_the_run_totals_and_the_banner_counting_what_was_left_out(
+    page: Any, live_server: str
+) -> None:
+    page.click('[data-pick="flood"]')
+    page.locator('[data-field="messages"] input').fill(str(MESSAGES))
+    page.click(".toolbar [data-action='run']")
+    state = wait_for(
+        page,
+        "window.pipescope.state()",
+        lambda s: s["run"] is not None and s["status"] in TERMINAL and s["backlog"] == 0,
+        timeout=90.0,
+        what="the flood to end on the page",
+    )
+    summary = get_json(f"{live_server}/api/runs/{state['run']}")
+    assert (state["status"], summary["state"]) == ("completed", "completed")
+    # The server left most of the flood out for this page: it asked for thinned batches.
+    assert state["skipped"]["server"] > 0, state["skipped"]
+    held = state["window"]
+    assert held is not None
+    assert held["skipped"] == state["skipped"]["server"] + state["skipped"]["page"]
+    assert state["counts"]["events"] + held["skipped"] == summary["events"]
+
+    # The banner's count is redrawn at most once a second: it comes to the model's.
+    state = wait_for(
+        page,
+        "window.pipescope.state()",
+        lambda s: banner_count(s) == held["skipped"],
+        what=f"the banner to say {held['skipped']:,} calls and output lines were left out",
+    )
+
+    # The run's end is whole: processes, ends, output, and the totals the panels show.
+    writer = next(p for p in state["processes"] if p["name"] == "writer")
+    assert writer["exited"] and writer["exitcode"] == 0
+    assert any(line.startswith(f"writer: {MESSAGES} frames") for line in writer["lines"]), writer
+    reader = next(p for p in state["processes"] if p["name"] == "reader")
+    assert f"reader: {MESSAGES} frames" in reader["lines"], reader
+    assert [p["ends"] for p in state["pipes"]] == [{"a": "closed", "b": "closed"}]
+    # The reader read every frame: none is left in the tube, though most receives were not seen.
+    assert [p["queued"] for p in state["pipes"]] == [{"b>a": 0}]
+    assert state["verdicts"] == []
+    page.click("[data-tab='stats']")
+    shown = wait_for(
+        page,
+        "document.querySelector(\"[data-stat='events'] dd\")?.textContent ?? ''",
+        lambda text: text != "" and number(text) == summary["events"],
+        what="the statistics to count every event of the run",
+    )
+    assert number(shown) == summary["events"]
+    page.click("[data-tab='events']")
+    log = wait_for(
+        page,
+        "({...document.querySelector('[data-eventlog]').dataset})",
+        lambda data: "total" in data and int(data["total"]) + int(data["skipped"]) > 0,
+        what="the event log to count its events",
+    )
+    # What the log holds, what it let go and what never reached the page: every event.
+    assert int(log["total"]) + int(log["skipped"]) == summary["events"]
+
+
+THINNING = """async () => {
+  const { createThinning } = await import('/static/js/socket_worker.js');
+  const thinning = createThinning({ at: 1000, keep: 200, calmMs: 500 });
+  const frame = (skipped) => ({ type: 'events', run: 'r1', events: [], skipped });
+  return [
+    thinning.take(frame(0), 900, 0),       // keeping up
+    thinning.take({ type: 'runs' }, 5000, 10),
+    thinning.take(frame(0), 5000, 20),     // behind: ask for thinned batches
+    thinning.take(frame(0), 5000, 30),     // asked already
+    thinning.take(frame(3000), 100, 100),  // the server still leaves events out
+    thinning.take(frame(0), 100, 400),     // nothing left out, not for long yet
+    thinning.take(frame(0), 100, 600),     // calm for half a second: every event again
+    thinning.take(frame(0), 100, 700),
+    thinning.take(frame(0), 5000, 800),    // behind again
+    thinning.forget('r1'),                 // a snapshot: the run starts over
+    thinning.take(frame(400), 100, 900),   // thinned still by the server: noted
+    thinning.take(frame(0), 100, 1500),    // calm: every event again
+  ];
+}"""
+
+
+def test_the_page_asks_for_thinned_batches_when_behind_and_for_every_event_when_calm(
+    page: Any,
+) -> None:
+    asks = page.evaluate(THINNING)
+    assert asks == [
+        None,
+        None,
+        {"type": "thin", "run": "r1", "keep": 200},
+        None,
+        None,
+        None,
+        {"type": "thin", "run": "r1", "keep": None},
+        None,
+        {"type": "thin", "run": "r1", "keep": 200},
+        True,
+        None,
+        {"type": "thin", "run": "r1", "keep": None},
+    ]
+
+
+GAP = """async () => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const model = createRunModel();
+  const call = (seq, end, op, pid, extra = {}) => ({ seq, kind: 'call', t: 1000 + seq, pipe: 'p1',
+    pipe_name: 'p', end, op, phase: 'end', pid, process: `P${pid}`, nbytes: 5, ...extra });
+  model.apply([
+    { seq: 1, kind: 'pipe', t: 1000, pid: 10, process: 'P10', pipe: 'p1', pipe_name: 'p',
+      duplex: true, capacity: 65536 },
+    call(2, 'a', 'send', 10), call(3, 'a', 'send', 10),
+    // 4, the third send, and the receives of the first two were left out to keep up
+    call(5, 'b', 'recv', 11, { match: 4 }),
+  ]);
+  const lane = model.state.pipes.p1.lanes['a>b'];
+  return { tokens: lane.tokens, queued: lane.queued, received: lane.received,
+    window: model.state.window };
+}"""
+
+
+def test_a_receive_whose_send_was_left_out_empties_its_lane_up_to_that_send(page: Any) -> None:
+    lane = page.evaluate(GAP)
+    # The frames sent before the one received were read before it (FIFO): none is left queued.
+    assert (lane["tokens"], lane["queued"], lane["received"]) == ([], 0, 3)
+    assert lane["window"] == {"from": 5, "skipped": 1}
