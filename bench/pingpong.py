@@ -17,7 +17,8 @@ from typing import Any
 
 import pipecore
 from bench.hotpath import hot_path
-from bench.tracedrun import traced_run
+from bench.pingpongreport import print_comparison
+from bench.tracedrun import collector_off, traced_run
 from bench.workload import Workload
 from pipecore import telemetry
 
@@ -42,14 +43,25 @@ def _pin(cpu: int) -> None:
 def _echo(conn: Connection, rounds: int, as_bytes: bool, cpu: int, result: Connection) -> None:
     _pin(cpu)
     start = time.process_time()
+    delayed = _run_delay()
     if as_bytes:
         for _ in range(rounds):
             conn.send_bytes(conn.recv_bytes())
     else:
         for _ in range(rounds):
             conn.send(conn.recv())
-    result.send(("peer", time.process_time() - start, _waited()))
+    result.send(("peer", time.process_time() - start, _waited(), _run_delay() - delayed))
     conn.close()
+
+
+def _run_delay() -> float:
+    # Seconds this process was runnable but not running (another task had its CPU):
+    # the second field of /proc/self/schedstat; 0 where the kernel does not keep it.
+    try:
+        with open("/proc/self/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _waited() -> float:
@@ -63,13 +75,14 @@ def _drain(
 ) -> None:
     _pin(cpu)
     start = time.process_time()
+    delayed = _run_delay()
     if as_bytes:
         for _ in range(rounds):
             conn.recv_bytes()
     else:
         for _ in range(rounds):
             conn.recv()
-    result.send(("peer", time.process_time() - start, _waited()))
+    result.send(("peer", time.process_time() - start, _waited(), _run_delay() - delayed))
     # A one-way pipe cannot answer: the untraced `done` pipe says every message arrived.
     done.send_bytes(b"done")
     done.close()
@@ -85,6 +98,7 @@ def _drive(
     recv = conn.recv_bytes if work.as_bytes else conn.recv
     start = time.perf_counter()
     cpu_start = time.process_time()
+    delayed = _run_delay()
     if done is None:
         for _ in range(rounds):
             send(payload)
@@ -94,7 +108,8 @@ def _drive(
             send(payload)
         done.recv_bytes()
     cpu = time.process_time() - cpu_start
-    result.send(("driver", time.perf_counter() - start, cpu, _waited()))
+    delay = _run_delay() - delayed
+    result.send(("driver", time.perf_counter() - start, cpu, _waited(), delay))
     conn.close()
 
 
@@ -108,16 +123,24 @@ class Timing:
     """One measurement: elapsed seconds; the CPU seconds both processes spent in their
     loops (on a shared machine, the time other processes take from the pinned CPU is in
     the first and not in the second); the seconds their writers waited for ring space;
-    the CPU seconds of this process meanwhile (its collector thread, when traced)."""
+    the CPU seconds of this process meanwhile (its collector thread, when traced); the
+    seconds both processes were runnable but another task had their CPU."""
 
     seconds: float
     cpu_seconds: float
     waited_seconds: float
     collector_seconds: float
+    delayed_seconds: float
 
 
-def measure_with_cpu(work: Workload, rounds: int, traced: bool) -> Timing:
-    """`measure`, with the CPU time and the ring waits of both processes."""
+def measure_with_cpu(work: Workload, rounds: int, traced: bool, *, apart: bool = False) -> Timing:
+    """`measure`, with the CPU time and the ring waits of both processes. `apart`: keep
+    the collector threads off the measured processes' CPUs meanwhile (`collector_off`)."""
+    with collector_off(work.cpus if apart else ()):
+        return _measure_with_cpu(work, rounds, traced)
+
+
+def _measure_with_cpu(work: Workload, rounds: int, traced: bool) -> Timing:
     collector_start = time.process_time()
     make_pipe: Any = pipecore.Pipe if traced else CTX.Pipe
     result_r, result_w = CTX.Pipe(False)
@@ -145,10 +168,11 @@ def measure_with_cpu(work: Workload, rounds: int, traced: bool) -> Timing:
     driver.join()
     peer.join()
     result_r.close()
-    seconds, driver_cpu, driver_waited = reports["driver"]
-    peer_cpu, peer_waited = reports["peer"]
+    seconds, driver_cpu, driver_waited, driver_delay = reports["driver"]
+    peer_cpu, peer_waited, peer_delay = reports["peer"]
+    cpu, waited = driver_cpu + peer_cpu, driver_waited + peer_waited
     collector = time.process_time() - collector_start
-    return Timing(seconds, driver_cpu + peer_cpu, driver_waited + peer_waited, collector)
+    return Timing(seconds, cpu, waited, collector, driver_delay + peer_delay)
 
 
 # The headline workloads, both processes on one CPU.
@@ -160,20 +184,24 @@ PINNED: list[Workload] = [
 ]
 
 
-def one_repetition(rounds: dict[str, int], traced_first: bool) -> dict[str, Any]:
+def one_repetition(
+    rounds: dict[str, int], traced_first: bool, apart: bool = False
+) -> dict[str, Any]:
     """Raw and traced seconds of each pinned workload, back to back, with this
     process's writer; then the hot path."""
     seconds: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     waited: dict[str, float] = {}
     collector: dict[str, float] = {}
+    delayed: dict[str, list[float]] = {}
     with traced_run():
         for work in PINNED:
             order = (True, False) if traced_first else (False, True)
-            got = {t: measure_with_cpu(work, rounds[work.name], t) for t in order}
+            got = {t: measure_with_cpu(work, rounds[work.name], t, apart=apart) for t in order}
             seconds[work.name] = [got[False].seconds, got[True].seconds]
             cpu[work.name] = [got[False].cpu_seconds, got[True].cpu_seconds]
             waited[work.name] = got[True].waited_seconds / got[True].seconds
+            delayed[work.name] = [got[t].delayed_seconds / got[t].seconds for t in (False, True)]
             collector[work.name] = got[True].collector_seconds / got[True].seconds
     return {
         "writer": telemetry.WRITER,
@@ -181,11 +209,12 @@ def one_repetition(rounds: dict[str, int], traced_first: bool) -> dict[str, Any]
         "cpu": cpu,
         "waited": waited,
         "collector": collector,
+        "delayed": delayed,
         "hot": hot_path(),
     }
 
 
-def compare(reps: int, budget: float) -> dict[str, Any]:
+def compare(reps: int, budget: float, apart: bool = False) -> dict[str, Any]:
     """Raw against traced with the C writer and with the Python writer, `reps` times,
     alternating the writers' order (each repetition a fresh process per writer)."""
     rounds = {}
@@ -197,7 +226,7 @@ def compare(reps: int, budget: float) -> dict[str, Any]:
         writers = ("c", "python") if rep % 2 == 0 else ("python", "c")
         for writer in writers:
             env = {**os.environ, "PIPESCOPE_PURE_PYTHON": "1" if writer == "python" else "0"}
-            arg = json.dumps({"rounds": rounds, "traced_first": rep % 2 == 1})
+            arg = json.dumps({"rounds": rounds, "traced_first": rep % 2 == 1, "apart": apart})
             out = subprocess.run(
                 [sys.executable, "-c", "from bench.pingpong import main; main()", "--one", arg],
                 env=env,
@@ -223,6 +252,12 @@ def compare(reps: int, budget: float) -> dict[str, Any]:
             table[writer][key] = {
                 w.name: statistics.median(r[key][w.name] for r in results) for w in PINNED
             }
+        # Raw and traced: the time others held the measured processes' CPU differs
+        # between the two when the machine is shared, and the elapsed ratio with it.
+        table[writer]["delayed"] = {
+            w.name: [statistics.median(r["delayed"][w.name][i] for r in results) for i in (0, 1)]
+            for w in PINNED
+        }
     return table
 
 
@@ -235,43 +270,24 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="pin this process (its collector thread) to this CPU; unpinned by default",
     )
+    parser.add_argument(
+        "--collector-apart",
+        action="store_true",
+        help="keep the collector thread off the measured processes' CPU until their "
+        "writers wait for it (bench.tracedrun.collector_off); by default it runs anywhere",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.collector_cpu is not None:
         _pin(args.collector_cpu)  # the repetitions' processes inherit it
     if args.one:
         spec = json.loads(args.one)
-        print(json.dumps(one_repetition(spec["rounds"], spec["traced_first"])))
+        apart = spec.get("apart", False) or args.collector_apart
+        one = one_repetition(spec["rounds"], spec["traced_first"], apart)
+        print(json.dumps(one))
         return 0
-    table = compare(args.reps, args.budget)
-    print(f"rounds per measurement: {table['rounds']}")
-    for key, what in (("ratios", "elapsed"), ("cpu_ratios", "CPU time of both processes")):
-        print(f"traced/raw, {what}:")
-        print(f"{'workload (1 CPU)':<16} {'C writer':>24} {'Python writer':>24}")
-        for work in PINNED:
-            cells = []
-            for writer in ("c", "python"):
-                if writer in table:
-                    med, lo, hi = table[writer][key][work.name]
-                    cells.append(f"{med:.3f}x ({lo:.2f}–{hi:.2f})")
-                else:
-                    cells.append("not built")
-            print(f"{work.name:<16} {cells[0]:>24} {cells[1]:>24}")
-    for key, what in (
-        ("waited", "traced writers waiting for ring space"),
-        ("collector", "the collector thread's CPU time"),
-    ):
-        print(f"{what}, share of the traced elapsed time (median):")
-        for work in PINNED:
-            cells = [
-                f"{table[w][key][work.name]:.1%}" if w in table else "-" for w in ("c", "python")
-            ]
-            print(f"{work.name:<16} {cells[0]:>24} {cells[1]:>24}")
-    print("hot path, µs per call (median of repetitions, best of 3 loops each):")
-    for writer in ("c", "python"):
-        if writer in table:
-            hot = {k: round(v, 3) for k, v in table[writer]["hot_us"].items()}
-            print(f"  {writer:<7} {json.dumps(hot)}")
+    table = compare(args.reps, args.budget, args.collector_apart)
+    print_comparison(table, [work.name for work in PINNED])
     return 0
 
 

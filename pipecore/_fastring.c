@@ -1,7 +1,7 @@
 /* The worker's hot record writes in C: a call's begin slot and its end record,
  * written straight into the ring map in the layout pipecore/ring.py defines; and the
- * traced connection's send, recv, send_bytes and recv_bytes, which write them around
- * the standard connection's I/O without a Python frame of their own.
+ * traced connection's send, recv, send_bytes, recv_bytes and recv_bytes_into, which write
+ * them around the standard connection's I/O without a Python frame of their own.
  *
  * `Calls` is a base type of pipecore.recorder.FastRecorder. Its members (write_pos,
  * fast_base, fast_limit) are the ones the Python writer uses, so the Python slow
@@ -408,8 +408,8 @@ static int begin(Calls *self, PyObject *conn, long op, PyFrameObject *frame, Beg
     unsigned long long pseq = ++self->pseq;
     long long t = now_ns();
     int receiving = RECEIVING[op];
-    /* recv and recv_bytes measure what waits; the other ops' callers pass -1. */
-    if (receiving && op != 4 && op != 5 && measure_queued(conn, t, &queued) < 0)
+    /* recv, recv_bytes and recv_bytes_into measure what waits; poll passes -1. */
+    if (receiving && op != 5 && measure_queued(conn, t, &queued) < 0)
         return -1;
     if (get_ll(conn, s_tl_slot, off_tl_slot, &slot) < 0)
         return -1;
@@ -657,25 +657,28 @@ static PyTypeObject CallsType = {
 
 /* -- the traced connection's frame-moving methods ----------------------------------------
  *
- * send, recv, send_bytes and recv_bytes of pipecore.tracedconnection.TracedConnection, as
- * method descriptors: the begin, the standard connection's `_send_bytes`/`_recv_bytes`, and
- * the end or error record, without a Python frame of their own. They do what the Python
+ * send, recv, send_bytes, recv_bytes and recv_bytes_into of
+ * pipecore.tracedconnection.TracedConnection, as method descriptors: the begin, the
+ * standard connection's `_send_bytes`/`_recv_bytes`, and the end or error record, without a
+ * Python frame of their own. They do what the Python
  * methods they replace do (those stay the reference): outside a run they call the
  * standard method; with the Python recorder, or with arguments of other types than the
  * usual ones (keywords, a non-int offset), they call the Python method itself.
  */
 
-enum { OP_SEND = 0, OP_RECV = 1, OP_SEND_BYTES = 2, OP_RECV_BYTES = 3 };
+enum { OP_SEND = 0, OP_RECV = 1, OP_SEND_BYTES = 2, OP_RECV_BYTES = 3, OP_RECV_BYTES_INTO = 4 };
 /* _send_bytes writes the header and a frame up to this size as one bytes object. */
 #define SMALL_FRAME 16384
 
 static PyObject *telemetry_ns; /* pipecore.telemetry's namespace: `_recorder` */
-static PyObject *plain_send, *plain_recv, *plain_send_bytes, *plain_recv_bytes;
-static PyObject *py_send, *py_recv, *py_send_bytes, *py_recv_bytes;
+static PyObject *plain_send, *plain_recv, *plain_send_bytes, *plain_recv_bytes,
+    *plain_recv_bytes_into;
+static PyObject *py_send, *py_recv, *py_send_bytes, *py_recv_bytes, *py_recv_bytes_into;
+static PyObject *buffer_too_short; /* multiprocessing.BufferTooShort */
 static PyObject *dumps_fn, *loads_fn;
 static PyObject *s_recorder, *s_check_closed, *s_check_readable,
     *s_check_writable, *s_send_bytes, *s_recv_bytes, *s_bad_message_length, *s_getbuffer,
-    *s_getvalue, *s_release, *s_error, *s_cast, *s_B;
+    *s_getvalue, *s_release, *s_error, *s_cast, *s_B, *s_tell, *s_readinto;
 
 /* func(conn, *args, **kwargs) from a vectorcall argument list. */
 static PyObject *call_with_self(PyObject *func, PyObject *conn, PyObject *const *args,
@@ -1046,6 +1049,152 @@ failed:
     return NULL;
 }
 
+/* The standard method's order: the checks, the buffer's size in bytes (itemsize times its
+ * length) and the offset, then the frame; a frame longer than the room after the offset
+ * raises BufferTooShort with the whole frame, consumed. */
+static PyObject *traced_recv_bytes_into(PyObject *conn, PyObject *const *args, Py_ssize_t nargs,
+                                        PyObject *kwnames)
+{
+    PyObject *other;
+    long long offset = 0;
+    int has_offset;
+    if (nargs < 1 || nargs > 2 || kwnames != NULL ||
+        !small_int(nargs > 1 ? args[1] : NULL, 0, &offset, &has_offset))
+        return call_with_self(py_recv_bytes_into, conn, args, nargs, kwnames);
+    Calls *self = fast_recorder(&other);
+    if (self == NULL) {
+        if (other == NULL)
+            return NULL;
+        return call_with_self(other == Py_None ? plain_recv_bytes_into : py_recv_bytes_into, conn,
+                              args, nargs, NULL);
+    }
+    Begin b;
+    if (begin(self, conn, OP_RECV_BYTES_INTO, PyEval_GetFrame(), &b) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    PyObject *m = NULL, *received = NULL, *frame = NULL, *consumed = Py_None, *r;
+    Py_INCREF(consumed);
+    Py_ssize_t size = 0;
+    if (check_open(conn, s_readable, off_readable, s_check_readable) < 0)
+        goto failed;
+    m = PyMemoryView_FromObject(args[0]);
+    if (m == NULL)
+        goto failed;
+    Py_ssize_t itemsize = PyMemoryView_GET_BUFFER(m)->itemsize;
+    Py_ssize_t length = PyObject_Size(m);
+    if (length < 0)
+        goto failed;
+    long long bytesize = (long long)itemsize * length;
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative offset");
+        goto failed;
+    }
+    if (offset > bytesize) {
+        PyErr_SetString(PyExc_ValueError, "offset too large");
+        goto failed;
+    }
+    received = PyObject_CallMethodNoArgs(conn, s_recv_bytes);
+    if (received == NULL)
+        goto failed;
+    r = PyObject_CallMethodNoArgs(received, s_tell);
+    if (r == NULL)
+        goto failed;
+    size = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    if (size == -1 && PyErr_Occurred())
+        goto failed;
+    if (bytesize < offset + size) {
+        Py_SETREF(consumed, PyObject_CallMethodNoArgs(received, s_getvalue));
+        if (consumed == NULL) {
+            consumed = Py_NewRef(Py_None);
+            goto failed;
+        }
+        PyErr_SetObject(buffer_too_short, consumed);
+        goto failed;
+    }
+    frame = PyObject_CallMethodNoArgs(received, s_getbuffer);
+    if (frame == NULL)
+        goto failed;
+    const Py_buffer *dst = PyMemoryView_GET_BUFFER(m);
+    if (itemsize == 1 && PyBuffer_IsContiguous(dst, 'C') && !dst->readonly) {
+        /* As readinto into m[offset:offset + size]: the bytes land at the offset. */
+        if (size)
+            memcpy((char *)dst->buf + offset, PyMemoryView_GET_BUFFER(frame)->buf, (size_t)size);
+    }
+    else {
+        PyObject *part = PySequence_GetSlice(m, (Py_ssize_t)(offset / itemsize),
+                                             (Py_ssize_t)((offset + size) / itemsize));
+        if (part == NULL)
+            goto failed;
+        r = PyObject_CallMethod(received, "seek", "i", 0);
+        if (r != NULL) {
+            Py_DECREF(r);
+            r = PyObject_CallMethodOneArg(received, s_readinto, part);
+        }
+        Py_DECREF(part);
+        if (r == NULL)
+            goto failed;
+        Py_DECREF(r);
+    }
+    PyObject *result = PyLong_FromSsize_t(size);
+    if (result == NULL)
+        goto failed;
+    if (write_end(self, conn, OP_RECV_BYTES_INTO, b.pseq, b.t, b.site, frame, b.queued) < 0)
+        Py_CLEAR(result);
+    r = PyObject_CallMethodNoArgs(frame, s_release);
+    if (r == NULL)
+        Py_CLEAR(result);
+    else
+        Py_DECREF(r);
+    r = PyObject_CallMethodNoArgs(m, s_release); /* as `with memoryview(buf)` */
+    if (r == NULL)
+        Py_CLEAR(result);
+    else
+        Py_DECREF(r);
+    Py_DECREF(frame);
+    Py_DECREF(received);
+    Py_DECREF(m);
+    Py_DECREF(consumed);
+    Py_DECREF(self);
+    return result;
+failed:
+    if (frame != NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        r = PyObject_CallMethodNoArgs(frame, s_release);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        Py_DECREF(frame);
+    }
+    if (m != NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        r = PyObject_CallMethodNoArgs(m, s_release);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        Py_DECREF(m);
+    }
+    if (received != NULL && consumed == Py_None) {
+        /* A frame read before the error is consumed all the same: recorded with it. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *v = PyObject_CallMethodNoArgs(received, s_getvalue);
+        if (v == NULL)
+            PyErr_Clear();
+        else
+            Py_SETREF(consumed, v);
+        PyErr_Restore(type, value, tb);
+    }
+    Py_XDECREF(received);
+    record_error(self, conn, OP_RECV_BYTES_INTO, &b, consumed);
+    Py_DECREF(consumed);
+    Py_DECREF(self);
+    return NULL;
+}
+
 static PyMethodDef traced_methods[] = {
     {"send", (PyCFunction)(void (*)(void))traced_send, METH_FASTCALL | METH_KEYWORDS,
      "send($self, obj)\n--\n\nSend a (picklable) object."},
@@ -1056,10 +1205,17 @@ static PyMethodDef traced_methods[] = {
      "Send the bytes data from a bytes-like object."},
     {"recv_bytes", (PyCFunction)(void (*)(void))traced_recv_bytes, METH_FASTCALL | METH_KEYWORDS,
      "recv_bytes($self, maxlength=None)\n--\n\nReceive bytes data as a bytes object."},
+    {"recv_bytes_into", (PyCFunction)(void (*)(void))traced_recv_bytes_into,
+     METH_FASTCALL | METH_KEYWORDS,
+     "recv_bytes_into($self, buf, offset=0)\n--\n\n"
+     "Receive bytes data into a writeable bytes-like object; return its size."},
     {NULL, NULL, 0, NULL},
 };
 
-/* install_methods(cls, plain_cls, telemetry_namespace, dumps, loads): replace cls's four
+/* The number of methods in traced_methods. */
+#define TRACED 5
+
+/* install_methods(cls, plain_cls, telemetry_namespace, dumps, loads): replace cls's five
  * frame-moving methods with traced_methods, keeping the Python ones for what they hand on. */
 static PyObject *install_methods(PyObject *Py_UNUSED(module), PyObject *const *args,
                                  Py_ssize_t nargs)
@@ -1078,10 +1234,21 @@ static PyObject *install_methods(PyObject *Py_UNUSED(module), PyObject *const *a
                      Py_TYPE(args[2])->tp_name);
         return NULL;
     }
-    PyObject **plain[] = {&plain_send, &plain_recv, &plain_send_bytes, &plain_recv_bytes};
-    PyObject **python[] = {&py_send, &py_recv, &py_send_bytes, &py_recv_bytes};
-    PyObject *got_plain[4] = {NULL}, *got_python[4] = {NULL}, *descrs[4] = {NULL};
-    for (int i = 0; i < 4; i++) {
+    PyObject **plain[] = {&plain_send, &plain_recv, &plain_send_bytes, &plain_recv_bytes,
+                          &plain_recv_bytes_into};
+    PyObject **python[] = {&py_send, &py_recv, &py_send_bytes, &py_recv_bytes,
+                           &py_recv_bytes_into};
+    PyObject *got_plain[TRACED] = {NULL}, *got_python[TRACED] = {NULL}, *descrs[TRACED] = {NULL};
+    if (buffer_too_short == NULL) {
+        PyObject *mp = PyImport_ImportModule("multiprocessing");
+        if (mp == NULL)
+            return NULL;
+        buffer_too_short = PyObject_GetAttrString(mp, "BufferTooShort");
+        Py_DECREF(mp);
+        if (buffer_too_short == NULL)
+            return NULL;
+    }
+    for (int i = 0; i < TRACED; i++) {
         const char *name = traced_methods[i].ml_name;
         got_python[i] = PyObject_GetAttrString(cls, name);
         got_plain[i] = PyObject_GetAttrString(plain_cls, name);
@@ -1096,11 +1263,11 @@ static PyObject *install_methods(PyObject *Py_UNUSED(module), PyObject *const *a
         if (descrs[i] == NULL)
             goto fail;
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < TRACED; i++) {
         if (PyObject_SetAttrString(cls, traced_methods[i].ml_name, descrs[i]) < 0)
             goto fail;
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < TRACED; i++) {
         Py_XSETREF(*plain[i], got_plain[i]);
         Py_XSETREF(*python[i], got_python[i]);
         Py_DECREF(descrs[i]);
@@ -1136,7 +1303,7 @@ static PyObject *install_methods(PyObject *Py_UNUSED(module), PyObject *const *a
     Py_XSETREF(loads_fn, args[4]);
     Py_RETURN_NONE;
 fail:
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < TRACED; i++) {
         Py_XDECREF(got_plain[i]);
         Py_XDECREF(got_python[i]);
         Py_XDECREF(descrs[i]);
@@ -1170,6 +1337,7 @@ PyMODINIT_FUNC PyInit__fastring(void)
         {&s_recv_bytes, "_recv_bytes"},         {&s_bad_message_length, "_bad_message_length"},
         {&s_getbuffer, "getbuffer"},  {&s_getvalue, "getvalue"},    {&s_release, "release"},
         {&s_error, "error"},          {&s_cast, "cast"},            {&s_B, "B"},
+        {&s_tell, "tell"},            {&s_readinto, "readinto"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);

@@ -12,7 +12,14 @@ from pipecore.ringwriter import RingWriter
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _OWN_FILES = frozenset(
     os.path.join(_HERE, n)
-    for n in ("callrecords.py", "recorder.py", "telemetry.py", "traced.py", "tracedconnection.py")
+    for n in (
+        "callrecords.py",
+        "recorder.py",
+        "telemetry.py",
+        "traced.py",
+        "tracedcalls.py",
+        "tracedconnection.py",
+    )
 )
 _MP_DIR = os.path.dirname(os.path.abspath(multiprocessing.__file__)) + os.sep
 

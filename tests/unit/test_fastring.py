@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
@@ -318,10 +319,98 @@ def test_the_c_writers_lock_excludes_like_threading_lock() -> None:
 def test_the_frame_moving_methods_run_in_c_with_the_standard_signatures() -> None:
     traced_end, other = pipecore.Pipe()
     raw_end, raw_other = multiprocessing.Pipe()
-    for name in ("send", "recv", "send_bytes", "recv_bytes"):
+    for name in ("send", "recv", "send_bytes", "recv_bytes", "recv_bytes_into"):
         method = vars(TracedConnection)[name]
         assert type(method).__name__ == "method_descriptor", f"{name}: {method!r}"
         expected = inspect.signature(getattr(raw_end, name))
         assert inspect.signature(getattr(traced_end, name)) == expected
     for end in (traced_end, other, raw_end, raw_other):
         end.close()
+
+
+def _into_cases(a: Connection, b: Connection) -> list[object]:
+    # Each case: what recv_bytes_into returns or raises, the buffer after it, and what
+    # the next receive gets (a frame is consumed by a BufferTooShort, not by a bad offset).
+    out: list[object] = []
+
+    def case(message: bytes, buf: Any, *args: Any, **kwargs: Any) -> None:
+        a.send_bytes(message)
+        try:
+            got: object = b.recv_bytes_into(buf, *args, **kwargs)
+        except Exception as exc:
+            got = (type(exc).__name__, exc.args)
+        after = bytes(buf) if not isinstance(buf, memoryview) else buf.tobytes()
+        a.send_bytes(b"next")
+        left = [b.recv_bytes()]
+        while left[-1] != b"next":
+            left.append(b.recv_bytes())
+        out.append((got, after, left))
+
+    case(b"hello", bytearray(16))
+    case(b"hello", bytearray(16), 8)
+    case(b"exactly", bytearray(7))
+    case(b"", bytearray(4), 4)  # an empty frame at the very end
+    case(b"0123456789", bytearray(4))  # BufferTooShort carries the whole message
+    case(b"0123456789", bytearray(12), 4)  # too short after the offset
+    case(b"abc", bytearray(4), -1)
+    case(b"abc", bytearray(4), 5)
+    case(b"abc", bytearray(8), offset=2)  # a keyword: the Python method
+    case(b"abc", bytearray(8), True)  # not an int: the Python method
+    case(b"abc", bytearray(8), 2**70)  # beyond a C long long
+    case(array.array("i", [7, 8]).tobytes(), array.array("i", [0, 0, 0, 0]), 4)
+    case(b"odd", array.array("i", [0, 0]), 2)  # an offset inside an item
+    case(b"abc", bytes(8))  # read-only
+    case(b"abcd", memoryview(bytearray(8))[::2])  # not contiguous
+    case(b"ab", memoryview(bytearray(16)).cast("B", (4, 4)))  # its length is 4 rows
+    case(b"abc", 123)  # not a buffer
+    return out
+
+
+@needs_c
+@pytest.mark.parametrize("writer_run", list(WRITERS), indirect=True)
+def test_recv_bytes_into_runs_in_c_and_behaves_as_the_standard_method(
+    writer_run: RunFixture,
+) -> None:
+    assert type(vars(TracedConnection)["recv_bytes_into"]).__name__ == "method_descriptor"
+    raw = multiprocessing.Pipe()
+    standard = _into_cases(*raw)
+    writer_run.activate()
+    a, b = pipecore.Pipe()
+    assert _into_cases(a, b) == standard
+    assert (("BufferTooShort", (b"0123456789",)), bytes(4), [b"next"]) in standard
+    assert (("ValueError", ("negative offset",)), bytes(4), [b"abc", b"next"]) in standard
+    # EOF, a closed end and a write-only end raise as the standard ones do.
+    ends = {
+        "traced": (a, b, *pipecore.Pipe(duplex=False)),
+        "raw": (*raw, *multiprocessing.Pipe(duplex=False)),
+    }
+    results = {}
+    for kind, (x, y, reader, writer) in ends.items():
+        got = []
+        with pytest.raises(OSError) as info:
+            writer.recv_bytes_into(bytearray(4))
+        got.append(info.value.args)
+        x.close()
+        with pytest.raises(EOFError):
+            y.recv_bytes_into(bytearray(4))
+        y.close()
+        with pytest.raises(OSError) as info:
+            y.recv_bytes_into(bytearray(4))
+        got.append(info.value.args)
+        reader.close()
+        writer.close()
+        results[kind] = got
+    assert results["traced"] == results["raw"]
+    events = writer_run.drain_until(
+        lambda ev: len(calls(ev, op="recv_bytes_into", phase="error", error_type="EOFError")) == 1
+    )
+    ends_ok = calls(events, op="recv_bytes_into", phase="end")
+    assert [e["nbytes"] for e in ends_ok][:4] == [5, 5, 7, 0]
+    assert ends_ok[0]["hash"] == f"{frame_hash(b'hello'):08x}"
+    short = calls(events, op="recv_bytes_into", phase="error", error_type="BufferTooShort")
+    # The consumed frame is on the error event; a bad offset consumed nothing.
+    assert [(e["nbytes"], e["hash"]) for e in short][:2] == [
+        (10, f"{frame_hash(b'0123456789'):08x}")
+    ] * 2
+    bad = calls(events, op="recv_bytes_into", phase="error", error_type="ValueError")
+    assert [e.get("nbytes") for e in bad][:2] == [None, None]
