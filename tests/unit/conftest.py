@@ -1,4 +1,4 @@
-"""Fixtures for the traced pipe, telemetry and collector tests: a run and its collector."""
+"""Fixtures of the unit tests: a run directory and its collector, a RunManager, polling."""
 
 import os
 import tempfile
@@ -12,6 +12,7 @@ import pytest
 from pipecore import telemetry
 from pipecore.collector import Collector
 from pipecore.ring import ensure_layout
+from pipecore.runs import RunManager
 
 Event = dict[str, Any]
 START_METHODS = ["spawn", "forkserver", "fork"]
@@ -74,3 +75,25 @@ def calls(events: list[Event], **match: object) -> list[Event]:
     return [
         e for e in events if e["kind"] == "call" and all(e.get(k) == v for k, v in match.items())
     ]
+
+
+@pytest.fixture
+def manager() -> Iterator[RunManager]:
+    runs = RunManager(max_runs=2, max_run_seconds=20.0)
+    yield runs
+    runs.shutdown()
+
+
+def wait_for(predicate: Any, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

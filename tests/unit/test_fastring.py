@@ -287,7 +287,7 @@ def test_the_writer_is_chosen_at_import_and_pure_python_forces_python() -> None:
 def test_the_traced_telemetry_and_collector_tests_pass_with_the_python_writer() -> None:
     env = {**os.environ, "PIPESCOPE_PURE_PYTHON": "1"}
     files = ["tests/unit/test_traced.py", "tests/unit/test_telemetry.py"]
-    files.append("tests/unit/test_collector.py")
+    files += ["tests/unit/test_collector.py", "tests/unit/test_ringreader.py"]
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
         env=env,

@@ -1,0 +1,74 @@
+"""Faults: a busy server stopped by SIGTERM ends its workers, keeps its records and exits 0."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from app.store import Store
+from tests.conftest import serve_pipescope
+from tests.reliability.conftest import TERMINAL, Leaks, alive, descendants, figure, wait_for
+
+BUSY = [
+    {"scenario": "backpressure", "params": {"messages": 1000, "delay": 0.05}},
+    {
+        "scenario": "custom",
+        "params": {"topology": "fan-in", "writers": 4, "rate": 0, "count": 1000},
+    },
+    {"scenario": "poll", "params": {"messages": 200}},
+    {"scenario": "lock-queue", "start_method": "spawn"},
+]
+
+
+def test_sigterm_to_a_busy_server_ends_workers_keeps_records_and_exits_0(
+    tmp_path: Path, leaks: Leaks
+) -> None:
+    db = tmp_path / "runs.sqlite3"
+    with serve_pipescope({"PIPESCOPE_DB": str(db)}) as server:
+        run_ids = []
+        for body in BUSY:
+            response = httpx.post(f"{server.url}/api/runs", json=body, timeout=30)
+            assert response.status_code == 201, response.text
+            run_ids.append(response.json()["id"])
+        pids: set[int] = set()
+
+        def workers_started() -> bool:
+            pids.clear()
+            for run_id in run_ids:
+                events = httpx.get(f"{server.url}/api/runs/{run_id}/events", timeout=30).json()
+                starts = [e["pid"] for e in events if e["kind"] == "process" and e["op"] == "start"]
+                if len(starts) < 3:
+                    return False
+                pids.update(starts)
+            return True
+
+        wait_for(workers_started, 30, "every run's workers started")
+        pids |= descendants(server.process.pid)  # the runs' main processes and helpers
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: not any(alive(pid) for pid in pids), 2.0, "every worker gone")
+        gone_after = time.monotonic() - signalled
+        code = server.process.wait(20)
+        log = server.log()
+    assert code == 0, f"exit status {code}; log:\n{log[-2000:]}"
+    assert "Application shutdown complete" in log
+    # Read back through the store, whatever its tables look like.
+    store = Store(str(db))
+    try:
+        stored = {summary["id"]: summary for summary in store.runs()}
+        seqs = {run_id: [e["seq"] for e in store.iter_events(run_id)] for run_id in run_ids}
+    finally:
+        store.close()
+    counts = {run_id: len(found) for run_id, found in seqs.items()}
+    for run_id in run_ids:
+        assert not os.path.exists(f"/dev/shm/pipescope-{run_id}"), run_id
+        assert stored[run_id]["state"] in TERMINAL, stored[run_id]
+        assert seqs[run_id] == list(range(1, stored[run_id]["events"] + 1)), run_id
+    figure(
+        "SIGTERM to a busy server",
+        f"{len(run_ids)} runs, {len(pids)} processes gone {gone_after:.2f} s after the signal, "
+        f"exit status {code}, {sum(counts.values())} events on disk",
+    )
+    leaks.check()

@@ -1,0 +1,197 @@
+"""Each scenario's phenomenon, as the events of a real run of it show it."""
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from pipecore.runs import RunManager, RunState
+from tests.unit.conftest import Event
+
+
+@pytest.fixture(scope="module")
+def manager() -> Iterator[RunManager]:
+    runs = RunManager(max_runs=2)
+    yield runs
+    runs.shutdown()
+
+
+def run_events(
+    manager: RunManager, scenario: str, **params: object
+) -> tuple[RunState, list[Event]]:
+    run = manager.start(scenario, params)
+    state = run.wait(60)
+    return state, run.events()
+
+
+def calls(events: list[Event], op: str | None = None, phase: str | None = None) -> list[Event]:
+    return [
+        e
+        for e in events
+        if e["kind"] == "call"
+        and (op is None or e["op"] == op)
+        and (phase is None or e["phase"] == phase)
+    ]
+
+
+def verdicts(events: list[Event], name: str) -> list[Event]:
+    return [e for e in events if e["kind"] == "verdict" and e["verdict"] == name]
+
+
+def test_ping_pong_exchanges_two_messages_fifo_and_prints_two_lines(manager: RunManager) -> None:
+    state, events = run_events(manager, "ping-pong")
+    assert state is RunState.COMPLETED
+    sends = calls(events, "send", "end")
+    recvs = calls(events, "recv", "end")
+    # A send's `end` may be recorded after the peer already received it: match by seq.
+    assert sorted(e["preview"] for e in sends) == ["'proc1'", "'proc2'"]
+    assert [e["preview"] for e in recvs] == ["'proc1'", "'proc2'"]
+    by_seq = {e["seq"]: e for e in sends}
+    for got in recvs:
+        sent = by_seq[got["match"]]
+        assert got["hash"] == sent["hash"] and got["preview"] == sent["preview"]
+        assert got["end"] != sent["end"]
+    lines = [e["text"] for e in events if e["kind"] == "output"]
+    assert len(lines) == 2
+    assert re.fullmatch(
+        r"进程proc2\(<Process name='Process-2' parent=\d+ started>\)收到 proc1", lines[0]
+    )
+    assert re.fullmatch(
+        r"进程proc1\(<Process name='Process-1' parent=\d+ started>\)收到 proc2", lines[1]
+    )
+
+
+def test_one_way_refuses_the_wrong_direction_on_each_end(manager: RunManager) -> None:
+    state, events = run_events(manager, "one-way")
+    assert state is RunState.COMPLETED
+    errors = {(e["end"], e["op"], e["error_type"]) for e in calls(events, phase="error")}
+    assert ("a", "send", "OSError") in errors  # a is the reader
+    assert ("b", "recv", "OSError") in errors
+    assert len(calls(events, "recv", "end")) == 4  # three messages and the None
+
+
+def test_bytes_shows_offsets_maxlength_and_buffer_too_short(manager: RunManager) -> None:
+    state, events = run_events(manager, "bytes")
+    assert state is RunState.COMPLETED
+    text = "\n".join(e["text"] for e in events if e["kind"] == "output")
+    assert "recv_bytes(): b'abcdef'" in text and "recv_bytes(): b'2345'" in text
+    assert "BufferTooShort: the message is in e.args[0]: b'does not fit into 8 bytes'" in text
+    assert "OSError: bad message length" in text
+    types = {e["error_type"] for e in calls(events, phase="error")}
+    assert {"BufferTooShort", "OSError"} <= types
+
+
+def test_race_corrupts_at_least_one_frame(manager: RunManager) -> None:
+    state, events = run_events(manager, "race")
+    assert state is RunState.COMPLETED
+    writers_pipe = next(e["pipe"] for e in events if e.get("pipe_name") == "two writers")
+    assert any(v.get("pipe") == writers_pipe for v in verdicts(events, "corrupt")) or any(
+        "corrupt" in e and e["pipe"] == writers_pipe for e in calls(events)
+    )
+    assert any("CORRUPTED" in e["text"] for e in events if e["kind"] == "output")
+
+
+def test_race_locked_delivers_every_frame_intact(manager: RunManager) -> None:
+    state, events = run_events(manager, "race-locked", frames=60)
+    assert state is RunState.COMPLETED
+    assert verdicts(events, "corrupt") == []
+    assert not any("corrupt" in e for e in calls(events))
+    assert len(calls(events, "recv_bytes", "end")) == 4 * 60 + 2
+
+
+def test_backpressure_blocks_the_producer_with_the_pipe_full(manager: RunManager) -> None:
+    state, events = run_events(manager, "backpressure", messages=12, delay=0.05)
+    assert state is RunState.COMPLETED
+    pipe = next(e for e in events if e["kind"] == "pipe")
+    assert pipe["transport"] == "os.pipe" and pipe["capacity"] == 65536
+    frame = max(e["nbytes"] for e in calls(events, "send", "end"))
+    # Full: the bytes waiting in the kernel leave no room for one more frame.
+    queued = [e["queued"] for e in calls(events, "recv", "begin")]
+    assert any(q + frame > pipe["capacity"] for q in queued)
+    # The producer sat in send while the consumer received: it was blocked.
+    order = [(e["process"], e["op"], e["phase"]) for e in calls(events)]
+    blocked = False
+    for i, step in enumerate(order):
+        if step == ("producer", "send", "begin"):
+            after = order[i + 1 :]
+            end = after.index(("producer", "send", "end"))
+            blocked = blocked or ("consumer", "recv", "end") in after[:end]
+    assert blocked
+
+
+def test_eof_shows_eoferror_brokenpipe_and_the_killed_worker(manager: RunManager) -> None:
+    state, events = run_events(manager, "eof", kill_after=0.2)
+    # The main process carries on without the chatter, but a worker was killed: issue #7.
+    assert state is RunState.KILLED
+    types = [e["error_type"] for e in calls(events, phase="error")]
+    assert types.count("EOFError") == 2
+    assert "BrokenPipeError" in types
+    exits = [e for e in events if e["kind"] == "process" and e["op"] == "exit"]
+    assert any(e.get("exitcode") == -9 or e.get("killed") for e in exits)
+    assert verdicts(events, "killed")
+    chatter = next(e["pid"] for e in events if e["kind"] == "process" and e["process"] == "chatter")
+    assert events[-1]["state"] == "killed"
+    assert re.fullmatch(
+        rf"chatter \(pid {chatter}\) was killed( by signal 9 \(SIGKILL\))?; "
+        "the main process carried on and exited with 0",
+        events[-1]["message"],
+    ), events[-1]["message"]
+    why = events[-1]["reason"]
+    assert why["key"] == "worker_killed" and why["args"]["signal"] in ("", "SIGKILL")
+    assert why["args"] == {**why["args"], "process": "chatter", "pid": chatter, "code": 0}
+
+
+@pytest.mark.parametrize("variant", ["recv-recv", "send-send"])
+def test_deadlock_is_detected_and_ends_the_run(manager: RunManager, variant: str) -> None:
+    state, events = run_events(manager, "deadlock", variant=variant)
+    assert state is RunState.DEADLOCK
+    found = verdicts(events, "deadlock")
+    assert found and {c["process"] for c in found[0]["cycle"]} == {"left", "right"}
+    assert events[-1]["kind"] == "run" and events[-1]["state"] == "deadlock"
+    assert events[-1]["reason"] == {"key": "deadlock", "args": {}}
+
+
+@pytest.mark.parametrize(
+    ("scenario_id", "line"),
+    [
+        ("pipeline", "sink: got the sentinel, pipeline drained"),
+        ("fan-in", "consumer: every producer is done"),
+        ("lock-queue", "items from the Queue"),
+        ("poll", "consumer: nothing within"),
+    ],
+)
+def test_other_scenarios_complete_and_print_their_point(
+    manager: RunManager, scenario_id: str, line: str
+) -> None:
+    state, events = run_events(manager, scenario_id)
+    assert state is RunState.COMPLETED
+    assert any(line in e["text"] for e in events if e["kind"] == "output")
+
+
+def test_big_payload_delivers_tens_of_mib_and_refuses_a_lambda(manager: RunManager) -> None:
+    state, events = run_events(manager, "big-payload")
+    assert state is RunState.COMPLETED
+    received = [e["nbytes"] for e in calls(events, "recv", "end")]
+    assert max(received) > 48 * 2**20  # the 48 MiB object's pickle
+    assert len(received) == 8  # seven sizes and "done"
+    lines = [e["text"] for e in events if e["kind"] == "output" and e["process"] == "receiver"]
+    assert len([line for line in lines if line.endswith("arrived intact")]) == 7
+    failed = [e for e in calls(events, "send", "error")]
+    assert len(failed) == 1 and "lambda" in failed[0]["error"]
+    assert all("nbytes" not in e for e in failed)  # nothing entered the pipe
+
+
+def test_lock_queue_shows_the_queues_own_pipe(manager: RunManager) -> None:
+    state, events = run_events(manager, "lock-queue", items=3)
+    assert state is RunState.COMPLETED
+    names = {e["pipe_name"] for e in events if e["kind"] == "pipe"}
+    assert {"locked Pipe", "Queue's own pipe"} <= names
+    queue_pipe = next(e["pipe"] for e in events if e.get("pipe_name") == "Queue's own pipe")
+    assert len([e for e in calls(events, "send_bytes", "end") if e["pipe"] == queue_pipe]) == 8
+
+
+def test_custom_pair_without_a_lock_still_ends(manager: RunManager) -> None:
+    params = {"writers": 2, "readers": 2, "lock": False, "size": 65536, "rate": 0.0, "count": 50}
+    state, events = run_events(manager, "custom", duplex=False, **params)
+    assert state is RunState.COMPLETED
+    assert {e["process"] for e in calls(events)} >= {"writer-0", "writer-1", "reader-0"}
