@@ -20,6 +20,7 @@ import select
 import subprocess
 import sys
 
+from pipecore import runprocs
 from pipecore.runpump import RunPump
 
 DRAIN_INTERVAL = 0.01
@@ -79,10 +80,14 @@ def _popen(args: list[str]) -> subprocess.Popen[bytes]:
     return proc
 
 
-def start_spare() -> subprocess.Popen[bytes]:
+def start_spare(nice: int = 0) -> subprocess.Popen[bytes]:
     """A collector process started ahead of its run: its interpreter and imports (about
-    70 ms of CPU) are done before a run needs it; `start` tells it which run is its."""
-    return _popen([sys.executable, "-m", "pipecore.collectmain", "--spare"])
+    70 ms of CPU) are done before a run needs it, with its session's CPU weight `nice`
+    until then; `start` tells it which run is its."""
+    spare = _popen([sys.executable, "-m", "pipecore.collectmain", "--spare"])
+    if nice:
+        runprocs.set_session_nice(spare.pid, nice)
+    return spare
 
 
 def start(
@@ -104,6 +109,7 @@ def start(
         )
         try:
             assert spare.stdin is not None
+            runprocs.set_session_nice(spare.pid, 0)  # a run's own weight from now
             spare.stdin.write(line.encode() + b"\n")
             spare.stdin.flush()
             return spare

@@ -14,6 +14,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import select
 import sys
 import traceback
 from typing import IO, TYPE_CHECKING, NamedTuple
@@ -38,6 +39,12 @@ class MainProcess(NamedTuple):
     proc: subprocess.Popen[bytes]
     mark: str
     stderr: IO[bytes]
+
+    def ready(self) -> bool:
+        """Whether a spare has done what it does ahead of its run (it said so on its
+        standard output), or has died; False for a spare still starting."""
+        out = self.proc.stdout
+        return out is not None and (out.closed or bool(select.select([out], [], [], 0)[0]))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,7 +88,8 @@ def _popen(args: list[str], mark: str, *, spare: bool) -> MainProcess:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipecore.runmain", *args],
             stdin=subprocess.PIPE if spare else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            # A spare says on it when it is ready, then makes it /dev/null.
+            stdout=subprocess.PIPE if spare else subprocess.DEVNULL,
             stderr=stderr,
             start_new_session=True,
             close_fds=True,
@@ -93,12 +101,16 @@ def _popen(args: list[str], mark: str, *, spare: bool) -> MainProcess:
     return MainProcess(proc, mark, stderr)
 
 
-def start_spare() -> MainProcess:
+def start_spare(nice: int = 0) -> MainProcess:
     """A main process started ahead of its run, in its own session and with its own run
-    marker; `start` tells it its run, `end_spare` ends one no run took."""
-    from pipecore import runmarks
+    marker, its session's CPU weight `nice` until a run takes it; `start` tells it its
+    run, `end_spare` ends one no run took."""
+    from pipecore import runmarks, runprocs
 
-    return _popen([SPARE_FLAG], runmarks.new_mark("spare"), spare=True)
+    spare = _popen([SPARE_FLAG], runmarks.new_mark("spare"), spare=True)
+    if nice:
+        runprocs.set_session_nice(spare.proc.pid, nice)
+    return spare
 
 
 def start(args: list[str], mark: str, spare: MainProcess | None = None) -> MainProcess:
@@ -108,9 +120,14 @@ def start(args: list[str], mark: str, spare: MainProcess | None = None) -> MainP
         try:
             assert spare.proc.stdin is not None
             if spare.proc.poll() is None:
+                from pipecore import runprocs
+
+                runprocs.set_session_nice(spare.proc.pid, 0)  # a run's own weight from now
                 spare.proc.stdin.write(json.dumps(args).encode() + b"\n")
                 # Its only line: the end of input tells the spare nothing more comes.
                 spare.proc.stdin.close()
+                if spare.proc.stdout is not None:
+                    spare.proc.stdout.close()
                 return spare
         except OSError:
             pass  # it died waiting (its end of the pipe is closed)
@@ -126,9 +143,10 @@ def end_spare(spare: MainProcess, grace: float = 1.0) -> None:
 
     from pipecore import teardown
 
-    if spare.proc.stdin is not None:
-        with contextlib.suppress(OSError):
-            spare.proc.stdin.close()
+    for pipe in (spare.proc.stdin, spare.proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
     with contextlib.suppress(subprocess.TimeoutExpired):
         spare.proc.wait(timeout=grace)
     teardown.end_run(spare.proc, spare.mark, term_grace=grace, kill_grace=3.0)
@@ -146,11 +164,22 @@ def _start_forkserver() -> None:
 
 def _wait_for_run() -> list[str] | None:
     """In a spare: import and start what a run needs, then read the run's arguments."""
+    # Standard output says when this spare is ready (on a descriptor no child inherits);
+    # the run's program and the fork server's writes go nowhere, as in a main process
+    # started for its run.
+    ready = os.dup(1)
+    devnull_out = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull_out, 1)
+    os.close(devnull_out)
     # Every start method may need the resource tracker; forkserver needs both.
     _start_forkserver()
     from pipecore import runmarks, telemetry, traced  # noqa: F401  (loaded ahead)
     from pipecore.scenarios import catalogue  # noqa: F401
 
+    # Ready: the server takes a ready spare before one still starting.
+    with contextlib.suppress(OSError):
+        os.write(ready, b"ready\n")
+    os.close(ready)
     line = sys.stdin.buffer.readline()
     # The run's program reads no input, as in a main process started for its run.
     devnull = os.open(os.devnull, os.O_RDONLY)

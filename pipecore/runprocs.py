@@ -23,6 +23,26 @@ class Proc:
     start: int
 
 
+# The CPU weight a process started ahead of its run (a spare) boots with: the least, so
+# that starting it takes almost nothing from a run that goes (RunManager).
+SPARE_NICE = 19
+
+
+def set_session_nice(pid: int, nice: int) -> bool:
+    """Set the nice value of the scheduling group of `pid`'s session (its autogroup, which
+    weighs the session against the others) to `nice`; False where there is none.
+
+    Any user may raise it, and lower it again to 0. A spare is in a session of its own,
+    so this weighs the spare and what it started (its fork server, resource tracker).
+    """
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write(str(nice))
+    except OSError:
+        return False
+    return True
+
+
 def stat_of(pid: int) -> tuple[str, int, int] | None:
     """State, parent pid and start time of `pid`, or None when it is gone."""
     try:

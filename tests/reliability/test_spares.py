@@ -15,6 +15,7 @@ import pytest
 from pipecore import runmarks, runprocs
 from pipecore.outcome import RunState
 from pipecore.runmanager import SPARES
+from pipecore.runprocs import SPARE_NICE
 from pipecore.runs import RunManager
 from pipecore.runsweep import sweep
 
@@ -127,6 +128,36 @@ def test_a_spare_that_died_is_replaced_by_a_normal_start(spared: RunManager, lea
     assert run.pgid not in killed
     assert started_pids(run)["MainProcess"] == run.pgid
     assert len([e for e in run.events() if e["kind"] == "output"]) == 2
+    spared.shutdown()
+    leaks.check(spared.list())
+
+
+def session_nice(pid: int) -> int:
+    """The nice value of the scheduling group of `pid`'s session (its autogroup)."""
+    with open(f"/proc/{pid}/autogroup") as f:
+        return int(f.read().split()[-1])
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/autogroup"), reason="the kernel keeps no autogroups"
+)
+def test_spares_start_light_and_the_next_to_be_taken_gets_its_weight_back(
+    spared: RunManager, leaks: Leaks
+) -> None:
+    first, second = warm_spares()
+    assert session_nice(second) == SPARE_NICE  # started after the server's first
+    run = spared.start("ping-pong", step_mode=True)  # held at its first call
+    wait_for(lambda: {"Process-1", "Process-2"} <= set(started_pids(run)), 30, "workers")
+    assert run.pgid == first
+    # The run, its workers with it, and the next spare to be taken: normal weight.
+    assert session_nice(first) == session_nice(started_pids(run)["Process-1"]) == 0
+    assert session_nice(second) == 0
+    # The one started in place of the taken one: the least, while the run goes.
+    third = warm_spares(count=SPARES + 1)[-1]
+    assert third not in (first, second)
+    assert session_nice(third) == SPARE_NICE
+    run.set_step_mode(False)
+    assert run.wait(30) is RunState.COMPLETED, run.message
     spared.shutdown()
     leaks.check(spared.list())
 
