@@ -49,6 +49,25 @@ def page_state(page: Any) -> dict[str, Any]:
     return state
 
 
+TERMINAL = {"completed", "failed", "stopped", "timeout", "deadlock", "killed"}
+
+
+def flood_to_the_end(page: Any, messages: int) -> dict[str, Any]:
+    """Start a flood of `messages` frames from the page's own form (Flood card, Run) and
+    wait until the page shows it ended with nothing left to apply; the page's state."""
+    page.click('[data-pick="flood"]')
+    page.locator('[data-field="messages"] input').fill(str(messages))
+    page.click(".toolbar [data-action='run']")
+    state: dict[str, Any] = wait_for(
+        page,
+        "window.pipescope.state()",
+        lambda s: s["run"] is not None and s["status"] in TERMINAL and s["backlog"] == 0,
+        timeout=90.0,
+        what="the flood to end on the page",
+    )
+    return state
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """Debian's chromium, headless, driven by Playwright's sync API."""

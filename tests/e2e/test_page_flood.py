@@ -7,9 +7,8 @@ import re
 import urllib.request
 from typing import Any
 
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import flood_to_the_end
 
-TERMINAL = {"completed", "failed", "stopped", "timeout", "deadlock", "killed"}
 MESSAGES = 100_000  # four events each: several times what the page takes in a second
 
 
@@ -22,16 +21,7 @@ def run_summary(server: str, run_id: str) -> dict[str, Any]:
 def test_a_flood_ends_on_screen_with_every_skipped_event_accounted_for(
     page: Any, live_server: str
 ) -> None:
-    page.click('[data-pick="flood"]')
-    page.locator('[data-field="messages"] input').fill(str(MESSAGES))
-    page.click(".toolbar [data-action='run']")
-    state = wait_for(
-        page,
-        "window.pipescope.state()",
-        lambda s: s["run"] is not None and s["status"] in TERMINAL and s["backlog"] == 0,
-        timeout=90.0,
-        what="the flood to end on the page",
-    )
+    state = flood_to_the_end(page, MESSAGES)
     summary = run_summary(live_server, state["run"])
     assert (state["status"], summary["state"]) == ("completed", "completed")
     # What the page applied and what it let go add up to every event of the run.

@@ -7,9 +7,8 @@ import re
 import urllib.request
 from typing import Any
 
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import flood_to_the_end, wait_for
 
-TERMINAL = {"completed", "failed", "stopped", "timeout", "deadlock", "killed"}
 MESSAGES = 100_000  # four events each: several times what the page takes in a second
 
 
@@ -33,16 +32,7 @@ def banner_count(state: dict[str, Any]) -> int | None:
 def test_a_thinned_flood_ends_with_the_run_totals_and_the_banner_counting_what_was_left_out(
     page: Any, live_server: str
 ) -> None:
-    page.click('[data-pick="flood"]')
-    page.locator('[data-field="messages"] input').fill(str(MESSAGES))
-    page.click(".toolbar [data-action='run']")
-    state = wait_for(
-        page,
-        "window.pipescope.state()",
-        lambda s: s["run"] is not None and s["status"] in TERMINAL and s["backlog"] == 0,
-        timeout=90.0,
-        what="the flood to end on the page",
-    )
+    state = flood_to_the_end(page, MESSAGES)
     summary = get_json(f"{live_server}/api/runs/{state['run']}")
     assert (state["status"], summary["state"]) == ("completed", "completed")
     # The server left most of the flood out for this page: it asked for thinned batches.

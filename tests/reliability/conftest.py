@@ -2,6 +2,7 @@
 
 import os
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,18 @@ ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"completed", "failed", "stopped", "timeout", "deadlock", "killed"}
 # Each test seeds its randomness from this, so a failure can be replayed (printed on failure).
 SEED = int(os.environ.get("PIPESCOPE_RELIABILITY_SEED", "0") or 0) or random.randrange(1, 1 << 30)
+
+
+def python_program(source: str, *args: str) -> subprocess.Popen[bytes]:
+    """`source` run by a new interpreter that imports this tree's pipecore, with `args`
+    after it; its stdin and stdout are pipes to this process."""
+    return subprocess.Popen(
+        [sys.executable, "-c", source, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

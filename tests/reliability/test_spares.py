@@ -5,8 +5,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from pipecore.runprocs import SPARE_NICE
 from pipecore.runs import RunManager
 from pipecore.runsweep import sweep
 
-from .conftest import ROOT, Leaks, alive, descendants, started_pids, wait_for
+from .conftest import Leaks, alive, descendants, python_program, started_pids, wait_for
 
 # A server keeping a spare main process (and a spare collector), which says its pid once
 # the spare's fork server runs, then waits to be killed.
@@ -202,13 +200,7 @@ def test_a_grandchild_in_a_session_of_its_own_is_ended_with_a_spare_started_run(
 
 def test_a_server_killed_with_a_spare_waiting_leaves_no_process(tmp_path: Path) -> None:
     before = descendants()
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    server = python_program(SERVER, str(tmp_path))
     try:
         assert server.stdout is not None
         pid = int(server.stdout.readline())
@@ -247,13 +239,7 @@ sys.stdin.read()
 
 def test_the_run_of_a_killed_server_that_took_a_spare_is_swept(tmp_path: Path) -> None:
     before = descendants()
-    server = subprocess.Popen(
-        [sys.executable, "-c", RUNNING_SERVER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    server = python_program(RUNNING_SERVER, str(tmp_path))
     manager: RunManager | None = None
     try:
         assert server.stdout is not None

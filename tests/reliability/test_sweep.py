@@ -15,7 +15,7 @@ from pipecore import runmarks, runprocs
 from pipecore.runs import RunManager
 from pipecore.runsweep import UNOWNED_AGE, Swept, sweep
 
-from .conftest import ROOT, alive, descendants, wait_for
+from .conftest import alive, descendants, python_program, wait_for
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 # A server that starts a long run and says so (run id and its pid), then waits to be killed.
@@ -175,13 +175,7 @@ def test_a_directory_without_an_owner_goes_only_when_old_and_idle(
 
 def test_a_server_killed_mid_run_leaves_nothing_after_the_next_start(tmp_path: Path) -> None:
     before = descendants()
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    server = python_program(SERVER, str(tmp_path))
     manager: RunManager | None = None
     try:
         assert server.stdout is not None
