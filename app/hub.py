@@ -110,15 +110,7 @@ class LiveHub:
         for used, frame in built or ():
             if _same_parts(used, parts):
                 return frame
-        frame = b"".join(
-            (
-                b'{"type":"events","run":',
-                orjson.dumps(run_id),
-                b',"events":[',
-                b",".join(parts),
-                b"]}",
-            )
-        )
+        frame = _events_json(run_id, parts, 0)
         if built is not None:
             built.append((parts, frame))
         return frame
@@ -135,16 +127,7 @@ class LiveHub:
             if kept == keep and _same_parts(used, parts):
                 return frame
         pieces, skipped = thin(parts, keep)
-        frame = b"".join(
-            (
-                b'{"type":"events","run":',
-                orjson.dumps(run_id),
-                b',"events":[',
-                b",".join(pieces),
-                b"]",
-                b',"skipped":%d}' % skipped if skipped else b"}",
-            )
-        )
+        frame = _events_json(run_id, pieces, skipped)
         if built is not None:
             built.append((parts, keep, frame))
         return frame
@@ -215,6 +198,21 @@ def frame_groups(parts: list[bytes]) -> Iterator[list[bytes]]:
 # decoding it: output lines (up to `keep` a frame), and calls that close an end or raise,
 # which change what the page shows of an end for good.
 TELLING = (b'"kind":"output"', b'"op":"close"', b'"phase":"error"')
+
+
+def _events_json(run_id: str, pieces: list[bytes], skipped: int) -> bytes:
+    """An `events` frame's UTF-8 JSON from its events' JSON pieces, with `skipped` when
+    some were left out."""
+    return b"".join(
+        (
+            b'{"type":"events","run":',
+            orjson.dumps(run_id),
+            b',"events":[',
+            b",".join(pieces),
+            b"]",
+            b',"skipped":%d}' % skipped if skipped else b"}",
+        )
+    )
 
 
 def thin(parts: list[Part], keep: int) -> tuple[list[bytes], int]:
