@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             live_events=settings.live_events,
             spare_collector=True,
             spare_main=True,
+            spares=settings.spares,
         )
         hub = live.LiveHub(manager, store, settings, asyncio.get_running_loop(), records)
         app.state.manager = manager

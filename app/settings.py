@@ -123,6 +123,16 @@ class Settings:
             "needs, but each viewer costs the server its own compression"
         ),
     )
+    spares: int = field(
+        default=2,
+        metadata=_doc(
+            "run main processes, and as many collector processes, kept started ahead of the "
+            "next runs so that a run starts at once; each pair holds about 65 MB while idle "
+            "(0: every run starts its processes when it starts)",
+            minimum=0,
+            maximum=8,
+        ),
+    )
     deadlock_seconds: float = field(
         default=1.0,
         metadata=_doc(
@@ -279,17 +289,3 @@ def _table() -> tuple[Setting, ...]:
 
 
 SETTINGS: tuple[Setting, ...] = _table()
-
-
-def settings_markdown() -> str:
-    """The README's settings table, rendered from SETTINGS."""
-    lines = [
-        "| Setting | Environment variable | `pipescope serve` option | Default | Meaning |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for s in SETTINGS:
-        meaning = s.help.replace("|", "\\|")
-        lines.append(
-            f"| `{s.name}` | `{s.env}` | `{s.option}` | `{s.default_text()}` | {meaning} |"
-        )
-    return "\n".join(lines) + "\n"

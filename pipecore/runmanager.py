@@ -21,8 +21,8 @@ from pipecore.scenarios import ParamError, get_scenario
 
 START_METHODS = ("forkserver", "spawn", "fork")
 MAX_NAME_CHARS = 120
-# Spare processes kept of each kind (collector, main): runs started one right after the
-# other each find one whose interpreter, imports and helpers are ready.
+# Spare processes kept of each kind (collector, main) by default: runs started one right
+# after the other each find one whose interpreter, imports and helpers are ready.
 SPARES = 2
 # A spare starts with the least CPU weight (runprocs.SPARE_NICE): three interpreters
 # starting amid a flood on 2 CPUs at normal weight raised its send -> frame p99 from
@@ -63,7 +63,11 @@ class RunManager:
         live_events: int = LIVE_EVENTS,
         spare_collector: bool = False,
         spare_main: bool = False,
+        spares: int = SPARES,
     ) -> None:
+        if isinstance(spares, bool) or not isinstance(spares, int) or spares < 0:
+            raise ValueError(f"spares must be an integer of at least 0, got {spares!r}")
+        self.spares = spares
         self.live_events = check_live_events(live_events)
         self.max_runs = max_runs
         self.max_processes = max_processes
@@ -78,14 +82,14 @@ class RunManager:
         # A server killed (SIGKILL, a crash) never tore its runs down: end their processes
         # and remove their directories (shared memory under /dev/shm) now.
         self.swept: Swept = sweep(run_root)
-        # Collector processes started ahead of the next runs (SPARES of them, the first now,
+        # Collector processes started ahead of the next runs (`spares` of them, the first now,
         # the others one by one): a run starts without waiting for the collector's interpreter.
-        self._keep_spares = SPARES if spare_collector else 0
-        self._spares = [collectmain.start_spare()] if spare_collector else []
+        self._keep_spares = spares if spare_collector else 0
+        self._spares = [collectmain.start_spare()] if self._keep_spares else []
         # A run's main process started ahead the same way, its imports and (for forkserver)
         # its fork server ready: the run starts without waiting for either.
-        self._keep_mains = SPARES if spare_main else 0
-        self._mains = [runmain.start_spare()] if spare_main else []
+        self._keep_mains = spares if spare_main else 0
+        self._mains = [runmain.start_spare()] if self._keep_mains else []
         self._refill_timer: threading.Timer | None = None
         self._refill_due = 0.0
         self._schedule_refill(FILL_DELAY)

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import SETTINGS, Settings, SettingsError, settings_markdown
+from app.settings import SETTINGS, Settings, SettingsError
+from app.settings_docs import settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,6 +67,10 @@ def test_options_override_the_environment() -> None:
             "10",
             "(--live-events): expected an integer from 1000 to 10000000, got 10",
         ),
+        ("PIPESCOPE_SPARES", "9", "(--spares): expected an integer from 0 to 8, got 9"),
+        ("PIPESCOPE_SPARES", "-1", "(--spares): expected an integer from 0 to 8, got -1"),
+        ("PIPESCOPE_SPARES", "1.5", "(--spares): expected an integer from 0 to 8, got '1.5'"),
+        ("PIPESCOPE_SPARES", "two", "(--spares): expected an integer from 0 to 8, got 'two'"),
         (
             "PIPESCOPE_WS_COMPRESSION",
             "maybe",
@@ -111,7 +116,9 @@ def test_readme_settings_table_is_the_generated_one() -> None:
     start, end = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
     assert start in readme and end in readme, f"README.md needs the markers {start} {end}"
     table = readme.split(start, 1)[1].split(end, 1)[0]
-    generate = 'python -c "from app.settings import settings_markdown; print(settings_markdown())"'
+    generate = (
+        'python -c "from app.settings_docs import settings_markdown; print(settings_markdown())"'
+    )
     assert table.strip() == settings_markdown().strip(), (
         f"README.md's settings table differs from app/settings.py; regenerate it with: {generate}"
     )
@@ -136,3 +143,19 @@ def test_the_live_event_bound_reaches_the_run_manager() -> None:
     app = create_app(Settings(db=":memory:", live_events=5000))
     with TestClient(app):
         assert app.state.manager.live_events == 5000
+
+
+@pytest.mark.parametrize("spares", [0, 8])
+def test_the_spare_count_is_read_from_the_environment_within_its_bounds(spares: int) -> None:
+    assert Settings.from_env({"PIPESCOPE_SPARES": str(spares)}).spares == spares
+    assert Settings().spares == 2
+
+
+def test_the_spare_count_reaches_the_run_manager() -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    app = create_app(Settings(db=":memory:", spares=0))
+    with TestClient(app):
+        assert app.state.manager.spares == 0
