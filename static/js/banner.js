@@ -1,6 +1,6 @@
 // Banners above the live view: the run's outcome, deadlock with who waits where, corruption, notices.
 
-import { outcomeText } from './i18n_run.js';
+import { behindCount, outcomeText } from './i18n_run.js';
 
 const TERMINAL = new Set(['completed', 'failed', 'stopped', 'timeout', 'deadlock', 'killed']);
 const MAX_LISTED = 50; // beyond this a banner only counts
@@ -57,9 +57,19 @@ export function createBanners(container, { t }) {
   let drawnKey = '';
   let last = null;
 
+  // The page's count of what it left out, in the page's language; once the run has ended
+  // without the promise that the page catches up.
+  const behind = (line, ended) => {
+    const count = behindCount(line);
+    return count === null ? line : t(ended ? 'window.behind.ended' : 'window.behind', { count });
+  };
+
   function draw(state, force = false) {
     last = state;
-    const banners = [...(state ? bannersFor(state, t) : []), ...notices];
+    const ended = TERMINAL.has(state?.status);
+    const shownNotices = notices.map((n) => (n.kind === 'window'
+      ? { ...n, lines: n.lines.map((line) => behind(line, ended)) } : n));
+    const banners = [...(state ? bannersFor(state, t) : []), ...shownNotices];
     const key = JSON.stringify(banners);
     if (key === drawnKey && !force) return;
     drawnKey = key;

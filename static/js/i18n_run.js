@@ -19,6 +19,7 @@ export const RUN_MESSAGES = {
     'window.events': '{shown} of {total} events held · {skipped} calls and output lines skipped',
     'window.sendUnseen': 'sent before the events the page holds',
     'window.behind': 'Events came faster than this page could draw them, so it showed only a sample of the latest and left out {count} calls and output lines. Nothing is lost: the run\'s record keeps every event (Export). Once the page catches up, it shows every event again.',
+    'window.behind.ended': 'Events came faster than this page could draw them, so it showed only a sample of the latest and left out {count} calls and output lines. The run has ended, so the page will not add them. Nothing is lost: the run\'s record keeps every event (Export).',
   },
   zh: {
     'outcome.completed': '场景已运行完毕',
@@ -38,8 +39,25 @@ export const RUN_MESSAGES = {
     'window.events': '保留 {total} 个事件中的 {shown} 个 · 跳过了 {skipped} 个调用和输出行',
     'window.sendUnseen': '在页面保留的事件之前发送',
     'window.behind': '事件来得比本页面绘制得快，所以页面只显示了最新事件中的一部分，略去了 {count} 个调用和输出行。没有丢失：运行记录保留了每个事件（导出）。页面跟上之后，会重新显示每个事件。',
+    'window.behind.ended': '事件来得比本页面绘制得快，所以页面只显示了最新事件中的一部分，略去了 {count} 个调用和输出行。运行已结束，页面不会再补上它们。没有丢失：运行记录保留了每个事件（导出）。',
   },
 };
+
+/**
+ * The count in a line made from 'window.behind' in any language, or null for any other
+ * line: the banner redraws such a line in the page's language, and once the run has ended
+ * as 'window.behind.ended' (the page will not catch up any more).
+ */
+export function behindCount(line) {
+  for (const texts of Object.values(RUN_MESSAGES)) {
+    const [before, after] = texts['window.behind'].split('{count}');
+    const fits = line.length > before.length + after.length;
+    if (fits && line.startsWith(before) && line.endsWith(after)) {
+      return line.slice(before.length, line.length - after.length);
+    }
+  }
+  return null;
+}
 
 // Outcomes whose text changes when an argument is empty: key -> that argument.
 const OPTIONAL = { exit_code: 'stderr' };

@@ -21,11 +21,17 @@ def number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-def banner_count(state: dict[str, Any]) -> int | None:
-    """The count of left-out events the page's banner states, or None without one."""
+def window_banner(state: dict[str, Any]) -> str | None:
+    """The text of the page's banner saying what it left out, or None without one."""
     texts = [b["text"] for b in state["banners"] if b["kind"] == "window"]
     assert len(texts) <= 1, state["banners"]
-    said = re.search(r"left out ([\d,]+) calls and output lines", texts[0]) if texts else None
+    return texts[0] if texts else None
+
+
+def banner_count(state: dict[str, Any]) -> int | None:
+    """The count of left-out events the page's banner states, or None without one."""
+    text = window_banner(state)
+    said = re.search(r"left out ([\d,]+) calls and output lines", text) if text else None
     return number(said.group(1)) if said else None
 
 
@@ -49,6 +55,22 @@ def test_a_thinned_flood_ends_with_the_run_totals_and_the_banner_counting_what_w
         lambda s: banner_count(s) == held["skipped"],
         what=f"the banner to say {held['skipped']:,} calls and output lines were left out",
     )
+    # The run is over, so the page will not catch up: the banner no longer says it will,
+    # and still points to the record, which keeps every event.
+    text = window_banner(state) or ""
+    assert "catches up" not in text and "The run has ended" in text, text
+    assert "Nothing is lost: the run's record keeps every event (Export)." in text, text
+    page.click("[data-action='lang']")
+    zh = wait_for(
+        page,
+        "window.pipescope.state()",
+        lambda s: "运行已结束" in (window_banner(s) or ""),
+        what="the banner in Chinese",
+    )
+    text = window_banner(zh) or ""
+    assert f"略去了 {held['skipped']:,} 个调用和输出行" in text and "跟上" not in text, text
+    assert "运行记录保留了每个事件（导出）。" in text, text
+    page.click("[data-action='lang']")
 
     # The run's end is whole: processes, ends, output, and the totals the panels show.
     writer = next(p for p in state["processes"] if p["name"] == "writer")
@@ -77,6 +99,42 @@ def test_a_thinned_flood_ends_with_the_run_totals_and_the_banner_counting_what_w
     )
     # What the log holds, what it let go and what never reached the page: every event.
     assert int(log["total"]) + int(log["skipped"]) == summary["events"]
+
+
+BANNER = """async () => {
+  const { createBanners } = await import('/static/js/banner.js');
+  const { createI18n } = await import('/static/js/i18n.js');
+  const i18n = createI18n('en');
+  const t = i18n.t;
+  const banners = createBanners(document.createElement('div'), { t });
+  const text = () => banners.element.querySelector('[data-banner="window"] li')?.textContent ?? '';
+  const seen = [];
+  banners.update({ status: 'running' });
+  banners.partial(t('window.behind', { count: (12345).toLocaleString('en-US') }));
+  seen.push(text());
+  banners.update({ status: 'completed' });
+  seen.push(text());
+  i18n.setLang('zh');
+  banners.refresh();
+  seen.push(text());
+  banners.partial('showing 2,000 of 9,000 events: 7,000 older calls and output lines are kept');
+  seen.push(text());
+  return seen;
+}"""
+
+
+def test_the_left_out_banner_promises_catching_up_only_while_the_run_goes(page: Any) -> None:
+    running, ended, ended_zh, server_notice = page.evaluate(BANNER)
+    assert "left out 12,345 calls and output lines" in running
+    assert running.endswith("Once the page catches up, it shows every event again."), running
+    assert "left out 12,345 calls and output lines" in ended
+    assert "catches up" not in ended and "The run has ended" in ended, ended
+    assert ended.endswith("Nothing is lost: the run's record keeps every event (Export)."), ended
+    # A change of language redraws it in the new one, the count kept.
+    assert "略去了 12,345 个调用和输出行" in ended_zh and "运行已结束" in ended_zh, ended_zh
+    assert "跟上" not in ended_zh and ended_zh.endswith("（导出）。"), ended_zh
+    # The server's own words about a window are shown as they are.
+    assert server_notice.endswith("7,000 older calls and output lines are kept"), server_notice
 
 
 THINNING = """async () => {
