@@ -1,9 +1,9 @@
-"""One shared stream per run: subscribed once, each batch encoded once for all its viewers."""
+"""One shared stream per run: subscribed once, each slice of it encoded once for all its viewers."""
 
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -23,21 +23,73 @@ Batch = list[Part]
 Frame = dict[str, Any]
 
 TERMINAL_STATES = frozenset({"completed", "failed", "stopped", "timeout", "deadlock", "killed"})
-# An `events` frame holds parts (pipecore.parts, at most PART_EVENTS events each) up to
-# about this size.
+# A slice (one `events` frame) holds parts (pipecore.parts, at most PART_EVENTS events
+# each) up to about this size.
 MAX_FRAME_BYTES = 1 << 20
-# Frames kept per run for viewers that are a frame or two apart.
+# Thinned frames kept per run for viewers that are a frame or two apart.
 FRAMES_SHARED = 4
 
 
+class Slice:
+    """A run's events from one stretch of its stream, cut the same for every viewer: its
+    `events` frame is built once, by the first viewer that sends it, and the others send
+    the same bytes whether they are up to date or some slices behind."""
+
+    __slots__ = ("_frame", "count", "first", "last", "parts", "run_id")
+
+    def __init__(self, run_id: str, parts: list[Part]) -> None:
+        self.run_id = run_id
+        self.parts = parts
+        self.first = parts[0].first
+        self.last = parts[-1].last
+        self.count = sum(part.count for part in parts)
+        self._frame: bytes | None = None
+
+    def frame(self) -> bytes:
+        """The `events` frame, as the UTF-8 JSON a binary websocket message carries
+        (docs/protocol.md): sent as it is, never decoded to a string nor encoded again."""
+        if self._frame is None:
+            self._frame = _events_json(self.run_id, [part.json() for part in self.parts], 0)
+        return self._frame
+
+
+class SharedFrame(dict[str, Any]):
+    """A control frame several viewers are sent: encoded once (app.viewer.encode)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, frame: Frame) -> None:
+        super().__init__(frame)
+        self.text: str | None = None
+
+
 class Channel:
-    """One run's stream on the loop: each batch encoded once for every viewer of the run."""
+    """One run's stream on the loop, cut into slices at most `interval` apart (or about
+    MAX_FRAME_BYTES long) that every viewer of the run shares."""
 
     def __init__(self, unsubscribe: Callable[[], None]) -> None:
         self.unsubscribe = unsubscribe
         self.viewers: set[Viewer] = set()
         # Watched runs stay open until they end, for the `runs` broadcast.
         self.watched = False
+        # The parts of the slice being cut, their JSON's length, and when one was last cut.
+        self.open: list[Part] = []
+        self.open_bytes = 0
+        self.cut_at = float("-inf")
+        self.timer: asyncio.TimerHandle | None = None
+        # Counts the slices handed out and the parts dropped while nobody viewed: a
+        # snapshot taken since the last count still joins on to the next slice.
+        self.epoch = 0
+        self._snapshot: tuple[int, SharedFrame, int] | None = None
+
+    def shared_snapshot(self, take: Callable[[], tuple[Frame, int]]) -> tuple[Frame, int]:
+        """A resynchronising snapshot frame and the events published when it was taken:
+        the one taken for another viewer since the last slice was handed out, if any (the
+        events after it wait in the open slice for every viewer), else a new one."""
+        if self._snapshot is None or self._snapshot[0] != self.epoch:
+            frame, total = take()
+            self._snapshot = (self.epoch, SharedFrame(frame), total)
+        return self._snapshot[1], self._snapshot[2]
 
 
 class LiveHub:
@@ -59,9 +111,9 @@ class LiveHub:
         self.loop = loop
         self.viewers: set[Viewer] = set()
         self._channels: dict[str, Channel] = {}
-        # run id -> the latest events frames built for it, with the parts they were built
-        # from: viewers that keep up wait for the same parts, and share one frame.
-        self._frames: dict[str, deque[tuple[list[bytes], bytes]]] = {}
+        # Slices are cut at most this often: a viewer that keeps up gets at most
+        # `viewer_fps` events frames a second.
+        self.interval = 1.0 / settings.viewer_fps
         # run id -> the latest thinned frames, with the parts and the `keep` they were built
         # for: one encode per variant, however many viewers asked for it.
         self._thinned: dict[str, deque[tuple[list[Part], int, bytes]]] = {}
@@ -98,23 +150,6 @@ class LiveHub:
         if not channel.viewers and not channel.watched:
             self._close_channel(run_id)
 
-    def events_frame(self, run_id: str, parts: list[bytes]) -> bytes:
-        """The `events` frame of these encoded parts (built once for every viewer), as
-        the UTF-8 JSON a binary websocket message carries (docs/protocol.md): sent as
-        it is, it is never decoded to a string here nor encoded again per viewer."""
-        # Shared only while the run's channel is open: a frame sent after the channel
-        # closed (a viewer's last batch) must not re-create a cache nobody clears.
-        built = self._frames.get(run_id)
-        if built is None and run_id in self._channels:
-            built = self._frames[run_id] = deque(maxlen=FRAMES_SHARED)
-        for used, frame in built or ():
-            if _same_parts(used, parts):
-                return frame
-        frame = _events_json(run_id, parts, 0)
-        if built is not None:
-            built.append((parts, frame))
-        return frame
-
     def thinned_frame(self, run_id: str, parts: list[Part], keep: int) -> bytes:
         """The `events` frame of these parts for a viewer that asked for thinned batches
         (docs/protocol.md, `thin`): every event but calls and output lines, the latest
@@ -133,10 +168,11 @@ class LiveHub:
         return frame
 
     def _close_channel(self, run_id: str) -> None:
-        self._frames.pop(run_id, None)
         self._thinned.pop(run_id, None)
         channel = self._channels.pop(run_id, None)
         if channel is not None:
+            if channel.timer is not None:
+                channel.timer.cancel()
             channel.unsubscribe()
 
     def watch(self, run: BaseRun) -> None:
@@ -150,19 +186,48 @@ class LiveHub:
         if channel is None or not batch:
             return
         if channel.viewers:
-            # The events as JSON, without the list's brackets: a viewer's frame joins the
-            # parts that waited for it with commas. A part's JSON is made once (or came
-            # made from the run's collector process) for every viewer.
             for part in batch:
-                for viewer in channel.viewers:
-                    viewer.deliver(run_id, part)
+                channel.open.append(part)
+                channel.open_bytes += len(part.json())
+            self._cut_when_due(run_id, channel)
+        else:
+            channel.epoch += 1
         states = [state for part in batch for state in part.states]
         if not states:
             return
         self.broadcast_runs()
         if states[-1] in TERMINAL_STATES:
             # Nothing follows a run's terminal state; viewers keep what they were sent.
+            self._cut(run_id)
             self._close_channel(run_id)
+
+    def _cut_when_due(self, run_id: str, channel: Channel) -> None:
+        """Cut the open slice now if the last cut is `interval` old or the slice is full;
+        otherwise make sure a cut is due when it is."""
+        if channel.timer is not None and channel.open_bytes < MAX_FRAME_BYTES:
+            return
+        due = channel.cut_at + self.interval - self.loop.time()
+        if due <= 0 or channel.open_bytes >= MAX_FRAME_BYTES:
+            self._cut(run_id)
+        else:
+            channel.timer = self.loop.call_later(due, self._cut, run_id)
+
+    def _cut(self, run_id: str) -> None:
+        """Hand the open slice to every viewer of the run."""
+        channel = self._channels.get(run_id)
+        if channel is None:
+            return
+        if channel.timer is not None:
+            channel.timer.cancel()
+            channel.timer = None
+        if not channel.open:
+            return
+        piece = Slice(run_id, channel.open)
+        channel.open, channel.open_bytes = [], 0
+        channel.epoch += 1
+        channel.cut_at = self.loop.time()
+        for viewer in channel.viewers:
+            viewer.deliver(run_id, piece)
 
     def summaries(self) -> list[dict[str, Any]]:
         return all_summaries(self.manager, self.records)
@@ -177,21 +242,6 @@ class LiveHub:
             self._close_channel(run_id)
         for viewer in list(self.viewers):
             await viewer.close()
-
-
-def frame_groups(parts: list[bytes]) -> Iterator[list[bytes]]:
-    """The parts in groups of about MAX_FRAME_BYTES: while a frame waits in a slow
-    viewer's socket buffer, the server holds one frame of it, not the whole backlog."""
-    group: list[bytes] = []
-    size = 0
-    for part in parts:
-        group.append(part)
-        size += len(part)
-        if size >= MAX_FRAME_BYTES:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group
 
 
 # What a thinned frame keeps besides the run's structure, found in a part's JSON without

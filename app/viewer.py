@@ -6,12 +6,13 @@ import json
 import logging
 import time
 from collections import deque
+from functools import partial
 
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
 
-from app.hub import Event, Frame, LiveHub, frame_groups
-from pipecore.parts import Part, part_of
+from app.hub import Event, Frame, LiveHub, SharedFrame, Slice
+from pipecore.parts import part_of
 from pipecore.runs import BaseRun
 
 log = logging.getLogger("pipescope.live")
@@ -27,6 +28,10 @@ RESYNC_TAIL = 2000
 
 def encode(frame: Frame) -> str:
     """A frame's JSON text (orjson; the standard library for what orjson refuses)."""
+    if isinstance(frame, SharedFrame):
+        if frame.text is None:
+            frame.text = encode(dict(frame))
+        return frame.text
     try:
         return orjson.dumps(frame).decode()
     except TypeError:  # an integer past 64 bits, a non-string key
@@ -46,6 +51,28 @@ def snapshot_of(run: BaseRun, tail: int | None = None) -> tuple[list[Event], int
     return events, int(events[-1]["seq"]) if events else 0
 
 
+def snapshot_frame(run: BaseRun, behind: int | None) -> tuple[Frame, int]:
+    """The `snapshot` frame of the run and how many events it has published; `behind`: for a
+    viewer that fell more than this many events behind (only the last RESYNC_TAIL calls
+    and output lines, and a notice saying so)."""
+    events, total = snapshot_of(run, None if behind is None else RESYNC_TAIL)
+    snapshot: Frame = {"type": "snapshot", "run": run.summary(), "events": events}
+    skipped = total - len(events)
+    if behind is not None:
+        snapshot["notice"] = (
+            f"fell more than {behind:,} events behind: showing {len(events):,} of "
+            f"{total:,} events, {skipped:,} older calls and output lines skipped"
+        )
+    elif skipped > 0:
+        snapshot["notice"] = (
+            f"showing {len(events):,} of {total:,} events: {skipped:,} older calls and "
+            "output lines are kept only in the run's record (export, /api/runs/ID/events)"
+        )
+    if skipped > 0:
+        snapshot["skipped"] = skipped
+    return snapshot, total
+
+
 class Viewer:
     """One websocket connection: its subscriptions, its bounded backlog and its sender."""
 
@@ -58,8 +85,8 @@ class Viewer:
         # already on their way when it subscribed (or resubscribed) carry no newer event.
         self.subscriptions: dict[str, int] = {}
         self.outbox: deque[Frame] = deque()
-        # run id -> parts of the events waiting to be sent, and how many they are
-        self.pending: dict[str, list[Part]] = {}
+        # run id -> slices of the events waiting to be sent, and how many they are
+        self.pending: dict[str, list[Slice]] = {}
         # run id -> `keep` of the runs whose batches this viewer asked to thin
         self.thinned: dict[str, int] = {}
         self.waiting: dict[str, int] = {}
@@ -104,23 +131,14 @@ class Viewer:
         self.unsubscribe(run.id)
         if keep is not None:  # a resynchronised viewer still wants what it asked for
             self.thinned[run.id] = keep
-        self.hub.channel(run).viewers.add(self)
-        events, total = snapshot_of(run, None if behind is None else RESYNC_TAIL)
+        channel = self.hub.channel(run)
+        channel.viewers.add(self)
+        if behind is None:
+            snapshot, total = snapshot_frame(run, None)
+        else:
+            # Viewers that fall behind together share one snapshot (and its encoding).
+            snapshot, total = channel.shared_snapshot(partial(snapshot_frame, run, behind))
         self.subscriptions[run.id] = total
-        snapshot: Frame = {"type": "snapshot", "run": run.summary(), "events": events}
-        skipped = total - len(events)
-        if behind is not None:
-            snapshot["notice"] = (
-                f"fell more than {behind:,} events behind: showing {len(events):,} of "
-                f"{total:,} events, {skipped:,} older calls and output lines skipped"
-            )
-        elif skipped > 0:
-            snapshot["notice"] = (
-                f"showing {len(events):,} of {total:,} events: {skipped:,} older calls and "
-                "output lines are kept only in the run's record (export, /api/runs/ID/events)"
-            )
-        if skipped > 0:
-            snapshot["skipped"] = skipped
         self.push(snapshot)
 
     def unsubscribe(self, run_id: str) -> None:
@@ -144,20 +162,22 @@ class Viewer:
         elif run_id in self.subscriptions:
             self.thinned[run_id] = keep
 
-    def deliver(self, run_id: str, part: Part) -> None:
-        """Take a part of the run's channel (its JSON is made once for every viewer)."""
+    def deliver(self, run_id: str, piece: Slice) -> None:
+        """Take a slice of the run's channel (its frame is built once for every viewer)."""
         since = self.subscriptions.get(run_id)
-        last = part.last
-        if since is None or last <= since or run_id in self.behind:
+        if since is None or piece.last <= since or run_id in self.behind:
             return
-        if part.first <= since:
-            # Partly in this viewer's snapshot already (it subscribed while the part was
-            # on its way to the loop): only the newer events.
-            part = part_of([e for e in part.events() if e["seq"] > since])
-        self.subscriptions[run_id] = last
-        self.pending.setdefault(run_id, []).append(part)
-        self.waiting[run_id] = self.waiting.get(run_id, 0) + part.count
-        self.backlog += part.count
+        if piece.first <= since:
+            # Partly in this viewer's snapshot already (it subscribed while the slice was
+            # being cut): only the newer events, in a slice of its own.
+            parts = [part for part in piece.parts if part.last > since]
+            if parts[0].first <= since:
+                parts[0] = part_of([e for e in parts[0].events() if e["seq"] > since])
+            piece = Slice(run_id, parts)
+        self.subscriptions[run_id] = piece.last
+        self.pending.setdefault(run_id, []).append(piece)
+        self.waiting[run_id] = self.waiting.get(run_id, 0) + piece.count
+        self.backlog += piece.count
         if self.backlog > self.limit and self.sending:
             # Too far behind: drop what waits and resend each run from a bounded snapshot,
             # so holding this viewer's backlog never costs more than the limit.
@@ -208,13 +228,14 @@ class Viewer:
                 started = time.monotonic()
                 batches, self.pending, self.backlog = self.pending, {}, 0
                 self.waiting.clear()
-                for run_id, parts in batches.items():
+                for run_id, slices in batches.items():
                     keep = self.thinned.get(run_id)
                     if keep is not None:
+                        parts = [part for piece in slices for part in piece.parts]
                         await self._send(self.hub.thinned_frame(run_id, parts, keep))
                         continue
-                    for group in frame_groups([part.json() for part in parts]):
-                        await self._send(self.hub.events_frame(run_id, group))
+                    for piece in slices:
+                        await self._send(piece.frame())
                 # Coalesce: whatever arrives meanwhile goes out together in the next frame,
                 # `interval` after this one started (sending a large frame takes a while).
                 await asyncio.sleep(max(0.0, started + self.interval - time.monotonic()))

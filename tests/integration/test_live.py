@@ -485,20 +485,3 @@ def test_frames_are_compressed_only_when_the_setting_says_so(
 def extensions_of(ws: ClientConnection) -> str:
     assert ws.response is not None
     return str(ws.response.headers.get("Sec-WebSocket-Extensions", ""))
-
-
-def test_frames_of_a_run_nobody_views_are_not_kept() -> None:
-    async def scenario(manager: RunManager, store: Store) -> None:
-        hub = LiveHub(manager, store, Settings(db=":memory:"), asyncio.get_running_loop(), [])
-        parts = [b'{"seq":1}', b'{"seq":2}']
-        frame = hub.events_frame("r-ended", parts)
-        # The frame is right, but the hub keeps no cache for a run without a channel
-        # (a viewer's last batch after its run ended must not leave one behind).
-        assert json.loads(frame) == {
-            "type": "events",
-            "run": "r-ended",
-            "events": [{"seq": 1}, {"seq": 2}],
-        }
-        assert "r-ended" not in hub._frames
-
-    run_with_manager_and_store(scenario)
