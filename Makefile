@@ -18,7 +18,7 @@ $(BIN)/python:
 	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 
 # The C record writer is built in place: a changed source rebuilds it.
-$(STAMP): $(BIN)/python pyproject.toml pipecore/_fastring.c
+$(STAMP): $(BIN)/python pyproject.toml pipecore/_fastring.h $(wildcard pipecore/_fastring_*.c)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
