@@ -13,7 +13,7 @@ from app.store import Store
 from app.viewer import Viewer
 from pipecore.parts import part_of
 from pipecore.runs import RunManager
-from tests.integration.test_live import NetworkSocket, run_with_manager_and_store
+from tests.integration.inprocess_hub import NetworkSocket, run_with_manager_and_store
 
 Frame = dict[str, Any]
 

@@ -15,13 +15,8 @@ from app.settings import Settings
 from app.store import Store
 from pipecore.parts import Part, encode_events, part_of, parts_of
 from pipecore.runs import RunManager
-from tests.integration.test_live import (
-    receive,
-    receive_until,
-    run_with_manager_and_store,
-    start_run,
-    viewer,
-)
+from tests.integration.inprocess_hub import run_with_manager_and_store
+from tests.integration.wsclient import receive, receive_until, start_run, viewer
 
 Frame = dict[str, Any]
 KEPT_KINDS = {"run", "pipe", "process", "attach", "verdict"}

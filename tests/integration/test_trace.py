@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import StartServer
-from tests.integration.test_live import follow_more, receive_until, viewer
+from tests.integration.wsclient import follow_more, receive_until, viewer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
