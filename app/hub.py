@@ -198,34 +198,35 @@ class LiveHub:
         self.broadcast_runs()
         if states[-1] in TERMINAL_STATES:
             # Nothing follows a run's terminal state; viewers keep what they were sent.
-            self._cut(run_id)
+            self._cut(run_id, timed=False)
             self._close_channel(run_id)
 
     def _cut_when_due(self, run_id: str, channel: Channel) -> None:
-        """Cut the open slice now if the last cut is `interval` old or the slice is full;
-        otherwise make sure a cut is due when it is."""
-        if channel.timer is not None and channel.open_bytes < MAX_FRAME_BYTES:
-            return
-        due = channel.cut_at + self.interval - self.loop.time()
-        if due <= 0 or channel.open_bytes >= MAX_FRAME_BYTES:
-            self._cut(run_id)
-        else:
-            channel.timer = self.loop.call_later(due, self._cut, run_id)
+        """Cut the open slice now if it is full, or if the last timed cut is `interval`
+        old; otherwise make sure a timed cut is due then. A full slice cut in between
+        leaves the timing as it is: what comes after it waits no longer for that."""
+        if channel.open_bytes >= MAX_FRAME_BYTES:
+            self._cut(run_id, timed=False)
+        elif channel.timer is None:
+            due = channel.cut_at + self.interval - self.loop.time()
+            if due <= 0:
+                self._cut(run_id)
+            else:
+                channel.timer = self.loop.call_later(due, self._cut, run_id)
 
-    def _cut(self, run_id: str) -> None:
+    def _cut(self, run_id: str, timed: bool = True) -> None:
         """Hand the open slice to every viewer of the run."""
         channel = self._channels.get(run_id)
         if channel is None:
             return
-        if channel.timer is not None:
-            channel.timer.cancel()
+        if timed:
             channel.timer = None
+            channel.cut_at = self.loop.time()
         if not channel.open:
             return
         piece = Slice(run_id, channel.open)
         channel.open, channel.open_bytes = [], 0
         channel.epoch += 1
-        channel.cut_at = self.loop.time()
         for viewer in channel.viewers:
             viewer.deliver(run_id, piece)
 

@@ -236,9 +236,11 @@ class Viewer:
                         continue
                     for piece in slices:
                         await self._send(piece.frame())
-                # Coalesce: whatever arrives meanwhile goes out together in the next frame,
-                # `interval` after this one started (sending a large frame takes a while).
-                await asyncio.sleep(max(0.0, started + self.interval - time.monotonic()))
+                if self.thinned:
+                    # The hub paces slices; thinned ones are joined by the viewer, so it
+                    # coalesces: whatever arrives meanwhile goes out together in the next
+                    # frame, `interval` after this one started.
+                    await asyncio.sleep(max(0.0, started + self.interval - time.monotonic()))
 
     def _resynchronise(self, run_id: str) -> None:
         try:
