@@ -7,20 +7,17 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from app.api import all_summaries
+from app.frames import Frame, FrameBytes, SharedFrame, Slice, events_json, thin
 from app.settings import Settings
 from app.store import Store
-from pipecore.parts import Part, encode_events, is_kept
+from pipecore.parts import Part
 from pipecore.runs import BaseRun, RunManager
 
 if TYPE_CHECKING:  # a viewer holds its hub; the hub only calls the viewers it is given
     from app.viewer import Viewer
 
-Event = dict[str, Any]
 Batch = list[Part]
-Frame = dict[str, Any]
 
 TERMINAL_STATES = frozenset({"completed", "failed", "stopped", "timeout", "deadlock", "killed"})
 # A slice (one `events` frame) holds parts (pipecore.parts, at most PART_EVENTS events
@@ -28,39 +25,6 @@ TERMINAL_STATES = frozenset({"completed", "failed", "stopped", "timeout", "deadl
 MAX_FRAME_BYTES = 1 << 20
 # Thinned frames kept per run for viewers that are a frame or two apart.
 FRAMES_SHARED = 4
-
-
-class Slice:
-    """A run's events from one stretch of its stream, cut the same for every viewer: its
-    `events` frame is built once, by the first viewer that sends it, and the others send
-    the same bytes whether they are up to date or some slices behind."""
-
-    __slots__ = ("_frame", "count", "first", "last", "parts", "run_id")
-
-    def __init__(self, run_id: str, parts: list[Part]) -> None:
-        self.run_id = run_id
-        self.parts = parts
-        self.first = parts[0].first
-        self.last = parts[-1].last
-        self.count = sum(part.count for part in parts)
-        self._frame: bytes | None = None
-
-    def frame(self) -> bytes:
-        """The `events` frame, as the UTF-8 JSON a binary websocket message carries
-        (docs/protocol.md): sent as it is, never decoded to a string nor encoded again."""
-        if self._frame is None:
-            self._frame = _events_json(self.run_id, [part.json() for part in self.parts], 0)
-        return self._frame
-
-
-class SharedFrame(dict[str, Any]):
-    """A control frame several viewers are sent: encoded once (app.viewer.encode)."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, frame: Frame) -> None:
-        super().__init__(frame)
-        self.text: str | None = None
 
 
 class Channel:
@@ -116,7 +80,7 @@ class LiveHub:
         self.interval = 1.0 / settings.viewer_fps
         # run id -> the latest thinned frames, with the parts and the `keep` they were built
         # for: one encode per variant, however many viewers asked for it.
-        self._thinned: dict[str, deque[tuple[list[Part], int, bytes]]] = {}
+        self._thinned: dict[str, deque[tuple[list[Part], int, FrameBytes]]] = {}
 
     def from_collector(self, handler: Callable[[Batch], None]) -> Callable[[Batch], None]:
         """Wrap a loop-side handler as a subscriber the collector thread may call.
@@ -150,22 +114,25 @@ class LiveHub:
         if not channel.viewers and not channel.watched:
             self._close_channel(run_id)
 
-    def thinned_frame(self, run_id: str, parts: list[Part], keep: int) -> bytes:
+    def thinned_frame(
+        self, run_id: str, parts: list[Part], keep: int, compress: bool = False
+    ) -> bytes:
         """The `events` frame of these parts for a viewer that asked for thinned batches
         (docs/protocol.md, `thin`): every event but calls and output lines, the latest
-        `keep` of those, and `skipped`, how many of them it leaves out. Built once for
-        every viewer that waits for the same parts with the same `keep`."""
+        `keep` of those, and `skipped`, how many of them it leaves out. Built (and
+        compressed, see FrameBytes) once for every viewer that waits for the same parts
+        with the same `keep`."""
         built = self._thinned.get(run_id)
         if built is None and run_id in self._channels:
             built = self._thinned[run_id] = deque(maxlen=FRAMES_SHARED)
         for used, kept, frame in built or ():
             if kept == keep and _same_parts(used, parts):
-                return frame
+                return frame.sent(compress)
         pieces, skipped = thin(parts, keep)
-        frame = _events_json(run_id, pieces, skipped)
+        frame = FrameBytes(events_json(run_id, pieces, skipped))
         if built is not None:
             built.append((parts, keep, frame))
-        return frame
+        return frame.sent(compress)
 
     def _close_channel(self, run_id: str) -> None:
         self._thinned.pop(run_id, None)
@@ -243,63 +210,6 @@ class LiveHub:
             self._close_channel(run_id)
         for viewer in list(self.viewers):
             await viewer.close()
-
-
-# What a thinned frame keeps besides the run's structure, found in a part's JSON without
-# decoding it: output lines (up to `keep` a frame), and calls that close an end or raise,
-# which change what the page shows of an end for good.
-TELLING = (b'"kind":"output"', b'"op":"close"', b'"phase":"error"')
-
-
-def _events_json(run_id: str, pieces: list[bytes], skipped: int) -> bytes:
-    """An `events` frame's UTF-8 JSON from its events' JSON pieces, with `skipped` when
-    some were left out."""
-    return b"".join(
-        (
-            b'{"type":"events","run":',
-            orjson.dumps(run_id),
-            b',"events":[',
-            b",".join(pieces),
-            b"]",
-            b',"skipped":%d}' % skipped if skipped else b"}",
-        )
-    )
-
-
-def thin(parts: list[Part], keep: int) -> tuple[list[bytes], int]:
-    """The parts' events as JSON pieces (encode_events' text, none empty) for a thinned
-    frame: every event a run keeps whole (`is_kept`), every call that closed an end or
-    raised, the latest `keep` output lines and the latest `keep` other calls; and how many
-    events it left out. A part is decoded only when it is cut or holds such an event among
-    those it drops: a flood's parts of plain calls are sent or dropped whole."""
-    pieces: list[bytes] = []
-    calls, lines, skipped = keep, keep, 0
-    for part in reversed(parts):
-        text = part.json()
-        telling = any(marker in text for marker in TELLING)
-        if not telling and part.others <= calls:
-            pieces.append(text)
-            calls -= part.others
-            continue
-        if not telling and not calls and part.others == part.count:
-            skipped += part.count
-            continue
-        kept: list[Event] = []
-        for event in reversed(part.events()):  # the latest first: they show the run now
-            if is_kept(event) or event.get("op") == "close" or event.get("phase") == "error":
-                kept.append(event)
-            elif event.get("kind") == "output" and lines:
-                lines -= 1
-                kept.append(event)
-            elif event.get("kind") != "output" and calls:
-                calls -= 1
-                kept.append(event)
-            else:
-                skipped += 1
-        kept.reverse()
-        pieces.append(encode_events(kept))
-    pieces.reverse()
-    return [piece for piece in pieces if piece], skipped
 
 
 def _same_parts(one: Sequence[object], other: Sequence[object]) -> bool:

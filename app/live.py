@@ -8,7 +8,8 @@ import asyncio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app.api import VERSION
-from app.hub import Event, Frame, LiveHub
+from app.frames import Event, Frame
+from app.hub import LiveHub
 from app.models import ClientFrame, FrameError, parse_client_frame
 from app.viewer import MAX_OUTBOX, OVERFLOW_REASON, RESYNC_TAIL, Viewer
 from pipecore.runs import NotControllable
@@ -30,13 +31,17 @@ __all__ = [
 STRUCTURE_KINDS = frozenset({"run", "pipe", "process", "attach", "verdict"})
 
 router = APIRouter()
+# What `/ws?compress=` may ask for: `events` frames as raw DEFLATE streams.
+COMPRESSION = "deflate-raw"
 
 
-async def serve(hub: LiveHub, websocket: WebSocket) -> None:
-    """Talk to one viewer until it leaves."""
-    viewer = Viewer(hub, websocket)
+async def serve(hub: LiveHub, websocket: WebSocket, compress: str | None = None) -> None:
+    """Talk to one viewer until it leaves; `compress`: what it asked for (`?compress=`)."""
+    viewer = Viewer(hub, websocket, compress=compress == COMPRESSION)
     hub.viewers.add(viewer)
     viewer.push({"type": "hello", "runs": hub.summaries(), "version": VERSION})
+    if compress is not None and compress != COMPRESSION:
+        refuse(viewer, f"compress: expected {COMPRESSION!r}, got {compress[:100]!r}")
     sender = asyncio.create_task(viewer.send_forever(), name="pipescope-viewer-sender")
     try:
         await receive_forever(viewer)
@@ -147,4 +152,4 @@ async def live(websocket: WebSocket) -> None:
     """The live stream (docs/protocol.md); Origin and token were checked by the AccessGuard."""
     await websocket.accept()
     hub: LiveHub = websocket.app.state.hub
-    await serve(hub, websocket)
+    await serve(hub, websocket, websocket.query_params.get("compress"))

@@ -11,7 +11,8 @@ from functools import partial
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
 
-from app.hub import Event, Frame, LiveHub, SharedFrame, Slice
+from app.frames import Event, Frame, SharedFrame, Slice
+from app.hub import LiveHub
 from pipecore.parts import part_of
 from pipecore.runs import BaseRun
 
@@ -76,9 +77,11 @@ def snapshot_frame(run: BaseRun, behind: int | None) -> tuple[Frame, int]:
 class Viewer:
     """One websocket connection: its subscriptions, its bounded backlog and its sender."""
 
-    def __init__(self, hub: LiveHub, websocket: WebSocket) -> None:
+    def __init__(self, hub: LiveHub, websocket: WebSocket, compress: bool = False) -> None:
         self.hub = hub
         self.websocket = websocket
+        # `events` frames go out as raw DEFLATE streams (/ws?compress=deflate-raw).
+        self.compress = compress
         self.interval = 1.0 / hub.settings.viewer_fps
         self.limit = hub.settings.viewer_backlog
         # run id -> the last seq this viewer holds: batches of the run's channel that were
@@ -232,10 +235,11 @@ class Viewer:
                     keep = self.thinned.get(run_id)
                     if keep is not None:
                         parts = [part for piece in slices for part in piece.parts]
-                        await self._send(self.hub.thinned_frame(run_id, parts, keep))
+                        frame = self.hub.thinned_frame(run_id, parts, keep, self.compress)
+                        await self._send(frame)
                         continue
                     for piece in slices:
-                        await self._send(piece.frame())
+                        await self._send(piece.sent(self.compress))
                 if self.thinned:
                     # The hub paces slices; thinned ones are joined by the viewer, so it
                     # coalesces: whatever arrives meanwhile goes out together in the next

@@ -7,7 +7,8 @@ from typing import Any, cast
 
 from fastapi import WebSocket
 
-from app.hub import LiveHub, Slice
+from app.frames import Slice
+from app.hub import LiveHub
 from app.settings import Settings
 from app.store import Store
 from app.viewer import Viewer

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection
 
-from app.hub import LiveHub, thin
+from app.frames import thin
+from app.hub import LiveHub
 from app.models import MAX_THIN_KEEP, FrameError, parse_client_frame
 from app.settings import Settings
 from app.store import Store

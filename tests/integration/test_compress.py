@@ -1,0 +1,99 @@
+"""/ws?compress=deflate-raw: `events` frames as raw DEFLATE streams, made once per frame."""
+
+import json
+import zlib
+
+from websockets.sync.client import ClientConnection
+
+from app.frames import FrameBytes, Slice
+from pipecore.parts import part_of
+from tests.integration.wsclient import (
+    TERMINAL,
+    Frame,
+    receive,
+    receive_until,
+    start_run,
+    viewer,
+)
+
+
+def messages_until_the_end(ws: ClientConnection, run_id: str) -> list[str | bytes]:
+    """Every message from the subscription to the frame with the run's terminal event."""
+    messages: list[str | bytes] = []
+    while True:
+        message = ws.recv(timeout=30)
+        messages.append(message)
+        frame = json.loads(inflated(message))
+        ended = any(e["kind"] == "run" and e["state"] in TERMINAL for e in frame.get("events", []))
+        if frame["type"] == "events" and frame["run"] == run_id and ended:
+            return messages
+
+
+def _compressed(message: str | bytes) -> bool:
+    return isinstance(message, bytes) and not message.startswith(b"{")
+
+
+def inflated(message: str | bytes) -> str | bytes:
+    if isinstance(message, bytes) and _compressed(message):
+        return zlib.decompress(message, -15)
+    return message
+
+
+def held_events(messages: list[str | bytes], run_id: str) -> list[Frame]:
+    events: list[Frame] = []
+    for message in messages:
+        frame = json.loads(inflated(message))
+        if frame["type"] == "snapshot" and frame["run"]["id"] == run_id:
+            events = list(frame["events"])
+        elif frame["type"] == "events" and frame["run"] == run_id:
+            events += frame["events"]
+    return events
+
+
+def test_a_compressing_viewer_gets_the_same_frames_deflated(live_server: str) -> None:
+    run_id = start_run(live_server, step_mode=True)
+    with viewer(live_server, "?compress=deflate-raw") as packed, viewer(live_server) as plain:
+        for ws in (packed, plain):
+            receive_until(ws, "hello")
+            ws.send(json.dumps({"type": "subscribe", "run": run_id}))
+            receive_until(ws, "snapshot")
+        packed.send(json.dumps({"type": "step_mode", "run": run_id, "on": False}))
+        got = messages_until_the_end(packed, run_id)
+        expected = messages_until_the_end(plain, run_id)
+
+    binary = [m for m in got if isinstance(m, bytes)]
+    assert binary and all(_compressed(m) for m in binary)
+    # Both subscribed before the run went on: the same slices, byte for byte once inflated.
+    assert [zlib.decompress(m, -15) for m in binary] == [
+        m for m in expected if isinstance(m, bytes)
+    ]
+    assert sum(map(len, binary)) < sum(len(m) for m in expected if isinstance(m, bytes))
+    # Every other frame stays text JSON.
+    assert all(json.loads(m)["type"] != "events" for m in got if isinstance(m, str))
+    assert [e["seq"] for e in held_events(got, run_id)] == [
+        e["seq"] for e in held_events(expected, run_id)
+    ]
+
+
+def test_an_unknown_compression_is_named_and_the_frames_stay_plain(live_server: str) -> None:
+    run_id = start_run(live_server)
+    with viewer(live_server, "?compress=gzip") as ws:
+        assert receive(ws)["type"] == "hello"
+        assert receive_until(ws, "error")["message"] == (
+            "compress: expected 'deflate-raw', got 'gzip'"
+        )
+        ws.send(json.dumps({"type": "subscribe", "run": run_id}))
+        messages = messages_until_the_end(ws, run_id)
+    assert not any(_compressed(m) for m in messages)
+    assert held_events(messages, run_id)[-1]["state"] == "completed"
+
+
+def test_a_frame_is_deflated_once_however_many_viewers_send_it() -> None:
+    events = [{"seq": s, "kind": "output", "text": "a line " * 20} for s in range(1, 301)]
+    piece = Slice("r1", [part_of(events[:100]), part_of(events[100:])])
+    deflated = piece.sent(compress=True)
+    assert piece.sent(compress=True) is deflated
+    assert zlib.decompress(deflated, -15) == piece.frame() == piece.sent(compress=False)
+    assert len(deflated) * 10 < len(piece.frame())
+    thinned = FrameBytes(b'{"type":"events","run":"r1","events":[],"skipped":3}')
+    assert zlib.decompress(thinned.sent(True), -15) == thinned.json
