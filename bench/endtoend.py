@@ -7,6 +7,7 @@ import queue
 import re
 import threading
 import time
+import zlib
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,10 +93,11 @@ def _writer_rate(text: str) -> float | None:
     return int(match.group(1)) / max(float(match.group(2)), 1e-9)
 
 
-def viewer_connection(server: Server) -> ClientConnection:
+def viewer_connection(server: Server, compress: bool = False) -> ClientConnection:
     # No keepalive pings: a flooded server may not answer one in time, and that is measured
     # as latency, not treated as a dead connection.
-    conn = connect(server.ws_url, max_size=None, open_timeout=10, ping_interval=None)
+    url = server.ws_url + ("?compress=deflate-raw" if compress else "")
+    conn = connect(url, max_size=None, open_timeout=10, ping_interval=None)
     hello = json.loads(conn.recv(timeout=10))
     if hello.get("type") != "hello":
         raise RuntimeError(f"expected a hello frame first, got {hello.get('type')!r}")
@@ -108,7 +110,8 @@ def flood(messages: int, viewer: bool, ws_compression: bool | None = None) -> Fl
     with serve(ws_compression=ws_compression) as server:
         result.rss_start_kib = server.rss_kib()
         if viewer:
-            with viewer_connection(server) as conn:
+            # Compressed `events` frames, as the page asks for them.
+            with viewer_connection(server, compress=True) as conn:
                 run_id = server.start_run("flood", {"messages": messages})
                 conn.send(json.dumps({"type": "subscribe", "run": run_id}))
                 _watch(server, conn, run_id, result)
@@ -191,6 +194,8 @@ def _watch(server: Server, conn: ClientConnection, run_id: str, result: Flood) -
     arrivals = _Arrivals(conn)
     while True:
         arrived, raw = arrivals.next()
+        if isinstance(raw, bytes):  # an `events` frame, a raw DEFLATE stream
+            raw = zlib.decompress(raw, -15)
         frame = orjson.loads(raw)  # a fast parser, as a browser has: measure the server
         kind = frame.get("type")
         if kind == "snapshot" and frame["run"]["id"] == run_id:

@@ -9,17 +9,23 @@ import os
 import selectors
 import socket
 import struct
+import zlib
 
 # The run's terminal event is the last of the frame that ends it; its state is within
 # this many bytes of the frame's end.
 TAIL_BYTES = 2000
 _SNAPSHOT = b'{"type":"snapshot"'
+# A text message up to this size is kept whole: a `runs` frame may announce the run's end.
+TEXT_KEPT = 1 << 16
 _CHUNK = 1 << 20
 
 
-def handshake(host: str, rcvbuf: int | None = None, timeout: float = 10) -> socket.socket:
+def handshake(
+    host: str, rcvbuf: int | None = None, timeout: float = 10, compress: bool = True
+) -> socket.socket:
     """A socket to `host` ("address:port") past the websocket handshake on /ws, with
-    nothing after the handshake read."""
+    nothing after the handshake read; with `compress` it asks for `events` frames as
+    raw DEFLATE streams (`/ws?compress=deflate-raw`), as the page does."""
     address, port = host.split(":")
     sock = socket.socket()
     sock.settimeout(timeout)
@@ -27,9 +33,10 @@ def handshake(host: str, rcvbuf: int | None = None, timeout: float = 10) -> sock
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect((address, int(port)))
     key = base64.b64encode(os.urandom(16)).decode()
+    path = "/ws?compress=deflate-raw" if compress else "/ws"
     sock.sendall(
         (
-            f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
@@ -62,13 +69,28 @@ def subscribe(sock: socket.socket, run_id: str) -> None:
 
 class Follower:
     """Follows one viewer's frames to the run's end: it parses only frame headers and
-    keeps each message's first bytes (to count snapshots) and last bytes (to see the end)."""
+    keeps each message's first bytes (to count snapshots) and last bytes (to see the end).
 
-    def __init__(self, sock: socket.socket, ends: list[bytes]) -> None:
+    A `compressed` viewer's binary messages are raw DEFLATE streams, whose last bytes
+    say nothing: it keeps small text messages whole instead, and once a `runs` frame
+    announces that the run (`run_id`, or any run without one) reached a state of `ends`,
+    it inflates the binary messages that follow to see the terminal `run` event.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        ends: list[bytes],
+        run_id: str | None = None,
+        compressed: bool = True,
+    ) -> None:
         self.sock = sock
         self.ends = ends
+        self.run_id = run_id
+        self.compressed = compressed
         self.ended = False
         self.closed = False
+        self.announced = False  # a `runs` frame announced the run's end
         self.snapshots = 0
         self._header = bytearray()
         self._in_payload = False
@@ -76,7 +98,9 @@ class Follower:
         self._opcode = 0
         self._fin = True
         self._head = bytearray()  # the current message's first bytes
-        self._tail = b""  # the current message's last bytes
+        self._tail = b""  # the current message's last bytes (inflated, when inflating)
+        self._text: bytearray | None = None  # the current text message, while small
+        self._inflater: zlib._Decompress | None = None
         self._control = bytearray()
 
     def feed(self, data: memoryview) -> None:
@@ -112,8 +136,7 @@ class Follower:
         if opcode != 0:
             self._opcode = opcode
             if opcode < 8:
-                self._head.clear()
-                self._tail = b""
+                self._start_message(opcode)
         self._header.clear()
         self._left = length
         self._in_payload = length > 0
@@ -121,13 +144,43 @@ class Follower:
             self._frame_done()
         return at + 1
 
+    def _start_message(self, opcode: int) -> None:
+        self._head.clear()
+        self._tail = b""
+        self._text = bytearray() if opcode == 1 else None
+        inflate = self.compressed and self.announced and opcode == 2
+        self._inflater = zlib.decompressobj(-15) if inflate else None
+
     def _payload(self, chunk: memoryview) -> None:
         if self._opcode >= 8:
             self._control += chunk
             return
         if len(self._head) < len(_SNAPSHOT):
             self._head += chunk[: len(_SNAPSHOT) - len(self._head)]
-        self._tail = (self._tail + bytes(chunk[-TAIL_BYTES:]))[-TAIL_BYTES:]
+        if self._text is not None:
+            if len(self._text) + len(chunk) <= TEXT_KEPT:
+                self._text += chunk
+            else:
+                self._text = None
+        if self._inflater is not None:
+            self._inflate(self._inflater, chunk)
+        else:
+            self._keep_tail(chunk)
+
+    def _keep_tail(self, data: bytes | memoryview) -> None:
+        self._tail = (self._tail + bytes(data[-TAIL_BYTES:]))[-TAIL_BYTES:]
+
+    def _inflate(self, inflater: zlib._Decompress, data: bytes | memoryview) -> None:
+        try:
+            # Bounded output steps: only the last bytes are kept, never the whole frame.
+            while data:
+                self._keep_tail(inflater.decompress(data, _CHUNK))
+                data = inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise RuntimeError(
+                f"expected a raw DEFLATE `events` message after the run's end, got one "
+                f"that does not inflate ({exc}), starting {bytes(self._head)!r}"
+            ) from exc
 
     def _frame_done(self) -> None:
         if self._opcode == 9:  # ping: answer it
@@ -135,12 +188,35 @@ class Follower:
         elif self._opcode == 8:
             self.closed = True
         elif self._fin and self._opcode in (1, 2):
-            self.snapshots += self._head.startswith(_SNAPSHOT)
-            tail = self._tail
-            if b'"kind":"run"' in tail and any(state in tail for state in self.ends):
-                self.ended = True
+            self._message_done()
         if self._opcode >= 8:
             self._control.clear()
+
+    def _message_done(self) -> None:
+        head = self._head
+        self.snapshots += head.startswith(_SNAPSHOT)
+        if self._text is not None and not head.startswith(_SNAPSHOT):
+            self.announced = self.announced or self._announces_end(bytes(self._text))
+        if self._inflater is not None:
+            self._keep_tail(self._inflater.flush())
+        # Only snapshots and `events` frames carry events; compressed bytes say nothing.
+        if self._opcode == 1 and not head.startswith(_SNAPSHOT):
+            return
+        if self._opcode == 2 and self.compressed and self._inflater is None:
+            return
+        tail = self._tail
+        if b'"kind":"run"' in tail and any(state in tail for state in self.ends):
+            self.ended = True
+
+    def _announces_end(self, message: bytes) -> bool:
+        frame = json.loads(message)
+        if frame.get("type") != "runs":
+            return False
+        return any(
+            (self.run_id is None or run.get("id") == self.run_id)
+            and b'"state":' + json.dumps(run.get("state")).encode() in self.ends
+            for run in frame["runs"]
+        )
 
 
 def follow_all(followers: list[Follower], idle_timeout: float) -> None:

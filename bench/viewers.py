@@ -19,9 +19,11 @@ def many_viewers(messages: int, viewers: int = 50, pairs: int = 2) -> dict[str, 
     """The flood writer's frames/s with `viewers` websocket viewers (one of them never
     reading) against the same flood with none, alternating, each on a fresh server.
 
-    The reading viewers live in a process of their own and parse nothing but the
-    websocket frame headers, looking for the run's end in each frame's last bytes, so
-    that what they cost the machine stays close to the kernel's copy of the bytes.
+    The reading viewers live in a process of their own, ask for compressed `events`
+    frames as the page does, and parse nothing but the websocket frame headers until a
+    `runs` frame announces the run's end (they inflate only the frames after it, to see
+    the terminal event), so that what they cost the machine stays close to the kernel's
+    copy of the bytes.
     """
     plan = [v for rep in range(pairs) for v in ((0, viewers) if rep % 2 == 0 else (viewers, 0))]
     runs: list[dict[str, Any]] = []
@@ -97,7 +99,7 @@ def stalled_viewer(host: str, run_ids: list[str]) -> socket.socket:
 def _readers_process(url: str, run_id: str, count: int, report: Connection) -> None:
     host = url.removeprefix("ws://").removesuffix("/ws")
     followers = [
-        Follower(handshake(host), [f'"state":"{s}"'.encode() for s in TERMINAL])
+        Follower(handshake(host), [f'"state":"{s}"'.encode() for s in TERMINAL], run_id)
         for _ in range(count)
     ]
     try:
