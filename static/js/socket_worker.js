@@ -7,6 +7,7 @@
 // still waits beyond maxWaiting is thinned here, so the page never reads events it would drop.
 
 import { orderSnapshot, skippable } from './feed.js';
+import { canInflate, compressedUrl, createFrameReader } from './socket_decode.js';
 
 const SLICE = 500; // events per message to the page
 // Messages the page has not acknowledged yet: one, so a page that acknowledges once a frame
@@ -101,7 +102,6 @@ export function thin(frames, keep) {
 }
 
 function runWorker({ maxWaiting = 20000, keep = 2000 } = {}) {
-  const utf8 = new TextDecoder();
   const thinning = createThinning();
   let ws = null;
   let queue = []; // parsed frames not posted yet, in order
@@ -151,23 +151,16 @@ function runWorker({ maxWaiting = 20000, keep = 2000 } = {}) {
 
   globalThis.onmessage = ({ data }) => {
     if (data.open) {
-      ws = new WebSocket(data.open);
-      // `events` frames come as binary messages holding UTF-8 JSON; the rest as text.
+      const compressed = canInflate();
+      const reader = createFrameReader(take, { compressed });
+      ws = new WebSocket(compressed ? compressedUrl(data.open) : data.open);
+      // `events` frames come as binary messages (raw DEFLATE when compressed); the rest as
+      // text. Each goes through the reader, so all are taken in the order they arrived.
       ws.binaryType = 'arraybuffer';
       ws.onopen = () => postMessage({ event: 'open' });
-      ws.onclose = () => postMessage({ event: 'close' });
-      ws.onerror = () => postMessage({ event: 'error' });
-      ws.onmessage = (message) => {
-        let frame;
-        try {
-          const text =
-            typeof message.data === 'string' ? message.data : utf8.decode(message.data);
-          frame = JSON.parse(text);
-        } catch {
-          return; // the server only sends JSON; ignore anything else rather than stop
-        }
-        take(frame);
-      };
+      ws.onclose = () => reader.after(() => postMessage({ event: 'close' }));
+      ws.onerror = () => reader.after(() => postMessage({ event: 'error' }));
+      ws.onmessage = (message) => reader.read(message.data);
     } else if (data.ack) {
       inFlight = Math.max(0, inFlight - data.ack);
       flush();
