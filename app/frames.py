@@ -1,18 +1,16 @@
 """The `events` frames a run's viewers share: slices of the stream, thinned frames, and
 their bytes on the wire (UTF-8 JSON, or raw DEFLATE for a viewer that asked)."""
 
-import zlib
 from typing import Any
 
 import orjson
 
-from pipecore.parts import Part, encode_events, is_kept
+from pipecore.parts import DEFLATE_END, Part, deflated, encode_events, is_kept
 
 Event = dict[str, Any]
 Frame = dict[str, Any]
 
-# zlib's fastest level: about 475 MB/s and 1/21 of a flood's JSON (level 6: 186 MB/s, 1/28).
-DEFLATE_LEVEL = 1
+_COMMA = deflated(b",")
 
 
 class FrameBytes:
@@ -30,15 +28,8 @@ class FrameBytes:
         if not compress:
             return self.json
         if self._deflated is None:
-            self._deflated = deflate_raw(self.json)
+            self._deflated = deflated(self.json) + DEFLATE_END
         return self._deflated
-
-
-def deflate_raw(data: bytes) -> bytes:
-    """`data` as a raw DEFLATE stream (RFC 1951, no header), at zlib's fastest level: a
-    flood's frames shrink to about 1/21, at several hundred MB/s."""
-    compressor = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
-    return compressor.compress(data) + compressor.flush()
 
 
 class Slice:
@@ -46,7 +37,7 @@ class Slice:
     `events` frame is built once, by the first viewer that sends it, and the others send
     the same bytes whether they are up to date or some slices behind."""
 
-    __slots__ = ("_frame", "count", "first", "last", "parts", "run_id")
+    __slots__ = ("_deflated", "_frame", "count", "first", "last", "parts", "run_id")
 
     def __init__(self, run_id: str, parts: list[Part]) -> None:
         self.run_id = run_id
@@ -54,20 +45,32 @@ class Slice:
         self.first = parts[0].first
         self.last = parts[-1].last
         self.count = sum(part.count for part in parts)
-        self._frame: FrameBytes | None = None
+        self._frame: bytes | None = None
+        self._deflated: bytes | None = None
 
     def frame(self) -> bytes:
         """The `events` frame's UTF-8 JSON: sent as it is, never decoded to a string nor
         encoded again."""
-        return self.sent(compress=False)
+        if self._frame is None:
+            self._frame = events_json(self.run_id, [part.json() for part in self.parts], 0)
+        return self._frame
 
     def sent(self, compress: bool) -> bytes:
-        """The binary message of the `events` frame, compressed or not (FrameBytes)."""
-        if self._frame is None:
-            self._frame = FrameBytes(
-                events_json(self.run_id, [part.json() for part in self.parts], 0)
-            )
-        return self._frame.sent(compress)
+        """The binary message of the `events` frame: its JSON, or that JSON's raw DEFLATE
+        stream joined from the parts' own compressed pieces (Part.deflated, shared with
+        the store's record of each part) and the frame's few bytes around them."""
+        if not compress:
+            return self.frame()
+        if self._deflated is None:
+            head, _, tail = events_json(self.run_id, [b"\0"], 0).partition(b"\0")
+            pieces = [deflated(head)]
+            for at, part in enumerate(self.parts):
+                if at:
+                    pieces.append(_COMMA)
+                pieces.append(part.deflated())
+            pieces += (deflated(tail), DEFLATE_END)
+            self._deflated = b"".join(pieces)
+        return self._deflated
 
 
 class SharedFrame(dict[str, Any]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import orjson
@@ -15,6 +16,21 @@ KEPT_KINDS = frozenset({"run", "pipe", "process", "attach"})
 # A part holds at most this many events, so that a frame made of parts stays near 1 MiB
 # and a viewer that subscribed in the middle of one decodes little to trim it.
 PART_EVENTS = 1000
+
+
+# zlib's fastest level: about 475 MB/s and 1/21 of a flood's JSON (level 6: 186 MB/s, 1/28).
+DEFLATE_LEVEL = 1
+# The last block of a raw DEFLATE stream (empty, final): it closes pieces made by deflated().
+DEFLATE_END = b"\x03\x00"
+
+
+def deflated(data: bytes) -> bytes:
+    """`data` as raw DEFLATE blocks (RFC 1951, no header) ending on a byte boundary and
+    not final (a sync flush): such pieces, one after another and closed by DEFLATE_END,
+    are one stream that inflates to their data joined. A piece refers to no byte before
+    it, so each is made once and joined into whatever frame or record holds it."""
+    compressor = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
 def is_kept(event: Event) -> bool:
@@ -46,7 +62,7 @@ class Part:
     each time they are asked for, so that holding it costs only its text.
     """
 
-    __slots__ = ("_events", "_json", "count", "first", "last", "others", "states")
+    __slots__ = ("_deflated", "_events", "_json", "count", "first", "last", "others", "states")
 
     def __init__(
         self,
@@ -69,6 +85,7 @@ class Part:
         self.states = states
         self._events = events
         self._json = text
+        self._deflated: bytes | None = None
 
     def events(self) -> list[Event]:
         """The part's events, in `seq` order."""
@@ -83,6 +100,13 @@ class Part:
             assert self._events is not None
             self._json = encode_events(self._events)
         return self._json
+
+    def deflated(self) -> bytes:
+        """json() as a piece of raw DEFLATE stream (`deflated`), made once: the store's
+        record of the part and every compressed frame that carries it share it."""
+        if self._deflated is None:
+            self._deflated = deflated(self.json())
+        return self._deflated
 
 
 def part_of(events: list[Event]) -> Part:

@@ -3,9 +3,11 @@
 import json
 import zlib
 
+import httpx
 from websockets.sync.client import ClientConnection
 
 from app.frames import FrameBytes, Slice
+from app.storewriter import packed
 from pipecore.parts import part_of
 from tests.integration.wsclient import (
     TERMINAL,
@@ -18,7 +20,7 @@ from tests.integration.wsclient import (
 
 
 def messages_until_the_end(ws: ClientConnection, run_id: str) -> list[str | bytes]:
-    """Every message from the subscription to the frame with the run's terminal event."""
+    """Every message from now to the frame with the run's terminal event."""
     messages: list[str | bytes] = []
     while True:
         message = ws.recv(timeout=30)
@@ -27,6 +29,13 @@ def messages_until_the_end(ws: ClientConnection, run_id: str) -> list[str | byte
         ended = any(e["kind"] == "run" and e["state"] in TERMINAL for e in frame.get("events", []))
         if frame["type"] == "events" and frame["run"] == run_id and ended:
             return messages
+
+
+def until_the_snapshot(ws: ClientConnection) -> list[str | bytes]:
+    messages: list[str | bytes] = []
+    while not messages or json.loads(inflated(messages[-1]))["type"] != "snapshot":
+        messages.append(ws.recv(timeout=30))
+    return messages
 
 
 def _compressed(message: str | bytes) -> bool:
@@ -56,23 +65,37 @@ def test_a_compressing_viewer_gets_the_same_frames_deflated(live_server: str) ->
         for ws in (packed, plain):
             receive_until(ws, "hello")
             ws.send(json.dumps({"type": "subscribe", "run": run_id}))
-            receive_until(ws, "snapshot")
+        # Both hold their snapshot before the run goes on; what they received is kept.
+        got, expected = until_the_snapshot(packed), until_the_snapshot(plain)
         packed.send(json.dumps({"type": "step_mode", "run": run_id, "on": False}))
-        got = messages_until_the_end(packed, run_id)
-        expected = messages_until_the_end(plain, run_id)
+        got += messages_until_the_end(packed, run_id)
+        expected += messages_until_the_end(plain, run_id)
 
     binary = [m for m in got if isinstance(m, bytes)]
     assert binary and all(_compressed(m) for m in binary)
-    # Both subscribed before the run went on: the same slices, byte for byte once inflated.
-    assert [zlib.decompress(m, -15) for m in binary] == [
-        m for m in expected if isinstance(m, bytes)
-    ]
     assert sum(map(len, binary)) < sum(len(m) for m in expected if isinstance(m, bytes))
     # Every other frame stays text JSON.
     assert all(json.loads(m)["type"] != "events" for m in got if isinstance(m, str))
-    assert [e["seq"] for e in held_events(got, run_id)] == [
-        e["seq"] for e in held_events(expected, run_id)
-    ]
+    record = httpx.get(f"{live_server}/api/runs/{run_id}/events").json()
+    assert held_events(got, run_id) == held_events(expected, run_id) == record
+    # Past both snapshots the two viewers get the same slices: byte for byte once inflated.
+    both = max(_snapshot_end(got, run_id), _snapshot_end(expected, run_id))
+    inflated_frames = {_first_seq(zlib.decompress(m, -15)): zlib.decompress(m, -15) for m in binary}
+    plain_frames = {_first_seq(m): m for m in expected if isinstance(m, bytes)}
+    later = {seq for seq in inflated_frames if seq > both}
+    assert later and all(inflated_frames[seq] == plain_frames[seq] for seq in later)
+
+
+def _first_seq(frame: bytes) -> int:
+    return int(json.loads(frame)["events"][0]["seq"])
+
+
+def _snapshot_end(messages: list[str | bytes], run_id: str) -> int:
+    snapshots = [json.loads(m) for m in messages if isinstance(m, str)]
+    return max(
+        (f["events"][-1]["seq"] for f in snapshots if f["type"] == "snapshot" and f["events"]),
+        default=0,
+    )
 
 
 def test_an_unknown_compression_is_named_and_the_frames_stay_plain(live_server: str) -> None:
@@ -97,3 +120,16 @@ def test_a_frame_is_deflated_once_however_many_viewers_send_it() -> None:
     assert len(deflated) * 10 < len(piece.frame())
     thinned = FrameBytes(b'{"type":"events","run":"r1","events":[],"skipped":3}')
     assert zlib.decompress(thinned.sent(True), -15) == thinned.json
+
+
+def test_the_store_and_the_compressed_frames_share_each_parts_compression() -> None:
+    events = [{"seq": s, "kind": "output", "text": f"line {s}"} for s in range(1, 2001)]
+    parts = [part_of(events[:1000]), part_of(events[1000:])]
+    record = packed(parts[0])
+    # The store's chunk is a whole zlib stream (its check is verified on inflating) ...
+    assert json.loads(zlib.decompress(record)) == events[:1000]
+    frame = Slice("r1", parts).sent(compress=True)
+    # ... and it and the frame are joined around the one compressed piece of the part.
+    assert parts[0].deflated() in record and parts[0].deflated() in frame
+    assert parts[1].deflated() in frame
+    assert json.loads(zlib.decompress(frame, -15))["events"] == events
