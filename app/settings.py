@@ -118,9 +118,10 @@ class Settings:
     ws_compression: bool = field(
         default=False,
         metadata=_doc(
-            "compress websocket frames (permessage-deflate) for viewers that offer it: a "
-            "flood's frames shrink to about 1/20, which a remote viewer on a slow link "
-            "needs, but each viewer costs the server its own compression"
+            "compress every websocket frame (permessage-deflate) for viewers that offer it, "
+            "each viewer at the cost of its own compression; the page does not need it: "
+            "it asks for compressed events frames (/ws?compress=deflate-raw, made once "
+            "for all viewers)"
         ),
     )
     spares: int = field(
