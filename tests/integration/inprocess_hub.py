@@ -1,11 +1,13 @@
 """An in-process hub for tests: a manager and a store, and a socket standing in for a viewer's."""
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from app.store import Store
+from app.viewer import Viewer
 from pipecore.baserun import LIVE_EVENTS
 from pipecore.runs import RunManager
 
@@ -59,3 +61,17 @@ class NetworkSocket:
             elif frame["type"] == "events" and frame["run"] == run_id:
                 events += frame["events"]
         return events
+
+
+@contextlib.asynccontextmanager
+async def sending(*viewers: Viewer) -> AsyncIterator[None]:
+    """Run the viewers' senders while the block runs; then stop them and unsubscribe."""
+    senders = [asyncio.create_task(viewer.send_forever()) for viewer in viewers]
+    try:
+        yield
+    finally:
+        for sender in senders:
+            sender.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
+        for viewer in viewers:
+            viewer.unsubscribe_all()

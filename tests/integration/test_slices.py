@@ -14,7 +14,7 @@ from app.store import Store
 from app.viewer import Viewer
 from pipecore.parts import part_of
 from pipecore.runs import RunManager
-from tests.integration.inprocess_hub import NetworkSocket, run_with_manager_and_store
+from tests.integration.inprocess_hub import NetworkSocket, run_with_manager_and_store, sending
 
 Frame = dict[str, Any]
 
@@ -45,8 +45,7 @@ def test_a_viewer_slices_behind_sends_the_same_frames_as_one_that_keeps_up() -> 
         late_socket, prompt_socket = RawSocket(stalled=True), RawSocket(stalled=False)
         late = Viewer(hub, cast(WebSocket, late_socket))
         prompt = Viewer(hub, cast(WebSocket, prompt_socket))
-        senders = [asyncio.create_task(v.send_forever()) for v in (late, prompt)]
-        try:
+        async with sending(late, prompt):
             run = manager.start("backpressure", {"messages": 12, "delay": 0.01}, step_mode=True)
             late.subscribe(run)
             prompt.subscribe(run)
@@ -65,12 +64,6 @@ def test_a_viewer_slices_behind_sends_the_same_frames_as_one_that_keeps_up() -> 
             assert len(prompt_socket.raw) >= 2
             assert late_socket.raw == prompt_socket.raw
             assert not any("notice" in f for f in late_socket.sent)
-        finally:
-            for sender in senders:
-                sender.cancel()
-            await asyncio.gather(*senders, return_exceptions=True)
-            late.unsubscribe_all()
-            prompt.unsubscribe_all()
 
     run_with_manager_and_store(scenario)
 
@@ -107,8 +100,7 @@ def test_viewers_resynchronised_together_share_one_snapshot_and_miss_no_event() 
         hub = LiveHub(manager, store, Settings(db=":memory:"), asyncio.get_running_loop(), [])
         sockets = [RawSocket(stalled=False) for _ in range(2)]
         first, second = viewers = [Viewer(hub, cast(WebSocket, s)) for s in sockets]
-        senders = [asyncio.create_task(v.send_forever()) for v in viewers]
-        try:
+        async with sending(*viewers):
             run = manager.start("ping-pong", {}, step_mode=True)
             for one in viewers:
                 one.subscribe(run, behind=10)
@@ -127,11 +119,5 @@ def test_viewers_resynchronised_together_share_one_snapshot_and_miss_no_event() 
             ):
                 assert time.monotonic() < deadline, "a viewer never got the whole run"
                 await asyncio.sleep(0.01)
-        finally:
-            for sender in senders:
-                sender.cancel()
-            await asyncio.gather(*senders, return_exceptions=True)
-            for one in viewers:
-                one.unsubscribe_all()
 
     run_with_manager_and_store(scenario)

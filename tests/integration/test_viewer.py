@@ -12,7 +12,7 @@ from app.settings import Settings
 from app.store import Store
 from app.viewer import MAX_OUTBOX, OVERFLOW_REASON, RESYNC_TAIL, Viewer
 from pipecore.runs import RunManager
-from tests.integration.inprocess_hub import NetworkSocket, run_with_manager_and_store
+from tests.integration.inprocess_hub import NetworkSocket, run_with_manager_and_store, sending
 
 
 def test_a_stalled_viewer_stays_bounded_and_never_holds_up_another() -> None:
@@ -24,8 +24,7 @@ def test_a_stalled_viewer_stays_bounded_and_never_holds_up_another() -> None:
         stalled_socket, healthy_socket = NetworkSocket(stalled=True), NetworkSocket(stalled=False)
         stalled = Viewer(hub, cast(WebSocket, stalled_socket))
         healthy = Viewer(hub, cast(WebSocket, healthy_socket))
-        senders = [asyncio.create_task(v.send_forever()) for v in (stalled, healthy)]
-        try:
+        async with sending(stalled, healthy):
             run = manager.start("backpressure", {"messages": 12, "delay": 0.01}, step_mode=True)
             stalled.subscribe(run)
             healthy.subscribe(run)
@@ -47,12 +46,6 @@ def test_a_stalled_viewer_stays_bounded_and_never_holds_up_another() -> None:
                 await asyncio.sleep(0.01)
             notices = [f["notice"] for f in stalled_socket.sent if "notice" in f]
             assert notices and f"fell more than {limit} events behind" in notices[0]
-        finally:
-            for sender in senders:
-                sender.cancel()
-            await asyncio.gather(*senders, return_exceptions=True)
-            stalled.unsubscribe_all()
-            healthy.unsubscribe_all()
 
     run_with_manager_and_store(scenario)
 
@@ -92,8 +85,7 @@ def test_a_resynchronising_snapshot_is_bounded_and_counts_what_it_skipped() -> N
         hub = LiveHub(manager, store, settings, asyncio.get_running_loop(), [])
         socket = NetworkSocket(stalled=True)
         late = Viewer(hub, cast(WebSocket, socket))
-        sender = asyncio.create_task(late.send_forever())
-        try:
+        async with sending(late):
             run = manager.start("flood", {"messages": 2000})
             late.subscribe(run)
             deadline = time.monotonic() + 60
@@ -107,10 +99,6 @@ def test_a_resynchronising_snapshot_is_bounded_and_counts_what_it_skipped() -> N
             ):
                 assert time.monotonic() < deadline, "the viewer never caught up"
                 await asyncio.sleep(0.01)
-        finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            late.unsubscribe_all()
 
         everything = run.events()
         resyncs = [f for f in socket.sent if f["type"] == "snapshot" and "skipped" in f]
