@@ -10,7 +10,10 @@ from pipecore.parts import DEFLATE_END, Part, deflated, encode_events, is_kept
 Event = dict[str, Any]
 Frame = dict[str, Any]
 
-_COMMA = deflated(b",")
+# An `events` frame's JSON after its last event (when it left none out).
+END_OF_EVENTS = b"]}"
+# The compressed pieces every compressed `events` frame has (pipecore.parts.deflated).
+_COMMA, _END_OF_EVENTS = deflated(b","), deflated(END_OF_EVENTS)
 
 
 class FrameBytes:
@@ -62,13 +65,12 @@ class Slice:
         if not compress:
             return self.frame()
         if self._deflated is None:
-            head, _, tail = events_json(self.run_id, [b"\0"], 0).partition(b"\0")
-            pieces = [deflated(head)]
+            pieces = [deflated(events_head(self.run_id))]
             for at, part in enumerate(self.parts):
                 if at:
                     pieces.append(_COMMA)
                 pieces.append(part.deflated())
-            pieces += (deflated(tail), DEFLATE_END)
+            pieces += (_END_OF_EVENTS, DEFLATE_END)
             self._deflated = b"".join(pieces)
         return self._deflated
 
@@ -89,19 +91,16 @@ class SharedFrame(dict[str, Any]):
 TELLING = (b'"kind":"output"', b'"op":"close"', b'"phase":"error"')
 
 
+def events_head(run_id: str) -> bytes:
+    """An `events` frame's JSON up to its first event."""
+    return b'{"type":"events","run":' + orjson.dumps(run_id) + b',"events":['
+
+
 def events_json(run_id: str, pieces: list[bytes], skipped: int) -> bytes:
     """An `events` frame's UTF-8 JSON from its events' JSON pieces, with `skipped` when
     some were left out."""
-    return b"".join(
-        (
-            b'{"type":"events","run":',
-            orjson.dumps(run_id),
-            b',"events":[',
-            b",".join(pieces),
-            b"]",
-            b',"skipped":%d}' % skipped if skipped else b"}",
-        )
-    )
+    tail = b'],"skipped":%d}' % skipped if skipped else END_OF_EVENTS
+    return b"".join((events_head(run_id), b",".join(pieces), tail))
 
 
 def thin(parts: list[Part], keep: int) -> tuple[list[bytes], int]:
