@@ -172,7 +172,11 @@ export function createEventLog(root, { t }) {
       skipped = held?.skipped ?? 0;
       draw();
     },
-    refresh() { draw(true); },
+    /** Redraw every row in view (after a change of language), with the model's window `held`. */
+    refresh(held = null) {
+      skipped = held?.skipped ?? 0;
+      draw(true);
+    },
     get size() { return events.length; },
     destroy() { spacer.replaceChildren(); },
   };

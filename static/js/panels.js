@@ -61,7 +61,7 @@ export function createPanels({ $, i18n, api, model, onTabChange }) {
     refresh({ run, state, selected }) {
       source.refresh(run.scenario ?? selected, run.id ? state : null);
       output.refresh(state);
-      eventlog.refresh();
+      eventlog.refresh(state.window);
       message.refresh(state);
       banners.refresh();
     },
