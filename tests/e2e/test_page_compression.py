@@ -139,8 +139,8 @@ def test_a_compressed_ping_pong_shows_what_the_run_recorded(
     shown = wait_for(
         page,
         "document.querySelector(\"[data-stat='events'] dd\")?.textContent ?? ''",
-        lambda text: text != "",
-        what="the statistics to count the events",
+        lambda text: text != "" and number(text) == len(record),
+        what=f"the statistics to count the run's {len(record)} events",
     )
     assert number(shown) == len(record)
     page.click("[data-tab='events']")
