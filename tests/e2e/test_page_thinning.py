@@ -96,8 +96,9 @@ def test_a_thinned_flood_ends_with_the_run_totals_and_the_banner_counting_what_w
     log = wait_for(
         page,
         "({...document.querySelector('[data-eventlog]').dataset})",
-        lambda data: "total" in data
-        and int(data["total"]) + int(data["skipped"]) == summary["events"],
+        lambda data: (
+            "total" in data and int(data["total"]) + int(data["skipped"]) == summary["events"]
+        ),
         what=f"the event log to count all {summary['events']:,} events",
     )
     assert int(log["skipped"]) >= held["skipped"], log
