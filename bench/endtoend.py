@@ -185,40 +185,78 @@ class _Arrivals:
         return item
 
 
+def _announces_end(raw: str | bytes, run_id: str) -> bool:
+    """Whether `raw` is a `runs` frame saying that `run_id` reached a terminal state."""
+    if not isinstance(raw, str) or not raw.startswith('{"type":"runs"'):
+        return False
+    frame = orjson.loads(raw)
+    return any(r.get("id") == run_id and r.get("state") in TERMINAL for r in frame["runs"])
+
+
 def _watch(server: Server, conn: ClientConnection, run_id: str, result: Flood) -> None:
-    last_seq = 0
-    first = last = 0
-    next_check = time.monotonic()
-    latencies = result.latencies_ns
-    snapshots = 0
+    """Follow the run to its end. Until a `runs` frame announces the end, frames are only
+    received and stamped (by `_Arrivals`) and kept; they are inflated and parsed after it,
+    in arrival order, as the fifty viewers' readers do (`bench.rawviewer`): while the
+    flood runs, the viewer costs the machine its receiving only, as a browser on another
+    machine would, and its parsing does not take the workers' CPUs."""
     arrivals = _Arrivals(conn)
+    tally = _Tally(run_id, result)
+    kept: list[tuple[int, str | bytes]] = []
+    next_check = time.monotonic()
     while True:
         arrived, raw = arrivals.next()
+        kept.append((arrived, raw))
+        if _announces_end(raw, run_id):
+            break
+        if time.monotonic() > next_check:
+            _cap(server, run_id, result)
+            next_check = time.monotonic() + 0.5
+    for arrived, raw in kept:
+        if tally.take(arrived, raw):
+            return
+    while not tally.take(*arrivals.next()):
+        pass
+
+
+class _Tally:
+    """What one viewer's frames delivered: distinct events, latencies and resyncs."""
+
+    def __init__(self, run_id: str, result: Flood) -> None:
+        self.run_id = run_id
+        self.result = result
+        self.last_seq = 0
+        self.first = self.last = 0
+        self.snapshots = 0
+
+    def take(self, arrived: int, raw: str | bytes) -> bool:
+        """Count the frame `raw` that arrived at `arrived` (ns); whether it ended the run."""
+        result = self.result
         if isinstance(raw, bytes):  # an `events` frame, a raw DEFLATE stream
             raw = zlib.decompress(raw, -15)
         frame = orjson.loads(raw)  # a fast parser, as a browser has: measure the server
         kind = frame.get("type")
-        if kind == "snapshot" and frame["run"]["id"] == run_id:
+        if kind == "snapshot" and frame["run"]["id"] == self.run_id:
             # The first snapshot holds what happened before the subscription; a later one
             # resynchronises a viewer that fell behind, and its new events reach the
             # viewer only now: their latency counts. It brings only the newest calls.
-            live = snapshots > 0
-            snapshots += 1
+            live = self.snapshots > 0
+            self.snapshots += 1
             result.resyncs += live
-        elif kind == "events" and frame["run"] == run_id:
+        elif kind == "events" and frame["run"] == self.run_id:
             live = True
         else:
-            continue
+            return False
         ended = False
+        latencies = result.latencies_ns
         for event in frame["events"]:
-            if event["seq"] <= last_seq:
+            if event["seq"] <= self.last_seq:
                 continue  # resent by a resynchronising snapshot
-            last_seq = event["seq"]
+            self.last_seq = event["seq"]
             result.events_delivered += 1
             ekind = event["kind"]
             if ekind == "call":
-                first = first or arrived
-                last = arrived
+                self.first = self.first or arrived
+                self.last = arrived
                 if live:
                     latencies.append(arrived - event["t"])
                     result.resync_events += kind == "snapshot"
@@ -227,9 +265,5 @@ def _watch(server: Server, conn: ClientConnection, run_id: str, result: Flood) -
                 result.writer_frames_per_s = rate or result.writer_frames_per_s
             elif ekind == "run" and event["state"] in TERMINAL:
                 ended = True
-        if ended:
-            break
-        if time.monotonic() > next_check:
-            _cap(server, run_id, result)
-            next_check = time.monotonic() + 0.5
-    result.delivery_seconds = (last - first) / 1e9
+        result.delivery_seconds = (self.last - self.first) / 1e9
+        return ended
