@@ -136,6 +136,11 @@ int write_end(Calls *self, PyObject *conn, long long op, unsigned long long pseq
 PyObject *Calls_begin_call(Calls *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *Calls_end(Calls *self, PyObject *const *args, Py_ssize_t nargs);
 
+/* The collector's decode of known calls' end records (_fastring_read.c). */
+#define CALL_KIND_OFFSET 48
+extern PyObject *s_t, *s_pseq, *s_queued;
+PyObject *read_calls(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* -- the traced connection's frame-moving methods (see _fastring_traced.c) -------------- */
 
 enum { OP_SEND = 0, OP_RECV = 1, OP_SEND_BYTES = 2, OP_RECV_BYTES = 3, OP_RECV_BYTES_INTO = 4 };

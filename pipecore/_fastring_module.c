@@ -13,7 +13,8 @@
  * _fastring_calls.c, Calls; _fastring_begin.c, a call's begin slot; _fastring_end.c, its end
  * record; _fastring_traced.c, what the traced methods share; _fastring_send_recv.c,
  * _fastring_send_recv_bytes.c and _fastring_recv_bytes_into.c, the traced methods;
- * _fastring_install.c, install_methods. _fastring.h holds what they share.
+ * _fastring_install.c, install_methods; _fastring_read.c, the collector's read_calls.
+ * _fastring.h holds what they share.
  */
 
 #include "_fastring.h"
@@ -29,6 +30,9 @@ PyObject *s_recorder, *s_check_closed, *s_check_readable,
 static PyMethodDef module_methods[] = {
     {"install_methods", (PyCFunction)(void (*)(void))install_methods, METH_FASTCALL,
      "install_methods(cls, plain_cls, namespace, dumps, loads): the traced methods in C."},
+    {"read_calls", (PyCFunction)(void (*)(void))read_calls, METH_FASTCALL,
+     "read_calls(mm, capacity, r, stop, kinds, begun, done, pending) -> (r, count, last_t):\n"
+     "the collector's decode of end records of known calls (see pipecore.ringreader)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -53,6 +57,7 @@ PyMODINIT_FUNC PyInit__fastring(void)
         {&s_getbuffer, "getbuffer"},  {&s_getvalue, "getvalue"},    {&s_release, "release"},
         {&s_error, "error"},          {&s_cast, "cast"},            {&s_B, "B"},
         {&s_tell, "tell"},            {&s_readinto, "readinto"},
+        {&s_t, "t"},                  {&s_pseq, "pseq"},            {&s_queued, "queued"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);
@@ -84,6 +89,7 @@ PyMODINIT_FUNC PyInit__fastring(void)
         PyModule_AddIntConstant(m, "SLOT_LAST", SLOT_LAST) < 0 ||
         PyModule_AddIntConstant(m, "REC_END", REC_END) < 0 ||
         PyModule_AddIntConstant(m, "CALL_SIZE", CALL_SIZE) < 0 ||
+        PyModule_AddIntConstant(m, "CALL_KIND_OFFSET", CALL_KIND_OFFSET) < 0 ||
         PyModule_AddIntConstant(m, "HEAD_STORE", HEAD_STORE) < 0 ||
         PyModule_AddIntConstant(m, "HASH_FULL_LIMIT", HASH_FULL_LIMIT) < 0 ||
         PyModule_AddIntConstant(m, "QUEUED_INTERVAL_NS", QUEUED_INTERVAL_NS) < 0) {

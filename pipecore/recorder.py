@@ -16,6 +16,7 @@ from pipecore.callrecords import CallRecords
 from pipecore.callrecords import TracedEnd as TracedEnd
 from pipecore.ring import (
     CALL,
+    CALL_KIND_OFFSET,
     ERROR,
     FLAG_RESULT,
     HASH_FULL_LIMIT,
@@ -165,6 +166,7 @@ def _load_fastring() -> ModuleType | None:
         "SLOT_LAST": SLOT_LAST,
         "REC_END": REC_END,
         "CALL_SIZE": _CALL_SIZE,
+        "CALL_KIND_OFFSET": CALL_KIND_OFFSET,
         "HEAD_STORE": HEAD_STORE,
         "HASH_FULL_LIMIT": HASH_FULL_LIMIT,
         "QUEUED_INTERVAL_NS": QUEUED_INTERVAL_NS,

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from pipecore.framefields import FrameFields
+from pipecore.recorder import _fastring
 from pipecore.ring import (
     BEGIN,
     CALL,
@@ -48,6 +49,9 @@ _unpack_times = CALL_TIMES.unpack_from
 _unpack_head = RECORD_HEAD.unpack_from
 _CALL_SIZE = CALL.size
 _HEAD_SIZE = RECORD_HEAD.size
+# The loop below in C, for the end records of calls like ones seen before, where the C
+# writer is built (None: Python decodes every record).
+_read_calls = None if _fastring is None else _fastring.read_calls
 
 
 class RingReader:
@@ -77,7 +81,17 @@ class RingReader:
         done = ring.done
         append = self._pending.append
         last_t = -1  # the newest end read here, kept in ring.last_t once the loop is done
+        fast = _read_calls
         while r < stop:
+            if fast is not None:
+                # As many known calls' end records as come in a row, in C; the record it
+                # stops at (if any) is decoded below.
+                r, got, t = fast(mm, cap, r, stop, kinds, begun, done, self._pending)
+                count += got
+                if t >= 0:
+                    last_t = t
+                if r >= stop:
+                    break
             off = HEADER_BYTES + r % cap
             length, rtype, op, hlen = _unpack_head(mm, off)
             if length < _HEAD_SIZE or length & 7 or length > cap:
