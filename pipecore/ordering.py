@@ -3,8 +3,10 @@
 Timestamps alone can put a receive before its send: the sender stamps its `end`
 after the write returns, and the receiver may wake, read and stamp first. The
 merge keeps time order except that a receiving `end` waits while its direction
-has a send in flight and no completed send left to match; it then follows that
-send's `end` (and the rest of the receiver's events follow it).
+has a send of another process in flight and no completed send left to match; it then
+follows that send's `end` (and the rest of the receiver's events follow it). A
+process's own events keep their order: a thread may receive what another thread of
+its process is still sending, and that receive does not wait.
 """
 
 from __future__ import annotations
@@ -39,12 +41,22 @@ def _order(event: Event) -> tuple[int, int, int]:
 class _Lane:
     """One direction of a pipe: its frames sent, received, and sends in flight."""
 
-    __slots__ = ("flying", "received", "sent")
+    __slots__ = ("flying", "received", "senders", "sent")
 
     def __init__(self) -> None:
         self.sent = 0
         self.received = 0
         self.flying = 0
+        self.senders: dict[object, int] = {}  # pid -> its sends in flight
+
+    def land(self, pid: object) -> None:
+        """One send of `pid` in flight has ended (or its process has)."""
+        self.flying -= 1
+        left = self.senders.get(pid, 0) - 1
+        if left > 0:
+            self.senders[pid] = left
+        else:
+            self.senders.pop(pid, None)
 
 
 class CausalOrder:
@@ -130,13 +142,14 @@ class CausalOrder:
                     # A send in flight of this process and end is in this same lane.
                     lane = in_flight.pop(key, None)
                     if lane is not None:
-                        lane.flying -= 1
+                        lane.land(pid)
                     else:
                         lane = sending.get((pipe, end)) or self._lane(pipe, end, True)
                     phase = event.get("phase")
                     if phase == "begin":
                         in_flight[key] = lane
                         lane.flying += 1
+                        lane.senders[pid] = lane.senders.get(pid, 0) + 1
                     elif phase == "end":
                         lane.sent += 1
                     if waiting:
@@ -152,7 +165,9 @@ class CausalOrder:
                             forced = None
                         elif (
                             lane.received >= lane.sent
-                            and lane.flying > 0
+                            # a send of another process (this one's own events keep
+                            # their order)
+                            and lane.flying > lane.senders.get(pid, 0)
                             and (final or newest - int(event.get("t", 0)) <= MAX_HOLD_NS)
                         ):
                             deferred[pid] = [event]
@@ -161,7 +176,7 @@ class CausalOrder:
                         lane.received += 1
             elif kind == "process" and event.get("op") == "exit":
                 for key in [k for k in in_flight if k[0] == pid]:
-                    in_flight.pop(key).flying -= 1
+                    in_flight.pop(key).land(pid)
                 if waiting:
                     # Its sends in flight ended with it: every waiting receive looks again.
                     woken = [p for pids in waiting.values() for p in pids]

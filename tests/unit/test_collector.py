@@ -118,6 +118,37 @@ def _blocks_in_recv(end: Connection) -> None:
     assert end.recv() == "release"
 
 
+def test_threads_of_one_process_talking_over_a_pipe_are_released_at_once(
+    run: RunFixture,
+) -> None:
+    import threading
+
+    run.activate()
+    a, b = pipecore.Pipe()
+    rounds = 200
+
+    def echo() -> None:
+        for _ in range(rounds):
+            b.send_bytes(b.recv_bytes())
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    for n in range(rounds):
+        a.send_bytes(b"%d" % n)
+        assert a.recv_bytes() == b"%d" % n
+    thread.join()
+    # Nothing is held back for being young: one drain must release every call, since a
+    # receive waits only for another process's send, never for its own process's.
+    run.collector.hold_ns = 0
+    events = calls(run.drain())
+    assert len(events) == rounds * 8, len(events)
+    assert [e["pseq"] for e in events] == sorted(e["pseq"] for e in events)
+    for op in ("send_bytes", "recv_bytes"):
+        assert len(calls(events, op=op, phase="end")) == 2 * rounds
+    a.close()
+    b.close()
+
+
 def test_the_begin_of_a_blocked_recv_is_visible_while_it_blocks(run: RunFixture) -> None:
     run.activate()
     a, b = pipecore.Pipe()

@@ -64,6 +64,30 @@ def test_a_receive_waits_for_a_send_seen_in_a_later_drain() -> None:
     assert names(out) == ["1:send:end", "2:recv:end", "2:send:begin"] and held == []
 
 
+def test_a_thread_receiving_what_another_thread_of_its_process_sends_does_not_wait() -> None:
+    # One process, two threads: the receiving thread stamps its end before the sending
+    # thread stamps the send's; the process's own order (pseq) is kept, nothing held.
+    events = ordered([
+        call(1, 1, 90, "recv", "begin", "b"),
+        call(1, 2, 100, "send", "begin", "a"),
+        call(1, 3, 120, "recv", "end", "b"),
+        call(1, 4, 140, "send", "end", "a"),
+        call(1, 5, 150, "send", "begin", "b"),
+    ])  # fmt: skip
+    out, held = CausalOrder().release(events, NOW)
+    assert out == events and held == []
+    # Another process's send in flight still makes a receive wait for it.
+    events = ordered([
+        call(1, 1, 100, "send", "begin", "a"),
+        call(2, 1, 105, "send", "begin", "a"),
+        call(1, 2, 120, "recv", "end", "b"),
+        call(2, 2, 140, "send", "end", "a"),
+    ])  # fmt: skip
+    out, held = CausalOrder().release(events, NOW)
+    assert names(out) == ["1:send:begin", "2:send:begin", "2:send:end", "1:recv:end"]
+    assert held == []
+
+
 def test_no_send_in_flight_means_no_wait() -> None:
     # a garbled stream (two unlocked writers) can deliver a frame nobody sent whole
     out, held = CausalOrder().release([call(2, 1, 120, "recv", "end", "b")], NOW)
