@@ -76,13 +76,15 @@ class Slice:
 
 
 class SharedFrame(dict[str, Any]):
-    """A control frame several viewers are sent: encoded once (app.viewer.encode)."""
+    """A control frame several viewers are sent: encoded once (app.viewer.encode), and
+    compressed once when it is a snapshot for viewers that asked (app.viewer.sent)."""
 
-    __slots__ = ("text",)
+    __slots__ = ("deflated", "text")
 
     def __init__(self, frame: Frame) -> None:
         super().__init__(frame)
         self.text: str | None = None
+        self.deflated: bytes | None = None
 
 
 # What a thinned frame keeps besides the run's structure, found in a part's JSON without

@@ -13,7 +13,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from app.frames import Event, Frame, SharedFrame, Slice
 from app.hub import LiveHub
-from pipecore.parts import part_of
+from pipecore.parts import DEFLATE_END, deflated, part_of
 from pipecore.runs import BaseRun
 
 log = logging.getLogger("pipescope.live")
@@ -37,6 +37,19 @@ def encode(frame: Frame) -> str:
         return orjson.dumps(frame).decode()
     except TypeError:  # an integer past 64 bits, a non-string key
         return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def sent(frame: Frame, compress: bool) -> str | bytes:
+    """What a viewer is sent for a control frame: its JSON text; a `snapshot`, which may
+    hold a long run's kept events, as the raw DEFLATE stream of that JSON in a binary
+    message when the viewer asked for compressed frames (docs/protocol.md)."""
+    if not compress or frame["type"] != "snapshot":
+        return encode(frame)
+    if isinstance(frame, SharedFrame):
+        if frame.deflated is None:
+            frame.deflated = deflated(encode(frame).encode()) + DEFLATE_END
+        return frame.deflated
+    return deflated(encode(frame).encode()) + DEFLATE_END
 
 
 def _ignore(batch: list[Event]) -> None:
@@ -200,8 +213,8 @@ class Viewer:
             await self.close()
 
     async def _send(self, frame: str | bytes) -> None:
-        """Send a frame: text as a text message, an `events` frame's UTF-8 JSON as a
-        binary one."""
+        """Send a frame: text as a text message, bytes (an `events` frame's UTF-8 JSON, or
+        a compressed frame) as a binary one."""
         self.sending = True
         try:
             if isinstance(frame, bytes):
@@ -213,7 +226,7 @@ class Viewer:
 
     async def _send_outbox(self) -> None:
         while self.outbox:
-            await self._send(encode(self.outbox.popleft()))
+            await self._send(sent(self.outbox.popleft(), self.compress))
 
     async def _send_forever(self) -> None:
         while True:

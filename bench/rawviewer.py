@@ -71,8 +71,9 @@ class Follower:
     """Follows one viewer's frames to the run's end: it parses only frame headers and
     keeps each message's first bytes (to count snapshots) and last bytes (to see the end).
 
-    A `compressed` viewer's binary messages are raw DEFLATE streams, whose last bytes
-    say nothing: it keeps small text messages whole instead, and once a `runs` frame
+    A `compressed` viewer's binary messages are raw DEFLATE streams (`events` frames and
+    snapshots), whose last bytes say nothing: it inflates only their first bytes, and
+    keeps small text messages whole, and once a `runs` frame
     announces that the run (`run_id`, or any run without one) reached a state of `ends`,
     it inflates the binary messages that follow to see the terminal `run` event.
     """
@@ -101,6 +102,8 @@ class Follower:
         self._tail = b""  # the current message's last bytes (inflated, when inflating)
         self._text: bytearray | None = None  # the current text message, while small
         self._inflater: zlib._Decompress | None = None
+        # inflates a compressed message's first bytes, to tell a snapshot from `events`
+        self._peek: zlib._Decompress | None = None
         self._control = bytearray()
 
     def feed(self, data: memoryview) -> None:
@@ -150,13 +153,22 @@ class Follower:
         self._text = bytearray() if opcode == 1 else None
         inflate = self.compressed and self.announced and opcode == 2
         self._inflater = zlib.decompressobj(-15) if inflate else None
+        self._peek = zlib.decompressobj(-15) if self.compressed and opcode == 2 else None
 
     def _payload(self, chunk: memoryview) -> None:
         if self._opcode >= 8:
             self._control += chunk
             return
-        if len(self._head) < len(_SNAPSHOT):
-            self._head += chunk[: len(_SNAPSHOT) - len(self._head)]
+        want = len(_SNAPSHOT) - len(self._head)
+        if want > 0:
+            if self._peek is not None:  # a compressed `events` frame or snapshot
+                try:
+                    data = self._peek.unconsumed_tail + chunk
+                    self._head += self._peek.decompress(data, want)
+                except zlib.error:
+                    self._peek = None  # not DEFLATE: the message is left as it is
+            else:
+                self._head += chunk[:want]
         if self._text is not None:
             if len(self._text) + len(chunk) <= TEXT_KEPT:
                 self._text += chunk

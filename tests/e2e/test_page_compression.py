@@ -95,12 +95,15 @@ def test_the_page_asks_for_compressed_events_and_receives_them(watched: WatchedP
     assert wire.binary, "expected the run's events as binary messages"
     for payload in wire.binary:
         assert not payload.startswith(b"{"), f"expected raw DEFLATE, got {payload[:40]!r}"
-        assert inflated(payload)["type"] == "events"
-    events = [ev for payload in wire.binary for ev in inflated(payload)["events"]]
+    frames = [inflated(payload) for payload in wire.binary]
+    # The run's snapshot (taken when the page subscribed) and its events frames.
+    assert [f["type"] for f in frames][:1] == ["snapshot"]
+    assert {f["type"] for f in frames[1:]} == {"events"}
+    events = [ev for frame in frames for ev in frame["events"]]
     assert [ev["run"] for ev in events] == [state["run"]] * len(events)
     # The other frames stay text JSON.
     kinds = {json.loads(text)["type"] for text in wire.text}
-    assert "events" not in kinds and "runs" in kinds, kinds
+    assert not kinds & {"events", "snapshot"} and "runs" in kinds, kinds
 
 
 def test_a_compressed_ping_pong_shows_what_the_run_recorded(

@@ -1,4 +1,5 @@
-"""/ws?compress=deflate-raw: `events` frames as raw DEFLATE streams, made once per frame."""
+"""/ws?compress=deflate-raw: `events` frames and snapshots as raw DEFLATE streams, each
+`events` frame made once."""
 
 import json
 import zlib
@@ -91,11 +92,34 @@ def _first_seq(frame: bytes) -> int:
 
 
 def _snapshot_end(messages: list[str | bytes], run_id: str) -> int:
-    snapshots = [json.loads(m) for m in messages if isinstance(m, str)]
+    snapshots = [json.loads(inflated(m)) for m in messages]
     return max(
         (f["events"][-1]["seq"] for f in snapshots if f["type"] == "snapshot" and f["events"]),
         default=0,
     )
+
+
+def test_a_long_runs_snapshot_comes_deflated_to_a_compressing_viewer(live_server: str) -> None:
+    run_id = start_run(live_server, scenario="flood", params={"messages": 3000})
+    with viewer(live_server, max_size=None) as ws:
+        receive_until(ws, "hello")
+        ws.send(json.dumps({"type": "subscribe", "run": run_id}))
+        messages_until_the_end(ws, run_id)
+    # Viewers that join the ended run get its kept events in one snapshot.
+    with (
+        viewer(live_server, "?compress=deflate-raw", max_size=None) as packed,
+        viewer(live_server, max_size=None) as plain,
+    ):
+        for ws in (packed, plain):
+            receive_until(ws, "hello")
+            ws.send(json.dumps({"type": "subscribe", "run": run_id}))
+        got, expected = until_the_snapshot(packed)[-1], until_the_snapshot(plain)[-1]
+    assert isinstance(got, bytes) and _compressed(got)
+    assert isinstance(expected, str)
+    assert zlib.decompress(got, -15).decode() == expected
+    snapshot = json.loads(expected)
+    assert snapshot["type"] == "snapshot" and len(snapshot["events"]) > 12_000
+    assert len(got) * 10 < len(expected.encode())
 
 
 def test_an_unknown_compression_is_named_and_the_frames_stay_plain(live_server: str) -> None:

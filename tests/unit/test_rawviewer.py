@@ -104,10 +104,13 @@ GARBAGE = b"\xff" * 300  # a reserved block type: it does not inflate
 
 def compressed_stream() -> bytes:
     events = deflate(EVENTS)
+    snapshot = deflate(SNAPSHOT)
     return (
         server_frame(1, HELLO)
-        + server_frame(1, SNAPSHOT)
+        + server_frame(2, snapshot)  # snapshots are compressed too
         + server_frame(2, events)
+        + server_frame(2, snapshot[:3], fin=False)
+        + server_frame(0, snapshot[3:])  # a resynchronising one, fragmented
         + server_frame(2, deflate(END))  # the end, before the runs frame: not inflated
         + server_frame(2, GARBAGE)  # not inflated either, so it cannot fail
         + server_frame(9, b"hi")
@@ -133,7 +136,7 @@ def test_compressed_frames_are_followed_to_the_run_end_however_the_bytes_are_spl
         assert not follower.ended
         follower.feed(memoryview(data)[at : at + chunk])
     assert follower.ended and follower.announced
-    assert follower.snapshots == 1
+    assert follower.snapshots == 2
     assert theirs.recv(100)[0] == 0x8A  # the ping was answered
 
 
