@@ -86,11 +86,12 @@ def _watched_flood(messages: int, viewers: int) -> dict[str, Any]:
         }
 
 
-def stalled_viewer(host: str, run_ids: list[str]) -> socket.socket:
+def stalled_viewer(host: str, run_ids: list[str], compress: bool = True) -> socket.socket:
     """A websocket client of `host` ("address:port") that subscribes to the runs and then
     never reads a byte: its receive buffer is made small before it connects, so the
-    server's sends to it block soon."""
-    sock = handshake(host, rcvbuf=4096)
+    server's sends to it block soon. `compress`: it asks for compressed frames, as the
+    page does."""
+    sock = handshake(host, rcvbuf=4096, compress=compress)
     for run_id in run_ids:
         subscribe(sock, run_id)
     return sock

@@ -137,12 +137,14 @@ def test_fifty_viewers_on_a_flood_run_while_one_never_reads() -> None:
     with server_in_thread(settings) as (host, app):
         base = f"http://{host}"
         hub: LiveHub = app.state.hub
-        # The stalled viewer first asks for a big finished run: its snapshot (megabytes)
-        # fills the socket buffers, so the server really cannot send to it any more.
+        # The stalled viewer first asks for a big finished run: its snapshot (megabytes of
+        # plain JSON: it does not ask for compressed frames) fills the socket buffers, so
+        # the server really cannot send to it any more; and what it is sent when it reads
+        # again can be searched for the resynchronising snapshot's notice.
         filler = hub.manager.start("custom", FILLER)
         assert filler.wait(60).value == "completed", filler.message
         run_id = httpx.post(f"{base}/api/runs", json=FLOOD, timeout=30).json()["id"]
-        stalled = stalled_viewer(host, [filler.id, run_id])
+        stalled = stalled_viewer(host, [filler.id, run_id], compress=False)
         wait_for(lambda: any(len(v.subscriptions) == 2 for v in hub.viewers), 30, "subscribed")
         (stalled_side,) = list(hub.viewers)
         mine, theirs = multiprocessing.Pipe()
