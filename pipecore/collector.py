@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import shutil
@@ -81,7 +82,7 @@ class Collector(RingReader):
         self.hold_ns = hold_ns
         ensure_layout(run_dir, ring_bytes)
         self._rings: dict[str, Ring] = {}
-        self._finished: set[str] = set()
+        self._finished: set[str] = set()  # files that are no ring of this layout
         self.seq = 0  # the last `seq` given out (a caller numbering events of its own moves it)
         self._steps: StepControl | None = None
         self._closed = False
@@ -160,7 +161,7 @@ class Collector(RingReader):
                 )
             ring.mm.close()
             del self._rings[name]
-            self._finished.add(name)
+            self._remove(ring)
         pending = self._pending
         pending.sort(key=_ORDER_KEY)
         if final:
@@ -215,6 +216,16 @@ class Collector(RingReader):
         window = min(max(MIN_WINDOW, nbytes & ~7), ring.capacity)
         POSITION.pack_into(ring.mm, WINDOW_OFFSET, window)
 
+    @staticmethod
+    def _remove(ring: Ring) -> None:
+        """Remove the file of a ring read to its end whose process is gone: the run keeps
+        no ring of a dead process in shared memory, and the next drain's listing stays as
+        short as the processes alive. A file of the same name that is not this ring (a
+        later process given the same pid) stays, to be read as a new ring."""
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(ring.path).st_ino == ring.inode:
+                os.unlink(ring.path)
+
     def _discover(self) -> None:
         try:
             names = os.listdir(self.run_dir)
@@ -229,7 +240,8 @@ class Collector(RingReader):
             except FileNotFoundError:
                 continue
             try:
-                size = os.fstat(fd).st_size
+                stat = os.fstat(fd)
+                size = stat.st_size
                 if size <= HEADER_BYTES:
                     continue
                 mm = mmap.mmap(fd, size)
@@ -241,7 +253,7 @@ class Collector(RingReader):
                 self._finished.add(name)
                 continue
             read_pos = POSITION.unpack_from(mm, READ_POS_OFFSET)[0]
-            self._rings[name] = Ring(pid, path, mm, capacity, read_pos)
+            self._rings[name] = Ring(pid, path, mm, capacity, read_pos, inode=stat.st_ino)
 
     def close(self, *, remove: bool = True) -> None:
         """Unmap every ring and remove the run directory unless told not to (drain first if

@@ -36,6 +36,7 @@ class Ring:
     # its slot key
     kinds: dict[bytes, tuple[Event, Event, int]] = field(default_factory=dict)
     seen: set[bytes] = field(default_factory=set)  # shared bytes of calls seen once
+    inode: int = 0  # the ring file's, to tell it from a later process's of the same pid
 
     def event(self, run_id: str, t: int, pseq: int, kind: str) -> Event:
         """A new event of this ring's process; `t` becomes the ring's latest time."""

@@ -170,6 +170,36 @@ def test_the_begin_of_a_blocked_recv_is_visible_while_it_blocks(run: RunFixture)
     b.close()
 
 
+def _pong_once(end: Connection) -> None:
+    end.send(end.recv())
+
+
+def test_the_ring_of_a_process_gone_is_read_to_its_end_and_removed(run: RunFixture) -> None:
+    run.activate()
+    children = []
+    ends = []
+    for n in range(6):
+        a, b = pipecore.Pipe()
+        child = multiprocessing.get_context("fork").Process(target=_pong_once, args=(b,))
+        child.start()
+        a.send(n)
+        assert a.recv() == n
+        child.join(10)
+        assert child.exitcode == 0
+        assert child.pid is not None
+        children.append(child.pid)
+        ends += [a, b]
+    # Every child's calls and exit are taken; then its ring leaves the run directory.
+    events = run.drain_until(lambda ev: all(_exit_of(ev, pid) for pid in children))
+    for pid in children:
+        assert [e["op"] for e in calls(events, pid=pid, phase="end")] == ["recv", "send"]
+    run.drain()
+    rings = sorted(n for n in os.listdir(run.run_dir) if n.endswith(".ring"))
+    assert rings == [f"{os.getpid()}.ring"]
+    for end in ends:
+        end.close()
+
+
 def _exits_without_bootstrap(activator: Connection) -> None:
     activator.send("bye")
     os._exit(0)  # skips the exit event: the collector must notice the pid is gone
