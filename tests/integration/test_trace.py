@@ -186,6 +186,52 @@ def test_trace_writes_json_lines_locally(tmp_path: Path) -> None:
     assert events[-1]["state"] == "completed"
 
 
+THREADED_PROGRAM = """
+import threading
+from multiprocessing import Pipe
+
+def echo(conn, rounds):
+    for _ in range(rounds):
+        conn.send(conn.recv())
+
+if __name__ == "__main__":
+    a, b = Pipe()
+    thread = threading.Thread(target=echo, args=(b, 500))
+    thread.start()
+    for n in range(500):
+        a.send(n)
+        assert a.recv() == n
+    thread.join()
+    print("echoed 500")
+"""
+
+
+def test_threads_of_one_traced_process_talk_over_a_pipe(tmp_path: Path) -> None:
+    program = tmp_path / "threads.py"
+    program.write_text(THREADED_PROGRAM)
+    output = tmp_path / "threads.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "trace", "-o", str(output), "--",
+         sys.executable, str(program)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "echoed 500\n"
+    events = [json.loads(line) for line in output.read_text().splitlines()]
+    # One process sends and receives on both ends: each receive is matched, FIFO per
+    # direction, to the send it took (equal hashes), with no corruption or other verdict.
+    sends, recvs = messages(events)
+    assert len(sends) == len(recvs) == 1000
+    assert len({e["pid"] for e in sends + recvs}) == 1
+    by_seq = {e["seq"]: e for e in sends}
+    for end in ("a", "b"):
+        taken = [e for e in recvs if e["end"] == end]
+        assert [e["match"] for e in taken] == [e["seq"] for e in sends if e["end"] != end]
+        assert all(by_seq[e["match"]]["hash"] == e["hash"] for e in taken)
+    assert not [e for e in events if e["kind"] == "verdict"]
+    assert events[-1]["state"] == "completed"
+
+
 def test_trace_without_a_command_is_a_usage_error() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "trace", "--"],
