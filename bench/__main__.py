@@ -184,7 +184,7 @@ def run(quick: bool) -> dict[str, Any]:
     _timed("Pipe: ping-pong and one-way streaming", pipes)
     result["flood"] = _timed(
         f"flood through `pipescope serve` ({messages:,} frames, 4 events each)",
-        lambda: flood_rows(messages, 1 if quick else 2, 0 if quick else RSS_EVENTS // 4),
+        lambda: flood_rows(messages, 1 if quick else 3, 0 if quick else RSS_EVENTS // 4),
     )
     if quick:
         result["viewers"] = {"skipped": "in the full run only (make bench)"}
