@@ -137,7 +137,7 @@ class Analysis:
         pid = int(ev["pid"])
         self._exited.add(pid)
         for end in self._ends.values():
-            end.blocked.pop(pid, None)
+            end.unblock(pid)
             if pid in end.holders:
                 end.holders.discard(pid)
                 end.released.add(pid)
@@ -156,7 +156,7 @@ class Analysis:
         if d is None:  # close
             end.holders.discard(pid)
             end.released.add(pid)
-            end.blocked.pop(pid, None)
+            end.unblock(pid)
             return
         if pid not in end.holders:
             end.holders.add(pid)
@@ -164,9 +164,10 @@ class Analysis:
         if "capacity" in ev:
             d.capacity = int(ev["capacity"])
         if phase == "begin":
-            self._on_begin(ev, end, d, pid, op)
+            self._on_begin(ev, end, d, pid, op, sending)
             return
-        began = end.blocked.pop(pid, None)
+        # A process's threads may wait in an end at once, one sending and one receiving.
+        began = end.blocked.pop((pid, sending), None)
         if began is not None:
             blocked_ns = d.blocked_ns
             blocked_ns[op] = blocked_ns.get(op, 0) + ev["t"] - began.since
@@ -178,7 +179,9 @@ class Analysis:
         elif phase == "error":
             self._on_error(ev, end, d)
 
-    def _on_begin(self, ev: Event, end: EndState, d: DirectionState, pid: int, op: str) -> None:
+    def _on_begin(
+        self, ev: Event, end: EndState, d: DirectionState, pid: int, op: str, sending: bool
+    ) -> None:
         timeout = ev.get("timeout")
         queued = ev.get("queued", -1)
         if isinstance(queued, int) and queued >= 0:  # -1: the reading failed
@@ -192,9 +195,9 @@ class Analysis:
         blocked = end.blocked
         if blocked and op != "poll":
             group = op_group(op)
-            if any(p != pid and op_group(b.op) == group for p, b in blocked.items()):
+            if any(b.pid != pid and op_group(b.op) == group for b in blocked.values()):
                 d.raced = True
-        blocked[pid] = Blocked(
+        blocked[(pid, sending)] = Blocked(
             pid,
             ev.get("process", ""),
             op,

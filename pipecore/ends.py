@@ -40,9 +40,16 @@ class EndState:
     end: str
     holders: set[int] = field(default_factory=set)
     released: set[int] = field(default_factory=set)
-    blocked: dict[int, Blocked] = field(default_factory=dict)
+    # (pid, whether the call sends) -> the call: a process's threads may wait in one end
+    # at once, one sending and one receiving
+    blocked: dict[tuple[int, bool], Blocked] = field(default_factory=dict)
     error: str | None = None
     kernel_queued: int | None = None
+
+    def unblock(self, pid: int) -> None:
+        """Forget the calls of `pid` waiting in this end (it closed the end, or exited)."""
+        for key in [key for key in self.blocked if key[0] == pid]:
+            del self.blocked[key]
 
     def state(self) -> EndStatus:
         if not self.holders and self.released:

@@ -54,6 +54,35 @@ def test_end_states_follow_the_calls() -> None:
     )
 
 
+def test_two_threads_of_a_process_wait_in_one_end_one_receiving_one_sending() -> None:
+    # A receiving thread waits in end a; another thread of the same process sends on it.
+    s, an = Stream(), Analysis("r1")
+    s.pipe(capacity=4096)
+    s.call(10, 11, "a", "recv", "begin", queued=0)
+    s.call(20, 11, "a", "send", "begin")
+    s.feed(an)
+    blocked = an.ends()["p1/a"]["blocked"]
+    assert [(b["pid"], b["op"]) for b in blocked] == [(11, "recv"), (11, "send")]
+    assert an.ends()["p1/a"]["state"] == "blocked_send"
+    s.call(30, 11, "a", "send", "end", hash="11111111", nbytes=96)
+    s.feed(an)
+    # The send returned; the receiving thread still waits.
+    assert an.ends()["p1/a"]["state"] == "blocked_recv"
+    assert [(b["op"], b["since"]) for b in an.ends()["p1/a"]["blocked"]] == [("recv", 10)]
+    s.call(40, 12, "b", "recv", "end", hash="11111111", nbytes=96)
+    s.call(50, 12, "b", "send", "end", hash="22222222", nbytes=8)
+    s.call(60, 11, "a", "recv", "end", hash="22222222", nbytes=8)
+    s.feed(an)
+    assert an.ends()["p1/a"]["state"] == "idle"
+    assert an.stats()["p1"]["b>a"]["blocked_ns"] == {"recv": 50}
+    # Its exit ends whatever calls of the process still waited.
+    s.call(70, 11, "a", "recv", "begin", queued=0)
+    s.call(71, 11, "a", "send", "begin")
+    s.add(80, 11, "process", op="exit", exitcode=0)
+    s.feed(an)
+    assert an.ends()["p1/a"]["blocked"] == []
+
+
 def recv_recv_deadlock(threshold: int) -> tuple[Stream, Analysis]:
     s, an = Stream(), Analysis("r1", deadlock_after_ns=threshold)
     s.pipe()
