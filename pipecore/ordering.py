@@ -41,22 +41,28 @@ def _order(event: Event) -> tuple[int, int, int]:
 class _Lane:
     """One direction of a pipe: its frames sent, received, and sends in flight."""
 
-    __slots__ = ("flying", "received", "senders", "sent")
+    __slots__ = ("received", "senders", "sent")
 
     def __init__(self) -> None:
         self.sent = 0
         self.received = 0
-        self.flying = 0
-        self.senders: dict[object, int] = {}  # pid -> its sends in flight
+        self.senders: dict[object, int] = {}  # pid -> its sends in flight (none: absent)
+
+    def fly(self, pid: object) -> None:
+        """A send of `pid` has begun."""
+        self.senders[pid] = self.senders.get(pid, 0) + 1
 
     def land(self, pid: object) -> None:
         """One send of `pid` in flight has ended (or its process has)."""
-        self.flying -= 1
         left = self.senders.get(pid, 0) - 1
         if left > 0:
             self.senders[pid] = left
         else:
             self.senders.pop(pid, None)
+
+    def flying_besides(self, pid: object) -> bool:
+        """Whether a send of a process other than `pid` is in flight."""
+        return len(self.senders) > (pid in self.senders)
 
 
 class CausalOrder:
@@ -148,8 +154,7 @@ class CausalOrder:
                     phase = event.get("phase")
                     if phase == "begin":
                         in_flight[key] = lane
-                        lane.flying += 1
-                        lane.senders[pid] = lane.senders.get(pid, 0) + 1
+                        lane.fly(pid)
                     elif phase == "end":
                         lane.sent += 1
                     if waiting:
@@ -165,9 +170,8 @@ class CausalOrder:
                             forced = None
                         elif (
                             lane.received >= lane.sent
-                            # a send of another process (this one's own events keep
-                            # their order)
-                            and lane.flying > lane.senders.get(pid, 0)
+                            # this process's own events keep their order
+                            and lane.flying_besides(pid)
                             and (final or newest - int(event.get("t", 0)) <= MAX_HOLD_NS)
                         ):
                             deferred[pid] = [event]
