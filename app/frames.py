@@ -5,7 +5,7 @@ from typing import Any
 
 import orjson
 
-from pipecore.parts import DEFLATE_END, Part, deflated, encode_events, is_kept
+from pipecore.parts import DEFLATE_END, Part, deflated, deflated_whole, encode_events, is_kept
 
 Event = dict[str, Any]
 Frame = dict[str, Any]
@@ -31,7 +31,7 @@ class FrameBytes:
         if not compress:
             return self.json
         if self._deflated is None:
-            self._deflated = deflated(self.json) + DEFLATE_END
+            self._deflated = deflated_whole(self.json)
         return self._deflated
 
 

@@ -13,7 +13,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from app.frames import Event, Frame, SharedFrame, Slice
 from app.hub import LiveHub
-from pipecore.parts import DEFLATE_END, deflated, part_of
+from pipecore.parts import deflated_whole, part_of
 from pipecore.runs import BaseRun
 
 log = logging.getLogger("pipescope.live")
@@ -45,11 +45,11 @@ def sent(frame: Frame, compress: bool) -> str | bytes:
     message when the viewer asked for compressed frames (docs/protocol.md)."""
     if not compress or frame["type"] != "snapshot":
         return encode(frame)
-    if isinstance(frame, SharedFrame):
-        if frame.deflated is None:
-            frame.deflated = deflated(encode(frame).encode()) + DEFLATE_END
-        return frame.deflated
-    return deflated(encode(frame).encode()) + DEFLATE_END
+    if not isinstance(frame, SharedFrame):
+        return deflated_whole(encode(frame).encode())
+    if frame.deflated is None:
+        frame.deflated = deflated_whole(encode(frame).encode())
+    return frame.deflated
 
 
 def _ignore(batch: list[Event]) -> None:

@@ -33,6 +33,11 @@ def deflated(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
+def deflated_whole(data: bytes) -> bytes:
+    """`data` as one whole raw DEFLATE stream: its `deflated` piece, closed."""
+    return deflated(data) + DEFLATE_END
+
+
 def is_kept(event: Event) -> bool:
     """Whether a run keeps this event for its whole life (structure and verdicts)."""
     kind = event.get("kind")
