@@ -211,15 +211,15 @@ def _watch(server: Server, conn: ClientConnection, run_id: str, result: Flood) -
         if time.monotonic() > next_check:
             _cap(server, run_id, result)
             next_check = time.monotonic() + 0.5
-    for arrived, raw in kept:
-        if tally.take(arrived, raw):
-            return
-    while not tally.take(*arrivals.next()):
-        pass
+    if not any(tally.take(arrived, raw) for arrived, raw in kept):
+        while not tally.take(*arrivals.next()):
+            pass
+    result.delivery_seconds = (tally.last - tally.first) / 1e9
 
 
 class _Tally:
-    """What one viewer's frames delivered: distinct events, latencies and resyncs."""
+    """What one viewer's frames delivered: distinct events, latencies and resyncs, and
+    when the first and the last call arrived (`first`, `last`, ns)."""
 
     def __init__(self, run_id: str, result: Flood) -> None:
         self.run_id = run_id
@@ -265,5 +265,4 @@ class _Tally:
                 result.writer_frames_per_s = rate or result.writer_frames_per_s
             elif ekind == "run" and event["state"] in TERMINAL:
                 ended = True
-        result.delivery_seconds = (self.last - self.first) / 1e9
         return ended

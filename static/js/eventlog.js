@@ -128,6 +128,12 @@ export function createEventLog(root, { t }) {
     draw(true);
   }
 
+  // Count what the model's window `held` left out, and redraw (every row when `force`).
+  function show(held, force) {
+    skipped = held?.skipped ?? 0;
+    draw(force);
+  }
+
   for (const select of Object.values(selects)) select.addEventListener('change', refilter);
   viewport.addEventListener('scroll', () => {
     // Scrolled to the end: keep following new rows; scrolled up: stay put.
@@ -168,15 +174,9 @@ export function createEventLog(root, { t }) {
       if (events.length > MAX_EVENTS + (MAX_EVENTS >> 2)) trim();
     },
     /** Redraw the rows in view (call at most a few times a second); `held` is the model's window. */
-    update(held = null) {
-      skipped = held?.skipped ?? 0;
-      draw();
-    },
+    update(held = null) { show(held, false); },
     /** Redraw every row in view (after a change of language), with the model's window `held`. */
-    refresh(held = null) {
-      skipped = held?.skipped ?? 0;
-      draw(true);
-    },
+    refresh(held = null) { show(held, true); },
     get size() { return events.length; },
     destroy() { spacer.replaceChildren(); },
   };

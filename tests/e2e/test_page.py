@@ -69,6 +69,15 @@ def test_parameter_form_is_generated_and_validated(page: Any, live_server: str) 
     assert page_state(page)["run"] is None, "an invalid form must not start a run"
 
 
+def assert_ping_pong_printed(page: Any) -> None:
+    """The Output tab shows both lines the classic ping-pong prints."""
+    page.click("#tab-output")
+    page.wait_for_selector(".proc-output .line")
+    printed = page.locator(".proc-lines").all_inner_texts()
+    assert any("收到 proc1" in text for text in printed), printed
+    assert any("收到 proc2" in text for text in printed), printed
+
+
 def test_ping_pong_delivers_two_messages_fifo_and_prints_both_lines(page: Any) -> None:
     state = run_to_end(page, "ping-pong")
     assert state["status"] == "completed"
@@ -85,11 +94,7 @@ def test_ping_pong_delivers_two_messages_fifo_and_prints_both_lines(page: Any) -
         assert token["corrupt"] is None
         assert token["recvHash"] == token["hash"], "the received frame is the one sent"
         assert token["toPid"] != token["fromPid"]
-    page.click("#tab-output")
-    page.wait_for_selector(".proc-output .line")
-    printed = page.locator(".proc-lines").all_inner_texts()
-    assert any("收到 proc1" in text for text in printed), printed
-    assert any("收到 proc2" in text for text in printed), printed
+    assert_ping_pong_printed(page)
     page.wait_for_selector("[data-run-status][data-status='completed']")
     assert page.locator("[data-status-chip]").inner_text() == "Completed"
     shoot(page, "ping-pong-completed")

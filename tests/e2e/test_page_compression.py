@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import StartServer
 from tests.e2e.conftest import VIEWPORT, flood_to_the_end, wait_for
-from tests.e2e.test_page import run_to_end
+from tests.e2e.test_page import assert_ping_pong_printed, run_to_end
 from tests.e2e.test_page_thinning import get_json, number
 
 SHOTS = Path("/tmp/shots-compress")
@@ -121,11 +121,7 @@ def test_a_compressed_ping_pong_shows_what_the_run_recorded(
     delivered = {t["seq"]: t for t in state["tokens"] if t["status"] == "delivered"}
     assert [delivered[seq]["preview"] for seq in state["delivered"]] == ["'proc1'", "'proc2'"]
     assert all(t["recvHash"] == t["hash"] for t in delivered.values())
-    page.click("#tab-output")
-    page.wait_for_selector(".proc-output .line")
-    printed = page.locator(".proc-lines").all_inner_texts()
-    assert any("收到 proc1" in text for text in printed), printed
-    assert any("收到 proc2" in text for text in printed), printed
+    assert_ping_pong_printed(page)
     page.click("[data-tab='events']")
     log = wait_for(
         page,
