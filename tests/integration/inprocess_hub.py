@@ -3,13 +3,19 @@
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
+from fastapi import WebSocket
+
+from app.hub import LiveHub
+from app.settings import Settings
 from app.store import Store
 from app.viewer import Viewer
 from pipecore.baserun import LIVE_EVENTS
-from pipecore.runs import RunManager
+from pipecore.runs import BaseRun, RunManager
 
 Frame = dict[str, Any]
 
@@ -75,3 +81,46 @@ async def sending(*viewers: Viewer) -> AsyncIterator[None]:
         await asyncio.gather(*senders, return_exceptions=True)
         for viewer in viewers:
             viewer.unsubscribe_all()
+
+
+S = TypeVar("S", bound=NetworkSocket)
+
+
+@dataclass
+class StalledAndPrompt(Generic[S]):
+    """A run watched by two viewers: one whose socket holds every send (until its
+    `flowing` is set) and one whose socket takes them as they come."""
+
+    run: BaseRun
+    stalled: Viewer
+    stalled_socket: S
+    prompt: Viewer
+    prompt_socket: S
+    deadline: float  # for every wait of the test
+
+    async def until(self, done: Callable[[], bool], what: str) -> None:
+        """Wait, polling, until `done()`; past the deadline fail saying `what` never happened."""
+        while not done():
+            assert time.monotonic() < self.deadline, what
+            await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def stalled_and_prompt(
+    manager: RunManager, store: Store, backlog: int, socket: type[S]
+) -> AsyncIterator[StalledAndPrompt[S]]:
+    """A `backpressure` run of 12 messages, both viewers subscribed before it goes on,
+    with `viewer_backlog` `backlog` and 50 frames a second; their senders run meanwhile."""
+    settings = Settings(db=":memory:", viewer_backlog=backlog, viewer_fps=50)
+    hub = LiveHub(manager, store, settings, asyncio.get_running_loop(), [])
+    stalled_socket, prompt_socket = socket(stalled=True), socket(stalled=False)
+    stalled = Viewer(hub, cast(WebSocket, stalled_socket))
+    prompt = Viewer(hub, cast(WebSocket, prompt_socket))
+    async with sending(stalled, prompt):
+        run = manager.start("backpressure", {"messages": 12, "delay": 0.01}, step_mode=True)
+        stalled.subscribe(run)
+        prompt.subscribe(run)
+        run.set_step_mode(False)
+        yield StalledAndPrompt(
+            run, stalled, stalled_socket, prompt, prompt_socket, time.monotonic() + 60
+        )

@@ -14,7 +14,12 @@ from app.store import Store
 from app.viewer import Viewer
 from pipecore.parts import part_of
 from pipecore.runs import RunManager
-from tests.integration.inprocess_hub import NetworkSocket, run_with_manager_and_store, sending
+from tests.integration.inprocess_hub import (
+    NetworkSocket,
+    run_with_manager_and_store,
+    sending,
+    stalled_and_prompt,
+)
 
 Frame = dict[str, Any]
 
@@ -40,25 +45,18 @@ def numbered(first: int, last: int) -> list[Frame]:
 def test_a_viewer_slices_behind_sends_the_same_frames_as_one_that_keeps_up() -> None:
     async def scenario(manager: RunManager, store: Store) -> None:
         # A backlog limit the run never reaches: the late viewer is behind, not resynchronised.
-        settings = Settings(db=":memory:", viewer_backlog=100_000, viewer_fps=50)
-        hub = LiveHub(manager, store, settings, asyncio.get_running_loop(), [])
-        late_socket, prompt_socket = RawSocket(stalled=True), RawSocket(stalled=False)
-        late = Viewer(hub, cast(WebSocket, late_socket))
-        prompt = Viewer(hub, cast(WebSocket, prompt_socket))
-        async with sending(late, prompt):
-            run = manager.start("backpressure", {"messages": 12, "delay": 0.01}, step_mode=True)
-            late.subscribe(run)
-            prompt.subscribe(run)
-            run.set_step_mode(False)
-            deadline = time.monotonic() + 60
-            while not run.state.terminal or prompt_socket.held_events(run.id) != run.events():
-                assert time.monotonic() < deadline, "the prompt viewer never got the whole run"
-                await asyncio.sleep(0.01)
+        async with stalled_and_prompt(manager, store, 100_000, RawSocket) as watch:
+            run, late_socket, prompt_socket = watch.run, watch.stalled_socket, watch.prompt_socket
+            await watch.until(
+                lambda: run.state.terminal and prompt_socket.held_events(run.id) == run.events(),
+                "the prompt viewer never got the whole run",
+            )
             assert late_socket.raw == []
             late_socket.flowing.set()
-            while late_socket.held_events(run.id) != run.events():
-                assert time.monotonic() < deadline, "the late viewer never caught up"
-                await asyncio.sleep(0.01)
+            await watch.until(
+                lambda: late_socket.held_events(run.id) == run.events(),
+                "the late viewer never caught up",
+            )
             # The run took several slices; the late viewer sent each of them as it was cut,
             # byte for byte, rather than one frame of its own joining them.
             assert len(prompt_socket.raw) >= 2

@@ -12,38 +12,39 @@ from app.settings import Settings
 from app.store import Store
 from app.viewer import MAX_OUTBOX, OVERFLOW_REASON, RESYNC_TAIL, Viewer
 from pipecore.runs import RunManager
-from tests.integration.inprocess_hub import NetworkSocket, run_with_manager_and_store, sending
+from tests.integration.inprocess_hub import (
+    NetworkSocket,
+    run_with_manager_and_store,
+    sending,
+    stalled_and_prompt,
+)
 
 
 def test_a_stalled_viewer_stays_bounded_and_never_holds_up_another() -> None:
     limit = 20
 
     async def scenario(manager: RunManager, store: Store) -> None:
-        settings = Settings(db=":memory:", viewer_backlog=limit, viewer_fps=50)
-        hub = LiveHub(manager, store, settings, asyncio.get_running_loop(), [])
-        stalled_socket, healthy_socket = NetworkSocket(stalled=True), NetworkSocket(stalled=False)
-        stalled = Viewer(hub, cast(WebSocket, stalled_socket))
-        healthy = Viewer(hub, cast(WebSocket, healthy_socket))
-        async with sending(stalled, healthy):
-            run = manager.start("backpressure", {"messages": 12, "delay": 0.01}, step_mode=True)
-            stalled.subscribe(run)
-            healthy.subscribe(run)
-            run.set_step_mode(False)
-            deadline = time.monotonic() + 60
+        async with stalled_and_prompt(manager, store, limit, NetworkSocket) as watch:
+            run, stalled, stalled_socket = watch.run, watch.stalled, watch.stalled_socket
+            healthy_socket = watch.prompt_socket
             largest = 0
+
             # The healthy viewer holds the whole run while the other one is stuck.
-            while not run.state.terminal or healthy_socket.held_events(run.id) != run.events():
-                assert time.monotonic() < deadline, "the healthy viewer never got the whole run"
+            def healthy_holds_the_run() -> bool:
+                nonlocal largest
                 largest = max(largest, stalled.backlog)
-                await asyncio.sleep(0.01)
+                return run.state.terminal and healthy_socket.held_events(run.id) == run.events()
+
+            await watch.until(healthy_holds_the_run, "the healthy viewer never got the whole run")
             assert not any("notice" in f for f in healthy_socket.sent)
             assert largest <= limit
             assert stalled_socket.sent == []
 
             stalled_socket.flowing.set()
-            while stalled_socket.held_events(run.id) != run.events():
-                assert time.monotonic() < deadline, "the stalled viewer never caught up"
-                await asyncio.sleep(0.01)
+            await watch.until(
+                lambda: stalled_socket.held_events(run.id) == run.events(),
+                "the stalled viewer never caught up",
+            )
             notices = [f["notice"] for f in stalled_socket.sent if "notice" in f]
             assert notices and f"fell more than {limit} events behind" in notices[0]
 
