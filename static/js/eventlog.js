@@ -80,9 +80,12 @@ export function createEventLog(root, { t }) {
     const last = Math.min(shown.length, Math.ceil((top + viewport.clientHeight) / ROW_HEIGHT) + OVERSCAN);
     const key = `${first}:${last}:${shown.length}`;
     const missing = skipped + dropped;
+    // Grouped digits, as the banners and the statistics show their counts.
+    const shownText = shown.length.toLocaleString();
+    const totalText = events.length.toLocaleString();
     count.textContent = missing
-      ? t('window.events', { shown: shown.length, total: events.length, skipped: missing })
-      : t('events.count', { shown: shown.length, total: events.length });
+      ? t('window.events', { shown: shownText, total: totalText, skipped: missing.toLocaleString() })
+      : t('events.count', { shown: shownText, total: totalText });
     root.dataset.total = String(events.length);
     root.dataset.skipped = String(missing);
     root.dataset.shown = String(shown.length);
