@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import select
 import shutil
 import time
 from bisect import bisect_right
@@ -44,6 +45,7 @@ _ORDER_KEY = itemgetter(0)
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether `pid` runs, from /proc: for a process without a pidfd (see `_ExitWatch`)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -55,6 +57,45 @@ def _pid_alive(pid: int) -> bool:
 
 
 FOREVER = 1 << 62  # `now` for the final drain: no receive waits any longer
+
+
+class _ExitWatch:
+    """Which ring processes have ended, told by their pidfds: one poll for all rings
+    costs about 0.4 µs, where reading `/proc/PID/stat` costs about 15 µs a process. A
+    process gets no pidfd where the kernel has none (Linux before 5.3) or when it is
+    already gone; `_pid_alive` answers for it then."""
+
+    __slots__ = ("_fds", "_poll")
+
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self._fds: dict[str, int] = {}  # ring name -> its process's pidfd
+
+    def watch(self, name: str, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            return
+        self._fds[name] = fd
+        self._poll.register(fd, select.POLLIN)
+
+    def ended(self) -> set[int]:
+        """The pidfds of the watched processes that have ended (zombies included)."""
+        return {fd for fd, _ in self._poll.poll(0)} if self._fds else set()
+
+    def alive(self, name: str, pid: int, ended: set[int]) -> bool:
+        fd = self._fds.get(name)
+        return _pid_alive(pid) if fd is None else fd not in ended
+
+    def forget(self, name: str) -> None:
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            self._poll.unregister(fd)
+            os.close(fd)
+
+    def close(self) -> None:
+        for name in list(self._fds):
+            self.forget(name)
 
 
 class Collector(RingReader):
@@ -87,6 +128,7 @@ class Collector(RingReader):
         self._steps: StepControl | None = None
         self._closed = False
         self._order = CausalOrder()
+        self._exits = _ExitWatch()
         self._lag_ns = 0  # see bound_lag; 0: each ring's whole data area may be unread
         self._busy_ns = 0  # work counted by pace() since the windows were last sized
         self.behind = False  # the last drain left records unread (its budget ran out)
@@ -132,6 +174,7 @@ class Collector(RingReader):
             budget = None
         horizon = now
         more = False  # records left unread, or events ready beyond `most`
+        ended: set[int] | None = None  # polled once, when a ring brought nothing
         for name, ring in list(self._rings.items()):
             got = self._read(ring, budget)
             if ring.cut:
@@ -140,7 +183,11 @@ class Collector(RingReader):
                 horizon = min(horizon, ring.last_t)
                 more = True
             self._scan_slots(ring)
-            if got or _pid_alive(ring.pid):
+            if got:
+                continue
+            if ended is None:
+                ended = self._exits.ended()
+            if self._exits.alive(name, ring.pid, ended):
                 continue
             # The process is gone: anything it wrote before dying is in the ring.
             self._read(ring)
@@ -161,6 +208,7 @@ class Collector(RingReader):
                 )
             ring.mm.close()
             del self._rings[name]
+            self._exits.forget(name)
             self._remove(ring)
         pending = self._pending
         pending.sort(key=_ORDER_KEY)
@@ -254,6 +302,7 @@ class Collector(RingReader):
                 continue
             read_pos = POSITION.unpack_from(mm, READ_POS_OFFSET)[0]
             self._rings[name] = Ring(pid, path, mm, capacity, read_pos, inode=stat.st_ino)
+            self._exits.watch(name, pid)
 
     def close(self, *, remove: bool = True) -> None:
         """Unmap every ring and remove the run directory unless told not to (drain first if
@@ -267,6 +316,7 @@ class Collector(RingReader):
         for ring in self._rings.values():
             ring.mm.close()
         self._rings.clear()
+        self._exits.close()
         if remove:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 

@@ -174,38 +174,63 @@ def _pong_once(end: Connection) -> None:
     end.send(end.recv())
 
 
+def _pidfds() -> int:
+    fds = os.listdir("/proc/self/fd")
+    return sum(_link(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]" for fd in fds)
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except FileNotFoundError:  # the listing's own descriptor, closed since
+        return ""
+
+
 def test_the_ring_of_a_process_gone_is_read_to_its_end_and_removed(run: RunFixture) -> None:
     run.activate()
     children = []
     ends = []
-    for n in range(6):
+    for _ in range(6):
         a, b = pipecore.Pipe()
         child = multiprocessing.get_context("fork").Process(target=_pong_once, args=(b,))
         child.start()
+        assert child.pid is not None
+        children.append((child, a))
+        ends += [a, b]
+    pids = [child.pid or 0 for child, _ in children]
+    # Every child's ring is found while it waits in recv, so its exit is told by a pidfd.
+    run.drain_until(lambda ev: all(calls(ev, pid=pid, op="recv") for pid in pids))
+    assert _pidfds() == 7
+    for n, (child, a) in enumerate(children):
         a.send(n)
         assert a.recv() == n
         child.join(10)
         assert child.exitcode == 0
-        assert child.pid is not None
-        children.append(child.pid)
-        ends += [a, b]
     # Every child's calls and exit are taken; then its ring leaves the run directory.
-    events = run.drain_until(lambda ev: all(_exit_of(ev, pid) for pid in children))
-    for pid in children:
+    events = run.drain_until(lambda ev: all(_exit_of(ev, pid) for pid in pids))
+    for pid in pids:
         assert [e["op"] for e in calls(events, pid=pid, phase="end")] == ["recv", "send"]
     run.drain()
     rings = sorted(n for n in os.listdir(run.run_dir) if n.endswith(".ring"))
     assert rings == [f"{os.getpid()}.ring"]
+    # Only the live ring's pidfd is still open.
+    assert _pidfds() == 1
     for end in ends:
         end.close()
 
 
 def _exits_without_bootstrap(activator: Connection) -> None:
     activator.send("bye")
+    activator.recv()
     os._exit(0)  # skips the exit event: the collector must notice the pid is gone
 
 
-def test_a_process_gone_without_an_exit_event_is_reported_killed(run: RunFixture) -> None:
+@pytest.mark.parametrize("pidfds", [True, False], ids=["pidfd", "proc"])
+def test_a_process_gone_without_an_exit_event_is_reported_killed(
+    run: RunFixture, monkeypatch: pytest.MonkeyPatch, pidfds: bool
+) -> None:
+    if not pidfds:  # a kernel without pidfd_open: the collector reads /proc instead
+        monkeypatch.delattr(os, "pidfd_open")
     run.activate()
     activator, keep = pipecore.Pipe()
     child = multiprocessing.get_context("spawn").Process(
@@ -213,8 +238,11 @@ def test_a_process_gone_without_an_exit_event_is_reported_killed(run: RunFixture
     )
     child.start()
     assert keep.recv() == "bye"
-    child.join(10)
     pid = child.pid or 0
+    # Its ring is found while it lives (a pidfd is opened for it), then it ends.
+    run.drain_until(lambda ev: bool(calls(ev, pid=pid, op="send", phase="end")))
+    keep.send("go")
+    child.join(10)
     events = run.drain_until(lambda ev: _exit_of(ev, pid) is not None)
     exit_event = _exit_of(events, pid)
     assert exit_event is not None
