@@ -33,22 +33,29 @@ def encode(frame: Frame) -> str:
         if frame.text is None:
             frame.text = encode(dict(frame))
         return frame.text
+    return _json(frame).decode()
+
+
+def _json(frame: Frame) -> bytes:
+    """A frame's UTF-8 JSON (orjson; the standard library for what orjson refuses)."""
     try:
-        return orjson.dumps(frame).decode()
+        return orjson.dumps(frame)
     except TypeError:  # an integer past 64 bits, a non-string key
-        return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def sent(frame: Frame, compress: bool) -> str | bytes:
     """What a viewer is sent for a control frame: its JSON text; a `snapshot`, which may
     hold a long run's kept events, as the raw DEFLATE stream of that JSON in a binary
-    message when the viewer asked for compressed frames (docs/protocol.md)."""
+    message when the viewer asked for compressed frames (docs/protocol.md). The JSON to
+    compress is orjson's bytes as they come, never decoded to text and encoded back."""
     if not compress or frame["type"] != "snapshot":
         return encode(frame)
     if not isinstance(frame, SharedFrame):
-        return deflated_whole(encode(frame).encode())
+        return deflated_whole(_json(frame))
     if frame.deflated is None:
-        frame.deflated = deflated_whole(encode(frame).encode())
+        whole = _json(dict(frame)) if frame.text is None else frame.text.encode()
+        frame.deflated = deflated_whole(whole)
     return frame.deflated
 
 
