@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import queue
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from pipecore.runs import START_METHODS, CapacityError, RunManager, RunState
@@ -13,6 +17,8 @@ from pipecore.scenarios import SCENARIOS, ParamError, get_scenario
 
 Event = dict[str, Any]
 TERMINAL_STATES = frozenset(state.value for state in RunState if state.terminal)
+# Each stops the run, which is torn down and prints its last events, as Ctrl-C does.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +123,12 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     0 when the run completed, 1 when it failed, deadlocked, timed out or was stopped,
     2 on bad arguments (with a one-line error on stderr).
     """
-    stream = out if out is not None else sys.stdout
+    stop = threading.Event()
+    with _stopped_by_signals(stop):
+        return _run(args, out if out is not None else sys.stdout, stop)
+
+
+def _run(args: argparse.Namespace, stream: TextIO, stop: threading.Event) -> int:
     manager = RunManager()
     try:
         params = parse_params(args.scenario, list(args.param))
@@ -130,20 +141,35 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     batches: queue.Queue[list[Event]] = queue.Queue()
     snapshot, unsubscribe = run.subscribe(batches.put)
     printer = _Printer(stream, args.format)
-    printer.write(snapshot)
     try:
+        printer.write(snapshot)
+        stopping = False
         while not printer.ended:
-            try:
-                printer.write(batches.get(timeout=0.1))
-            except KeyboardInterrupt:
-                # Ctrl-C stops the run; its last events (the `stopped` state) still print.
+            if stop.is_set() and not stopping:
+                stopping = True
                 run.stop()
-            except queue.Empty:
-                pass
+            with contextlib.suppress(queue.Empty):
+                printer.write(batches.get(timeout=0.1))
     finally:
         unsubscribe()
         manager.shutdown()
     return 0 if run.state is RunState.COMPLETED else 1
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """While inside, SIGINT, SIGTERM and SIGHUP set `stop` instead of ending the process, so
+    that the run is torn down (its processes ended, its shared memory removed) and its
+    last events print. From a thread other than the main one, signals are left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

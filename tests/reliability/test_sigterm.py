@@ -1,15 +1,28 @@
-"""Faults: a busy server stopped by SIGTERM ends its workers, keeps its records and exits 0."""
+"""Faults: a busy server stopped by SIGTERM ends its workers, keeps its records and exits 0;
+`pipescope run` stopped by a signal tears its run down."""
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.store import Store
 from tests.conftest import serve_pipescope
-from tests.reliability.conftest import TERMINAL, Leaks, alive, descendants, figure, wait_for
+from tests.reliability.conftest import (
+    ROOT,
+    TERMINAL,
+    Leaks,
+    alive,
+    descendants,
+    figure,
+    wait_for,
+)
 
 BUSY = [
     {"scenario": "backpressure", "params": {"messages": 1000, "delay": 0.05}},
@@ -71,4 +84,43 @@ def test_sigterm_to_a_busy_server_ends_workers_keeps_records_and_exits_0(
         f"{len(run_ids)} runs, {len(pids)} processes gone {gone_after:.2f} s after the signal, "
         f"exit status {code}, {sum(counts.values())} events on disk",
     )
+    leaks.check()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=str)
+def test_a_signal_to_pipescope_run_tears_its_run_down_and_prints_the_end(
+    signum: signal.Signals, leaks: Leaks
+) -> None:
+    argv = ["run", "poll", "--param", "messages=200", "--format", "jsonl", "--timeout", "60"]
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert cli.stdout is not None
+    events = []
+    workers: set[int] = set()
+    try:
+        # Until both workers have made a call: the run is in full swing.
+        while len(workers) < 2:
+            line = cli.stdout.readline()
+            assert line, "the run ended before both workers called"
+            events.append(json.loads(line))
+            if events[-1]["kind"] == "call":
+                workers.add(events[-1]["pid"])
+        run_id = events[-1]["run"]
+        pids = descendants(cli.pid) | workers  # the run's main process, collector, workers
+        cli.send_signal(signum)
+        rest, _ = cli.communicate(timeout=30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    events += [json.loads(line) for line in rest.splitlines()]
+    assert cli.returncode == 1
+    assert (events[-1]["kind"], events[-1]["state"]) == ("run", "stopped")
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [pid for pid in pids if alive(pid)] == []
+    assert not os.path.exists(f"/dev/shm/pipescope-{run_id}")
     leaks.check()
