@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from app.settings import SETTINGS, Setting, Settings, SettingsError
 from pipecore import headless
@@ -32,11 +32,17 @@ def _option_type(setting: Setting) -> Callable[[str], Any]:
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit status 2), naming
+    the command's --help instead of repeating the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: `pipescope serve ...` and `pipescope run ...`."""
-    parser = argparse.ArgumentParser(
-        prog="pipescope", description="See multiprocessing.Pipe traffic live."
-    )
+    parser = _Parser(prog="pipescope", description="See multiprocessing.Pipe traffic live.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",

@@ -34,7 +34,8 @@ def test_serve_help_lists_every_setting_with_its_variable_and_help(
 def test_a_bad_option_is_refused_with_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--port", "eighty"]) == 2
     err = capsys.readouterr().err
-    assert "--port" in err and "expected an integer from 0 to 65535, got 'eighty'" in err
+    assert err.count("\n") == 1 and err.startswith("pipescope serve: error: argument --port:")
+    assert "expected an integer from 0 to 65535, got 'eighty'" in err
 
 
 def test_a_bad_environment_variable_is_refused_before_serving(
@@ -45,9 +46,25 @@ def test_a_bad_environment_variable_is_refused_before_serving(
     assert "PIPESCOPE_MAX_RUNS (--max-runs): expected an integer" in capsys.readouterr().err
 
 
-def test_an_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["trace-everything"]) == 2
-    assert "invalid choice" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["trace-everything"], "pipescope: error: argument COMMAND: invalid choice"),
+        ([], "the following arguments are required: COMMAND (see pipescope --help)"),
+        (["run"], "pipescope run: error: the following arguments are required: scenario"),
+        (["run", "ping-pong", "--format", "xml"], "invalid choice: 'xml'"),
+        (["run", "ping-pong", "--start-method", "vfork"], "invalid choice: 'vfork'"),
+        (["run", "ping-pong", "--timeout", "soon"], "invalid float value: 'soon'"),
+        (["export"], "pipescope export: error: the following arguments are required: run"),
+        (["run", "ping-pong", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_code_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
 
 
 def test_serve_answers_on_the_port_the_kernel_picked(start_server: StartServer) -> None:
