@@ -4,6 +4,7 @@ The run's shared stream is in `app.hub`, the viewer's outbox and sender in `app.
 """
 
 import asyncio
+import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -52,9 +53,43 @@ async def serve(hub: LiveHub, websocket: WebSocket, compress: str | None = None)
         await asyncio.gather(sender, return_exceptions=True)
 
 
+class RateLimit:
+    """At most `rate` messages a second, in bursts of as many (a token bucket). Of the
+    messages past it, the first is answered with an error frame saying that they are
+    ignored; the next message taken again is preceded by one saying how many were."""
+
+    def __init__(self, viewer: Viewer, rate: int) -> None:
+        self.viewer = viewer
+        self.rate = rate
+        self.tokens = float(rate)
+        self.last = time.monotonic()
+        self.ignored = 0  # since the last message taken
+
+    def take(self) -> bool:
+        """Whether the message just received may be acted on."""
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            if not self.ignored:
+                refuse(
+                    self.viewer,
+                    f"rate limit: more than {self.rate:,} messages a second from this "
+                    "connection; the ones past it are ignored",
+                )
+            self.ignored += 1
+            return False
+        self.tokens -= 1
+        if self.ignored:
+            refuse(self.viewer, f"rate limit: {self.ignored:,} messages were ignored")
+            self.ignored = 0
+        return True
+
+
 async def receive_forever(viewer: Viewer) -> None:
     """Read the viewer's frames and act on each, until it leaves or is dropped."""
     max_bytes = viewer.hub.settings.max_message_bytes
+    limit = RateLimit(viewer, viewer.hub.settings.max_frames_per_second)
     while not viewer.overflowed:
         try:
             message = await viewer.websocket.receive()
@@ -62,6 +97,8 @@ async def receive_forever(viewer: Viewer) -> None:
             return
         if message["type"] == "websocket.disconnect":
             return
+        if not limit.take():
+            continue
         text = message.get("text")
         if text is None:
             refuse(viewer, "expected a text frame holding JSON, got a binary frame")

@@ -103,6 +103,15 @@ class Settings:
             maximum=16 * 1024 * 1024,
         ),
     )
+    max_frames_per_second: int = field(
+        default=100,
+        metadata=_doc(
+            "websocket messages a viewer may send a second, in bursts of as many; the ones "
+            "past it are ignored, and error frames say so and how many",
+            minimum=1,
+            maximum=100_000,
+        ),
+    )
     viewer_backlog: int = field(
         default=20_000,
         metadata=_doc(
