@@ -17,6 +17,20 @@ export function newLane(capacity) {
     kernelQueued: null, early: [], bytes: 0, latencyNs: 0, timed: 0 };
 }
 
+// A socketpair's kernel counts each message's memory against the buffer's capacity, not only
+// its payload: at least 768 bytes a message (Linux 6, x86-64), so 278 unread messages of
+// 100 bytes fill a 208 KiB buffer and block the writer. A pipe (os.pipe) counts the payload.
+export const SOCKET_MESSAGE_MIN = 768;
+
+/** How full a lane's kernel buffer is: `fill` (0..1) of `capacity`, from `queued` payload
+ *  bytes and, for a socketpair, `counted`: at least what its kernel counts for them. */
+export function gaugeOf(pipe, lane) {
+  const counted = pipe.transport === 'socketpair'
+    ? Math.max(lane.queued, lane.tokens.length * SOCKET_MESSAGE_MIN) : lane.queued;
+  const fill = lane.capacity ? Math.min(1, counted / lane.capacity) : 0;
+  return { fill, queued: lane.queued, counted, capacity: lane.capacity };
+}
+
 export function laneFor(pipe, dir) {
   if (!pipe.lanes[dir]) pipe.lanes[dir] = newLane(pipe.capacity); // a call the pipe type forbids
   return pipe.lanes[dir];

@@ -1,6 +1,7 @@
 // Canvas drawing of one pipe: its tube, lanes, end caps, blocked ends and capacity gauges.
 
 import { boxExit } from './layout.js';
+import { gaugeOf } from './model_lanes.js';
 import { COLOURS, fitText, formatBytes, formatWait, roundRect } from './render_process.js';
 
 export const LANE_W = 26;
@@ -13,8 +14,7 @@ export function tubeGeometry(lp, boxes, pipe) {
   if (!ba || !bb) return null;
   const lanes = Object.keys(pipe.lanes);
   const width = lanes.length * LANE_W + 6;
-  let pa;
-  let pb;
+  let pa, pb;
   if (lp.ports && lp.ports.a && lp.ports.b) {
     pa = lp.ports.a;
     pb = lp.ports.b;
@@ -60,23 +60,25 @@ export function laneX(geom, dir, d) {
 
 export const laneRoom = (geom) => geom.len - 2 * END_PAD;
 
-function drawGauge(ctx, geom, dir, lane, t) {
+function drawGauge(ctx, geom, dir, pipe, t) {
+  const lane = pipe.lanes[dir];
   if (!lane.capacity) return;
   const side = geom.laneY[dir] > 0 || (geom.laneY[dir] === 0 && !geom.flowsRight[dir]) ? 1 : -1;
   const y = side * (geom.width / 2 + 4);
   const room = laneRoom(geom);
-  const frac = Math.min(1, lane.queued / lane.capacity);
+  const gauge = gaugeOf(pipe, lane);
   ctx.fillStyle = '#e2e8f0';
   ctx.fillRect(END_PAD, y - 1.5, room, 3);
-  ctx.fillStyle = frac > 0.85 ? COLOURS.blocked : '#64748b';
-  const w = room * frac;
+  ctx.fillStyle = gauge.fill > 0.85 ? COLOURS.blocked : '#64748b';
+  const w = room * gauge.fill;
   ctx.fillRect(geom.flowsRight[dir] ? END_PAD + room - w : END_PAD, y - 1.5, w, 3);
   if (lane.queued > 0 && geom.len > 170) {
     ctx.font = '10px system-ui, sans-serif';
     ctx.fillStyle = COLOURS.muted;
     ctx.textAlign = geom.flowsRight[dir] ? 'right' : 'left';
     ctx.textBaseline = side > 0 ? 'top' : 'bottom';
-    const text = `${t('queued')} ${formatBytes(lane.queued)} / ${formatBytes(lane.capacity)}`;
+    const counted = gauge.counted > gauge.queued ? ` · ${t('kernel_counts')} ≥ ${formatBytes(gauge.counted)}` : '';
+    const text = `${t('queued')} ${formatBytes(gauge.queued)}${counted} / ${formatBytes(gauge.capacity)}`;
     ctx.fillText(text, geom.flowsRight[dir] ? geom.len - END_PAD : END_PAD, y + side * 4);
   }
 }
@@ -183,7 +185,7 @@ export function drawTubeBody(ctx, geom, pipe, info) {
 /** Gauges, the pipe's label and both ends: drawn after every tube so none hides them. */
 export function drawTubeLabels(ctx, geom, pipe, info) {
   const half = geom.width / 2;
-  for (const dir of Object.keys(pipe.lanes)) drawGauge(ctx, geom, dir, pipe.lanes[dir], info.t);
+  for (const dir of Object.keys(pipe.lanes)) drawGauge(ctx, geom, dir, pipe, info.t);
   ctx.font = '600 11px system-ui, sans-serif';
   ctx.fillStyle = COLOURS.ink;
   ctx.textAlign = 'center';

@@ -160,6 +160,42 @@ def test_receives_take_the_oldest_frame_or_the_one_the_analysis_matched(lv_page:
     assert state["tokens"]["4"]["recvSeq"] == 6
 
 
+GAUGE = """async (events) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const { gaugeOf } = await import('/static/js/model_lanes.js');
+  const model = createRunModel();
+  model.apply(events);
+  const pipe = model.state.pipes['1.1'];
+  return gaugeOf(pipe, pipe.lanes['a>b'] || pipe.lanes['b>a']);
+}"""
+
+
+@pytest.mark.parametrize(
+    ("transport", "capacity", "sends", "expected"),
+    [
+        # A writer of 100-byte objects (104 bytes a frame) blocks after 278 unread ones: its
+        # socketpair's kernel counts 768 bytes each against 212,992 (measured on Linux 6).
+        ("socketpair", 212_992, 278, {"queued": 28_912, "counted": 213_504, "fill": 1}),
+        ("socketpair", 212_992, 10, {"queued": 1_040, "counted": 7_680, "fill": 7_680 / 212_992}),
+        # A pipe counts the payload alone.
+        ("os.pipe", 65_536, 10, {"queued": 1_040, "counted": 1_040, "fill": 1_040 / 65_536}),
+    ],
+)
+def test_the_gauge_fills_as_the_kernel_counts_a_socketpair_or_a_pipe(
+    lv_page: Any, transport: str, capacity: int, sends: int, expected: dict[str, float]
+) -> None:
+    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
+    pipe |= {"pipe": "1.1", "pipe_name": "p", "duplex": transport == "socketpair"}
+    pipe |= {"transport": transport, "capacity": capacity}
+    end = "a" if transport == "socketpair" else "b"  # a one-way pipe's writer is b
+    events = [pipe] + [call(2 + n, 1, end, "send_bytes", nbytes=104) for n in range(sends)]
+    gauge = lv_page.evaluate(GAUGE, events)
+    assert gauge["queued"] == expected["queued"]
+    assert gauge["counted"] == expected["counted"]
+    assert gauge["fill"] == pytest.approx(expected["fill"])
+    assert gauge["capacity"] == capacity
+
+
 def test_a_corrupt_frame_is_flagged_with_its_explanation(lv_page: Any) -> None:
     events = fixture("corrupt")
     state = apply(lv_page, events)
