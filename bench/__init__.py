@@ -1,0 +1,1 @@
+"""The benchmark (`make bench`, `make bench-quick`): tracing cost, end to end, page, start."""
