@@ -146,7 +146,8 @@ class Settings:
     deadlock_seconds: float = field(
         default=1.0,
         metadata=_doc(
-            "every live end blocked with nothing queued for this long is reported as a deadlock",
+            "every live end blocked, each waiting for another, for this long is reported as a "
+            "deadlock",
             minimum=0.05,
         ),
     )

@@ -159,7 +159,7 @@ def deadlock_verdict(
         {"pid": c.pid, "process": c.process, "pipe": e.pipe, "end": e.end, "op": c.op}
         for e, c in members
     ]
-    return f"deadlock: {', '.join(parts)}; {reason}", cycle
+    return f"{', '.join(parts)}; {reason}", cycle
 
 
 def _groups(dead: set[int], waits: dict[int, set[int]]) -> list[set[int]]:

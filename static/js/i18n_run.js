@@ -3,14 +3,15 @@
 export const RUN_MESSAGES = {
   en: {
     'outcome.completed': 'the scenario ran to completion',
-    'outcome.worker_killed': '{process} (pid {pid}) was killed by {signal}; the main process exited with {code}',
+    'outcome.worker_killed': '{process} (pid {pid}) was killed; the main process exited with {code}',
+    'outcome.worker_killed.signal': '{process} (pid {pid}) was killed by {signal}; the main process exited with {code}',
     'outcome.main_killed': 'the main process was killed by {signal}',
     'outcome.timeout': 'the run exceeded its time limit of {limit} s',
     'outcome.stopped': 'stopped on request',
     'outcome.exit_code': 'the main process exited with code {code}',
     'outcome.exit_code.stderr': 'the main process exited with code {code}: {stderr}',
     'outcome.collector_failed': 'the collector failed: {error}',
-    'outcome.deadlock': 'deadlock: every live end is blocked and nothing is queued',
+    'outcome.deadlock': 'deadlock: every live end is blocked, each waiting for another',
     'outcome.program_exit': '{program} exited with code {code}',
     'outcome.disconnected': 'disconnected: the tracer left before the program ended',
     'outcome.refused': 'the tracer’s stream was refused: {error}',
@@ -23,14 +24,15 @@ export const RUN_MESSAGES = {
   },
   zh: {
     'outcome.completed': '场景已运行完毕',
-    'outcome.worker_killed': '{process}（pid {pid}）被 {signal} 终止；主进程以退出码 {code} 退出',
+    'outcome.worker_killed': '{process}（pid {pid}）被终止；主进程以退出码 {code} 退出',
+    'outcome.worker_killed.signal': '{process}（pid {pid}）被 {signal} 终止；主进程以退出码 {code} 退出',
     'outcome.main_killed': '主进程被 {signal} 终止',
     'outcome.timeout': '运行超过了 {limit} 秒的时间限制',
     'outcome.stopped': '已按请求停止',
     'outcome.exit_code': '主进程以退出码 {code} 退出',
     'outcome.exit_code.stderr': '主进程以退出码 {code} 退出：{stderr}',
     'outcome.collector_failed': '采集器出错：{error}',
-    'outcome.deadlock': '死锁：所有存活的端都被阻塞，且没有排队的数据',
+    'outcome.deadlock': '死锁：所有存活的端都被阻塞，彼此等待',
     'outcome.program_exit': '{program} 以退出码 {code} 退出',
     'outcome.disconnected': '连接已断开：追踪器在程序结束前离开',
     'outcome.refused': '追踪器的数据流被拒绝：{error}',
@@ -60,7 +62,7 @@ export function behindCount(line) {
 }
 
 // Outcomes whose text changes when an argument is empty: key -> that argument.
-const OPTIONAL = { exit_code: 'stderr' };
+const OPTIONAL = { exit_code: 'stderr', worker_killed: 'signal' };
 
 /**
  * The run's outcome in the page's language: `reason` ({key, args}) through `t`, or the

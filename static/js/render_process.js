@@ -159,7 +159,9 @@ export function drawDeadlock(ctx, width, height, verdict, t, nowMs) {
   ctx.lineWidth = 4;
   ctx.strokeRect(2, 2, width - 4, height - 4);
   ctx.font = '600 13px system-ui, sans-serif';
-  const text = fitText(ctx, `${t('deadlock')}: ${verdict.message || ''}`, width - 40);
+  // Records made before 2026-11-27 begin their message with the word itself.
+  const said = (verdict.message || '').replace(/^deadlock: /, '');
+  const text = fitText(ctx, `${t('deadlock')}: ${said}`, width - 40);
   const w = Math.min(width - 16, ctx.measureText(text).width + 24);
   roundRect(ctx, (width - w) / 2, height - 34, w, 26, 6);
   ctx.fillStyle = COLOURS.deadlock;

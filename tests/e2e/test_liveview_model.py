@@ -597,6 +597,14 @@ OUTCOME = """async ({ reason, message, lang }) => {
             "en",
             "Process-1 (pid 7) was killed by SIGKILL; the main process exited with 1",
         ),
+        (  # a process that vanished: no signal is known
+            {
+                "key": "worker_killed",
+                "args": {"process": "chatter", "pid": 7, "signal": "", "code": 0},
+            },
+            "zh",
+            "chatter（pid 7）被终止；主进程以退出码 0 退出",
+        ),
         ({"key": "exit_code", "args": {"code": 2, "stderr": ""}}, "zh", "主进程以退出码 2 退出"),
         (
             {"key": "exit_code", "args": {"code": 2, "stderr": "boom"}},

@@ -101,7 +101,7 @@ def test_recv_recv_deadlock_is_reported_after_the_threshold_and_once() -> None:
     assert kinds(verdicts) == ["deadlock"]
     v = verdicts[0]
     assert v["message"] == (
-        "deadlock: Process-1 waits in recv on pipe p1 end a, "
+        "Process-1 waits in recv on pipe p1 end a, "
         "Process-2 waits in recv on pipe p1 end b; nothing is queued in either direction"
     )
     assert v["cycle"] == [
