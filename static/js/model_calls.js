@@ -111,7 +111,8 @@ export function onCall(state, ev) {
     if (SEND_OPS.has(ev.op)) onSend(state, pipe, ev);
     else if (RECV_OPS.has(ev.op)) onReceive(state, pipe, ev);
   } else if (ev.phase === 'error') {
-    if (ev.corrupt && RECV_OPS.has(ev.op)) onReceive(state, pipe, ev);
+    // A frame the analysis matched was read (BufferTooShort, a bad length, a corrupt one).
+    if (RECV_OPS.has(ev.op) && (ev.corrupt || ev.match != null)) onReceive(state, pipe, ev);
     end.error = { type: ev.error_type ?? 'Error', message: ev.error ?? '', seq: ev.seq, op: ev.op };
     push(state.marks, { seq: ev.seq, t: ev.t, pid: ev.pid, pipe: pipe.id, end: ev.end,
       kind: ev.error_type === 'EOFError' ? 'eof' : 'error',

@@ -22,13 +22,18 @@ export function newLane(capacity) {
 // 100 bytes fill a 208 KiB buffer and block the writer. A pipe (os.pipe) counts the payload.
 export const SOCKET_MESSAGE_MIN = 768;
 
-/** How full a lane's kernel buffer is: `fill` (0..1) of `capacity`, from `queued` payload
- *  bytes and, for a socketpair, `counted`: at least what its kernel counts for them. */
-export function gaugeOf(pipe, lane) {
+/** How full the kernel buffer of lane `dir` is: `fill` (0..1) of `capacity`, from `queued`
+ *  payload bytes and, for a socketpair, `counted`: at least what its kernel counts for them.
+ *  While its sender waits in send the buffer is full (`waits`), whatever the frames already
+ *  sent add up to: the waiting frame is partly in it. */
+export function gaugeOf(pipe, dir) {
+  const lane = pipe.lanes[dir];
   const counted = pipe.transport === 'socketpair'
     ? Math.max(lane.queued, lane.tokens.length * SOCKET_MESSAGE_MIN) : lane.queued;
-  const fill = lane.capacity ? Math.min(1, counted / lane.capacity) : 0;
-  return { fill, queued: lane.queued, counted, capacity: lane.capacity };
+  const waiting = Object.values(pipe.ends[dir[0]]?.waiting ?? {});
+  const waits = waiting.some((w) => w.op === 'send' || w.op === 'send_bytes');
+  const fill = !lane.capacity ? 0 : waits ? 1 : Math.min(1, counted / lane.capacity);
+  return { fill, waits, queued: lane.queued, counted, capacity: lane.capacity };
 }
 
 export function laneFor(pipe, dir) {
@@ -47,7 +52,7 @@ function adopt(state, lane, ev) {
     delete state.tokens[was];
     Object.assign(token, { seq: ev.seq, op: ev.op, fromPid: ev.pid, nbytes: ev.nbytes ?? 0,
       preview: ev.preview ?? '', type: ev.type ?? '', hash: ev.hash ?? '', head: ev.head ?? '',
-      site: ev.site ?? null, tSend: ev.t, latencyNs: token.tRecv - ev.t });
+      site: ev.site ?? null, tSend: ev.t, latencyNs: Math.max(0, token.tRecv - ev.t) });
     state.tokens[ev.seq] = token;
     for (const list of [state.delivered, state.recent]) {
       const at = list.lastIndexOf(was);
@@ -159,7 +164,9 @@ export function onReceive(state, pipe, ev) {
     recvPreview: ev.preview ?? null, recvHash: ev.hash ?? null });
   lane.received += 1;
   lane.bytes += token.nbytes;
-  if (token.latencyNs == null && token.tSend != null) token.latencyNs = ev.t - token.tSend;
+  // A send's end is stamped after the kernel took the frame, so its receiver may be stamped
+  // first: such a latency counts as 0, as the analysis has it.
+  if (token.latencyNs == null && token.tSend != null) token.latencyNs = Math.max(0, ev.t - token.tSend);
   if (token.latencyNs != null) {
     lane.latencyNs += token.latencyNs;
     lane.timed += 1;

@@ -1,7 +1,7 @@
-// Canvas drawing of one pipe: its tube, lanes, end caps, blocked ends and capacity gauges.
+// Canvas drawing of one pipe: its tube, lanes, end caps and blocked ends (gauges: render_gauge.js).
 
 import { boxExit } from './layout.js';
-import { gaugeOf } from './model_lanes.js';
+import { drawGauge } from './render_gauge.js';
 import { COLOURS, fitText, formatBytes, formatWait, roundRect } from './render_process.js';
 
 export const LANE_W = 26;
@@ -60,29 +60,6 @@ export function laneX(geom, dir, d) {
 
 export const laneRoom = (geom) => geom.len - 2 * END_PAD;
 
-function drawGauge(ctx, geom, dir, pipe, t) {
-  const lane = pipe.lanes[dir];
-  if (!lane.capacity) return;
-  const side = geom.laneY[dir] > 0 || (geom.laneY[dir] === 0 && !geom.flowsRight[dir]) ? 1 : -1;
-  const y = side * (geom.width / 2 + 4);
-  const room = laneRoom(geom);
-  const gauge = gaugeOf(pipe, lane);
-  ctx.fillStyle = '#e2e8f0';
-  ctx.fillRect(END_PAD, y - 1.5, room, 3);
-  ctx.fillStyle = gauge.fill > 0.85 ? COLOURS.blocked : '#64748b';
-  const w = room * gauge.fill;
-  ctx.fillRect(geom.flowsRight[dir] ? END_PAD + room - w : END_PAD, y - 1.5, w, 3);
-  if (lane.queued > 0 && geom.len > 170) {
-    ctx.font = '10px system-ui, sans-serif';
-    ctx.fillStyle = COLOURS.muted;
-    ctx.textAlign = geom.flowsRight[dir] ? 'right' : 'left';
-    ctx.textBaseline = side > 0 ? 'top' : 'bottom';
-    const counted = gauge.counted > gauge.queued ? ` · ${t('kernel_counts')} ≥ ${formatBytes(gauge.counted)}` : '';
-    const text = `${t('queued')} ${formatBytes(gauge.queued)}${counted} / ${formatBytes(gauge.capacity)}`;
-    ctx.fillText(text, geom.flowsRight[dir] ? geom.len - END_PAD : END_PAD, y + side * 4);
-  }
-}
-
 function drawEnd(ctx, geom, pipe, endName, info) {
   const end = pipe.ends[endName];
   const x = geom.endX[endName];
@@ -115,7 +92,8 @@ function drawEnd(ctx, geom, pipe, endName, info) {
     ctx.font = '600 10px system-ui, sans-serif';
     ctx.fillStyle = colour;
     if (geom.len < 240) return drawEndMarker(ctx, x, endName, end); // the box shows the wait
-    const label = `${info.t(sending ? 'blocked_send' : 'blocked_recv')} ${formatWait(info.waitMs(since))}`;
+    const what = sending ? 'blocked_send' : waits.every((w) => w.op === 'poll') ? 'blocked_poll' : 'blocked_recv';
+    const label = `${info.t(what)} ${formatWait(info.waitMs(since))}`;
     ctx.textAlign = inward > 0 ? 'left' : 'right';
     ctx.fillText(label, x + inward * 10, half + 14);
     ctx.textAlign = 'center';
@@ -185,7 +163,7 @@ export function drawTubeBody(ctx, geom, pipe, info) {
 /** Gauges, the pipe's label and both ends: drawn after every tube so none hides them. */
 export function drawTubeLabels(ctx, geom, pipe, info) {
   const half = geom.width / 2;
-  for (const dir of Object.keys(pipe.lanes)) drawGauge(ctx, geom, dir, pipe, info.t);
+  for (const dir of Object.keys(pipe.lanes)) drawGauge(ctx, geom, dir, pipe, info.t, END_PAD);
   ctx.font = '600 11px system-ui, sans-serif';
   ctx.fillStyle = COLOURS.ink;
   ctx.textAlign = 'center';
@@ -195,8 +173,9 @@ export function drawTubeLabels(ctx, geom, pipe, info) {
   const label = `${pipe.name} · ${kind}${corrupt ? ` · ⚠ ${corrupt} ${info.t('corrupt')}` : ''}`;
   ctx.fillStyle = corrupt ? COLOURS.corrupt : COLOURS.ink;
   const room = geom.len - 60;
-  // A short tube still shows its pipe's name, over the whole tube if need be.
-  const [text, fits] = ctx.measureText(label).width > room ? [pipe.name, geom.len] : [label, room];
+  // A short tube still shows its pipe's name (after its corrupt count), over the whole tube.
+  const short = corrupt ? `⚠ ${corrupt} · ${pipe.name}` : pipe.name;
+  const [text, fits] = ctx.measureText(label).width > room ? [short, geom.len] : [label, room];
   if (fits > 30) ctx.fillText(fitText(ctx, text, fits), geom.len / 2, -half - 18);
   drawEnd(ctx, geom, pipe, 'a', info);
   drawEnd(ctx, geom, pipe, 'b', info);

@@ -166,7 +166,7 @@ GAUGE = """async (events) => {
   const model = createRunModel();
   model.apply(events);
   const pipe = model.state.pipes['1.1'];
-  return gaugeOf(pipe, pipe.lanes['a>b'] || pipe.lanes['b>a']);
+  return gaugeOf(pipe, pipe.lanes['a>b'] ? 'a>b' : 'b>a');
 }"""
 
 
@@ -194,6 +194,38 @@ def test_the_gauge_fills_as_the_kernel_counts_a_socketpair_or_a_pipe(
     assert gauge["counted"] == expected["counted"]
     assert gauge["fill"] == pytest.approx(expected["fill"])
     assert gauge["capacity"] == capacity
+    assert gauge["waits"] is False
+    # A send that waits: the buffer is full, whatever the frames sent before add up to.
+    waiting = call(2 + sends, 1, end, "send_bytes", phase="begin")
+    assert lv_page.evaluate(GAUGE, [*events, waiting])["fill"] == 1
+    assert lv_page.evaluate(GAUGE, [*events, waiting])["waits"] is True
+
+
+def test_a_receive_stamped_before_its_send_ended_has_no_negative_latency(lv_page: Any) -> None:
+    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
+    pipe |= {"pipe": "1.1", "pipe_name": "p", "duplex": False, "capacity": 65_536}
+    # The send's end is stamped 114 µs after the receive that took its frame.
+    send = call(2, 1, "b", "send_bytes", nbytes=10) | {"t": 5_114_000}
+    recv = call(3, 2, "a", "recv_bytes", nbytes=10, match=2) | {"t": 5_000_000}
+    state = apply(lv_page, [pipe, send, recv])
+    assert state["tokens"]["2"]["latencyNs"] == 0
+    assert state["pipes"]["1.1"]["lanes"]["b>a"]["latencyNs"] == 0
+
+
+def test_a_frame_read_into_a_buffer_too_short_leaves_the_lane(lv_page: Any) -> None:
+    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
+    pipe |= {"pipe": "1.1", "pipe_name": "p", "duplex": True, "capacity": 212_992}
+    events = [pipe, call(2, 1, "a", "send_bytes", nbytes=25, preview="b'does not fit'")]
+    events.append(
+        call(
+            3, 2, "b", "recv_bytes_into", phase="error", error_type="BufferTooShort",
+            error="b'does not fit'", match=2,
+        )
+    )  # fmt: skip
+    state = apply(lv_page, events)
+    lane = state["pipes"]["1.1"]["lanes"]["a>b"]
+    assert (lane["tokens"], lane["queued"]) == ([], 0)
+    assert state["tokens"]["2"]["status"] == "delivered"
 
 
 def test_a_corrupt_frame_is_flagged_with_its_explanation(lv_page: Any) -> None:
