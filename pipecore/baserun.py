@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pipecore.analysis import Analysis
-from pipecore.outcome import Reason, RunState
+from pipecore.outcome import RunState
 from pipecore.parts import Part, is_kept, parts_of
+from pipecore.reasons import Reason
 
 Event = dict[str, Any]
 Subscriber = Callable[[list[Event]], None]

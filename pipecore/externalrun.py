@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from pipecore.baserun import LIVE_EVENTS, MAX_KEPT_VERDICTS, BaseRun, NotControllable
-from pipecore.outcome import Reason, RunState, reason
+from pipecore.outcome import RunState
+from pipecore.reasons import Reason, reason
 from pipecore.tracing import EventError, check_batch
 
 # An external run's summary: the program chose its own start method, unseen by the server.

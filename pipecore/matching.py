@@ -8,6 +8,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 from pipecore.digest import LatencyDigest
+from pipecore.reasons import reason
 
 Event = dict[str, Any]
 
@@ -41,6 +42,19 @@ def intact(send: Event, recv: Event) -> bool:
 
 
 _NONE = object()  # a field the event does not have
+
+
+def _frame_args(side: str, ev: Event, failure: str | None) -> dict[str, Any]:
+    """A frame of a corrupt verdict's `reason`: whose (`{side}_process`, `{side}_seq`) and
+    what it carried: `{side}_error` (an error, or why the frame is bad), or its
+    `{side}_hash` and `{side}_nbytes`."""
+    args: dict[str, Any] = {f"{side}_process": ev.get("process", ""), f"{side}_seq": ev.get("seq")}
+    if ev.get("phase") == "error" or failure not in (None, describe(ev)):
+        args[f"{side}_error"] = failure or describe(ev)
+    else:
+        args[f"{side}_hash"] = ev.get("hash", "?")
+        args[f"{side}_nbytes"] = ev.get("nbytes", "?")
+    return args
 
 
 def describe(ev: Event) -> str:
@@ -232,7 +246,12 @@ class FifoMatcher:
         recv["corrupt"] = message
         d.corrupt += 1
         seqs = [s.get("seq") for s in (send, recv) if s is not None]
-        self._emit("corrupt", int(recv["t"]), message, seqs, pipe=pipe, end=end)
+        args: dict[str, Any] = {"pipe": self._names.get(pipe, pipe), "dir": f"{peer(end)}>{end}"}
+        args |= _frame_args("got", recv, failure) | {"raced": d.raced}
+        if send is not None:
+            args |= _frame_args("sent", send, None)
+        why = reason("corrupt" if send is not None else "corrupt.unsent", **args)
+        self._emit("corrupt", int(recv["t"]), message, seqs, pipe=pipe, end=end, reason=why)
         # Drop the queued frames whose bytes the receivers have already consumed.
         total = sum(wire_size(int(s.get("nbytes", 0))) for s in d.sends)
         while d.sends and total > d.backlog:

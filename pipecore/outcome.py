@@ -5,12 +5,9 @@ from __future__ import annotations
 import enum
 import signal
 from dataclasses import dataclass, field
-from typing import Any
 
+from pipecore.reasons import Reason, reason
 from pipecore.verdicts import Killed
-
-# {"key": str, "args": {str: str | int | float}}: docs/protocol.md lists the keys.
-Reason = dict[str, Any]
 
 
 class RunState(enum.Enum):
@@ -29,11 +26,6 @@ class RunState(enum.Enum):
     def terminal(self) -> bool:
         """Whether the run has ended."""
         return self not in (RunState.STARTING, RunState.RUNNING)
-
-
-def reason(key: str, **args: str | int | float) -> Reason:
-    """A run outcome the page can translate: a key and its arguments (docs/protocol.md)."""
-    return {"key": key, "args": args}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@
 
 from pipecore.baserun import LIVE_EVENTS, BaseRun, CapacityError, NotControllable
 from pipecore.externalrun import ExternalRun
-from pipecore.outcome import Outcome, Reason, RunState, reason
+from pipecore.outcome import Outcome, RunState
+from pipecore.reasons import Reason, reason
 from pipecore.runmanager import START_METHODS, RunManager
 from pipecore.scenariorun import Run
 

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipecore.ends import Blocked, EndState, deadlock_verdict
+from pipecore.reasons import reason
 
 Event = dict[str, Any]
+
 
 # Errors meaning the other end is gone: the end is unusable from then on.
 EOF_MEANING = {
@@ -77,7 +79,10 @@ class Verdicts:
         self.killed[pid] = Killed(process, pid, name, message)
         if len(self.killed) > MAX_KILLED:
             del self.killed[next(iter(self.killed))]
-        self.emit("killed", int(ev["t"]), message, [ev.get("seq")])
+        named = name if code < 0 and not name.startswith("signal ") else ""
+        why = reason("killed", process=process, pid=pid, signum=-code if code < 0 else None)
+        why["args"]["signal"] = named
+        self.emit("killed", int(ev["t"]), message, [ev.get("seq")], reason=why)
 
     def eof(self, ev: Event, etype: str) -> None:
         """An `eof` verdict, once per end, process and error type."""
@@ -86,11 +91,10 @@ class Verdicts:
         if key in self._eofs:
             return
         self._eofs.add(key)
-        message = (
-            f"{ev.get('process', '')} got {etype} in {ev['op']} on "
-            f"{self._where(pipe, end)}: {EOF_MEANING[etype]}"
-        )
-        self.emit("eof", int(ev["t"]), message, [ev.get("seq")], pipe=pipe, end=end)
+        process, op, name = str(ev.get("process", "")), str(ev["op"]), self._names.get(pipe, pipe)
+        message = f"{process} got {etype} in {op} on pipe {name} end {end}: {EOF_MEANING[etype]}"
+        why = reason("eof", process=process, error=etype, op=op, pipe=name, end=end)
+        self.emit("eof", int(ev["t"]), message, [ev.get("seq")], pipe=pipe, end=end, reason=why)
 
     def deadlock(self, members: list[tuple[EndState, Blocked]], now_ns: int) -> None:
         """A `deadlock` verdict, unless every call of `members` was named in one already."""

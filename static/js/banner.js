@@ -1,6 +1,7 @@
 // Banners above the live view: the run's outcome, deadlock with who waits where, corruption, notices.
 
 import { behindCount, outcomeText } from './i18n_run.js';
+import { verdictText } from './i18n_verdicts.js';
 
 const TERMINAL = new Set(['completed', 'failed', 'stopped', 'timeout', 'deadlock', 'killed']);
 const MAX_LISTED = 50; // beyond this a banner only counts
@@ -25,7 +26,7 @@ export function bannersFor(state, t) {
   const byKind = (kind) => (state.verdicts ?? []).filter((v) => v.verdict === kind);
   const corrupt = byKind('corrupt');
   if (corrupt.length) {
-    const lines = corrupt.slice(0, MAX_LISTED).map((v) => v.message ?? '');
+    const lines = corrupt.slice(0, MAX_LISTED).map((v) => verdictText(v, t));
     if (corrupt.length > MAX_LISTED) lines.push(`… (+${corrupt.length - MAX_LISTED})`);
     out.push({ kind: 'corrupt', tone: 'bad', title: `${t('banner.corrupt')} ×${corrupt.length}`, lines });
   }
@@ -33,7 +34,7 @@ export function bannersFor(state, t) {
     const found = byKind(kind);
     if (found.length) {
       const title = `${t(`banner.${kind}`)}${found.length > 1 ? ` ×${found.length}` : ''}`;
-      out.push({ kind, tone: 'warn', title, lines: found.map((v) => v.message ?? '') });
+      out.push({ kind, tone: 'warn', title, lines: found.map((v) => verdictText(v, t)) });
     }
   }
   const ok = state.status === 'completed';

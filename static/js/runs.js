@@ -1,5 +1,7 @@
 // The Runs list: this server's runs and recorded ones, newest first; choosing one replays it.
 
+import { verdictCounts } from './i18n_verdicts.js';
+
 const ACTIVE = new Set(['starting', 'running']);
 
 /** "850 ms", "12.3 s", "2 min 05 s": a run's duration in seconds, for a list row. */
@@ -9,13 +11,6 @@ export function formatDuration(seconds) {
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
   const whole = Math.round(seconds);
   return `${Math.floor(whole / 60)} min ${String(whole % 60).padStart(2, '0')} s`;
-}
-
-/** "corrupt ×2 · eof": the verdicts of a summary, counted by kind. */
-export function verdictCounts(verdicts) {
-  const counts = new Map();
-  for (const v of verdicts ?? []) counts.set(v.verdict, (counts.get(v.verdict) ?? 0) + 1);
-  return [...counts].map(([kind, n]) => (n > 1 ? `${kind} ×${n}` : kind)).join(' · ');
 }
 
 /** Newest first (by start time, then id so the order is stable). */
@@ -74,7 +69,7 @@ export function createRunsList(container, { i18n, onOpen }) {
     meta.className = 'run-meta';
     meta.textContent = facts.filter(Boolean).join(' · ');
     button.append(title, state, meta);
-    const verdicts = verdictCounts(summary.verdicts);
+    const verdicts = verdictCounts(summary.verdicts, t);
     if (verdicts) {
       const v = document.createElement('span');
       v.className = 'run-verdicts';

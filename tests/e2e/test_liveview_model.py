@@ -774,3 +774,57 @@ def test_a_worker_thins_what_waits_to_the_run_events_and_the_latest_calls(lv_pag
     # every verdict, then the latest 100 calls; the other run's snapshot stays in its place
     assert out["seqs"] == [1000, 2000, *range(2900, 3000), 3000]
     assert out["types"].count("snapshot") == 1
+
+
+VERDICT = """async ({ verdicts, lang }) => {
+  const { createI18n } = await import('/static/js/i18n.js');
+  const { verdictText, verdictCounts } = await import('/static/js/i18n_verdicts.js');
+  const i18n = createI18n(lang);
+  const t = (k, v) => i18n.t(k, v);
+  return { lines: verdicts.map((v) => verdictText(v, t)), counts: verdictCounts(verdicts, t) };
+}"""
+
+
+def _verdicts_of_a_stream() -> list[dict[str, Any]]:
+    """Real verdicts of the analysis: killed with and without a signal, an EOF, corrupt
+    frames (a mismatch, a raced one, a frame nobody sent)."""
+    from pipecore.analysis import Analysis
+    from tests.unit.eventstream import Stream
+
+    s, an = Stream(), Analysis("r1")
+    s.pipe()
+    s.add(100, 12, "process", op="exit", exitcode=-9)
+    s.add(102, 10, "process", op="exit", exitcode=None, killed=True)
+    s.send(110, 11, "a", "11111111", 10)
+    s.call(120, 12, "b", "recv_bytes", "end", nbytes=9)
+    s.call(130, 12, "b", "recv", "error", error_type="UnpicklingError", error="invalid load key")
+    s.call(200, 11, "a", "send", "begin")
+    s.call(210, 11, "a", "send", "error", error_type="BrokenPipeError", error="[Errno 32]")
+    verdicts = s.feed(an)
+    assert [v["verdict"] for v in verdicts] == ["killed", "killed", "corrupt", "corrupt", "eof"]
+    return verdicts
+
+
+def test_verdicts_are_told_in_the_page_language(lv_page: Any) -> None:
+    verdicts = _verdicts_of_a_stream()
+    english = lv_page.evaluate(VERDICT, {"verdicts": verdicts, "lang": "en"})
+    # The page's English is the server's own sentence, word for word.
+    assert english["lines"] == [v["message"] for v in verdicts]
+    assert english["counts"] == "killed ×2 · corrupt ×2 · eof"
+    chinese = lv_page.evaluate(VERDICT, {"verdicts": verdicts, "lang": "zh"})
+    assert chinese["lines"] == [
+        "Process-2（pid 12）被信号 9（SIGKILL）终止",
+        "MainProcess（pid 10）被终止",
+        "管道 p1 a>b 上的损坏帧：应为 Process-1 seq 5（哈希 11111111，10 字节），"
+        "收到 Process-2 seq 6（哈希 ?，9 字节）",
+        "管道 p1 a>b 上的损坏帧：收到 Process-2 seq 7（UnpicklingError: invalid load key），"
+        "但没有帧发往 b 端",
+        "Process-1 在管道 p1 的 a 端调用 send 时得到 BrokenPipeError："
+        "没有人能再接收，另一端的所有副本都已关闭",
+    ]
+    assert chinese["counts"] == "被终止 ×2 · 损坏 ×2 · 文件结束"
+    # A verdict without a reason (a record made before reasons) keeps the server's words.
+    old = {"verdict": "killed", "message": "the server's words"}
+    assert lv_page.evaluate(VERDICT, {"verdicts": [old], "lang": "zh"})["lines"] == [
+        "the server's words"
+    ]

@@ -60,9 +60,24 @@ def test_hash_mismatch_is_corrupt_naming_both_events_and_matching_goes_on() -> N
 def test_size_mismatch_is_corrupt() -> None:
     s, an = Stream(), Analysis("r1")
     s.pipe()
-    s.send(100, 11, "a", "11111111", 10)
-    s.call(200, 12, "b", "recv_bytes", "end", nbytes=9)
-    assert kinds(s.feed(an)) == ["corrupt"]
+    sent = s.send(100, 11, "a", "11111111", 10)
+    got = s.call(200, 12, "b", "recv_bytes", "end", nbytes=9)
+    verdicts = s.feed(an)
+    assert kinds(verdicts) == ["corrupt"]
+    # Both events are named, in the message and in the reason the page translates.
+    assert verdicts[0]["events"] == [sent["seq"], got["seq"]]
+    assert f"seq {sent['seq']}" in verdicts[0]["message"]
+    assert f"seq {got['seq']}" in verdicts[0]["message"]
+    assert verdicts[0]["reason"] == {
+        "key": "corrupt",
+        "args": {
+            "pipe": "p1", "dir": "a>b", "raced": False,
+            "sent_process": sent["process"], "sent_seq": sent["seq"],
+            "sent_hash": "11111111", "sent_nbytes": 10,
+            "got_process": got["process"], "got_seq": got["seq"],
+            "got_hash": got.get("hash", "?"), "got_nbytes": 9,
+        },
+    }  # fmt: skip
 
 
 def test_frame_may_overtake_another_writers_frame_but_not_its_own() -> None:
@@ -151,10 +166,16 @@ def test_a_frame_nobody_sent_is_flagged_after_the_threshold() -> None:
 def test_unpickling_error_on_recv_is_corrupt() -> None:
     s, an = Stream(), Analysis("r1")
     s.pipe()
-    s.send(100, 11, "a", "11111111", 10)
-    s.call(200, 12, "b", "recv", "error", error_type="UnpicklingError", error="invalid load key")
+    sent = s.send(100, 11, "a", "11111111", 10)
+    got = s.call(
+        200, 12, "b", "recv", "error", error_type="UnpicklingError", error="invalid load key"
+    )
     verdicts = s.feed(an)
     assert kinds(verdicts) == ["corrupt"] and "invalid load key" in verdicts[0]["message"]
+    assert verdicts[0]["events"] == [sent["seq"], got["seq"]]
+    args = verdicts[0]["reason"]["args"]
+    assert (args["sent_seq"], args["got_seq"]) == (sent["seq"], got["seq"])
+    assert args["got_error"] == "UnpicklingError: invalid load key"
 
 
 def test_garbled_race_stream_neither_crashes_nor_explodes() -> None:

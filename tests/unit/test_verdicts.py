@@ -24,4 +24,22 @@ def test_broken_pipe_and_killed_verdicts() -> None:
     assert verdicts[1]["message"] == "MainProcess (pid 10) was killed"
     assert verdicts[2]["events"] == [err["seq"]] and verdicts[2]["end"] == "a"
     assert "BrokenPipeError in send on pipe p1 end a" in verdicts[2]["message"]
+    # What the page tells in its own language.
+    assert [v["reason"] for v in verdicts] == [
+        {
+            "key": "killed",
+            "args": {"process": "Process-2", "pid": 12, "signum": 9, "signal": "SIGKILL"},
+        },
+        {
+            "key": "killed",
+            "args": {"process": "MainProcess", "pid": 10, "signum": None, "signal": ""},
+        },
+        {
+            "key": "eof",
+            "args": {
+                "process": "Process-1", "error": "BrokenPipeError", "op": "send", "pipe": "p1",
+                "end": "a",
+            },
+        },
+    ]  # fmt: skip
     assert an.ends()["p1/a"]["state"] == "errored"
