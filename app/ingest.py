@@ -2,13 +2,14 @@
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from app import clientjson
 from app.api import VERSION
+from app.clientjson import ClientJSONError
 from app.live import LiveHub
 from app.store import Store
 from pipecore.runs import CapacityError, ExternalRun, RunManager, reason
@@ -47,9 +48,9 @@ def parse_ingest_frame(text: str, expected: str) -> dict[str, Any]:
             f"frame too large: expected at most {MAX_FRAME_BYTES} bytes, got {size}", TOO_BIG
         )
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise IngestRefused(f"frame is not JSON: {exc}", detail=text[:200]) from None
+        data = clientjson.loads(text)
+    except ClientJSONError as exc:
+        raise IngestRefused(f"frame {exc}", detail=text[:200]) from None
     if not isinstance(data, dict):
         raise IngestRefused(f"expected a JSON object, got {type(data).__name__}", detail=text[:200])
     if data.get("type") != expected:

@@ -1,11 +1,13 @@
 """The shapes of what clients send and get: REST bodies (pydantic, for OpenAPI), /ws frames."""
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+
+from app import clientjson
+from app.clientjson import ClientJSONError
 
 
 class SafeJSONResponse(JSONResponse):
@@ -142,9 +144,9 @@ def parse_client_frame(text: str, max_bytes: int) -> ClientFrame:
     if size > max_bytes:
         raise FrameError(f"frame too large: expected at most {max_bytes} bytes, got {size}")
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise FrameError(f"frame is not JSON: {exc}") from None
+        data = clientjson.loads(text)
+    except ClientJSONError as exc:
+        raise FrameError(f"frame {exc}") from None
     if not isinstance(data, dict):
         raise FrameError(f"expected a JSON object, got {type(data).__name__}")
     kind = data.get("type")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -14,6 +15,7 @@ import orjson
 from pipecore.parts import DEFLATE_END, Part, deflated, part_of
 
 Write = tuple[str, Any]
+log = logging.getLogger("pipescope.store")
 
 
 class StoreWriter:
@@ -57,9 +59,29 @@ class StoreWriter:
                 except queue.Empty:
                     break
                 batch.append(item)
-            self._commit([b for b in batch if b is not None])
+            writes = [b for b in batch if b is not None]
+            if not self._committed(writes):
+                # One bad write must not end the thread, or nothing would be recorded (and
+                # every flush would wait) from then on: the others are committed one by one.
+                for write in writes:
+                    if not self._committed([write]):
+                        log.error("store: a %s write could not be recorded", write[0])
             if None in batch:
                 return
+
+    def _committed(self, writes: list[Write]) -> bool:
+        """Commit `writes`; on an error roll them back, counts included, and say so."""
+        counts = (self._event_count, dict(self._last_seq), set(self._run_ids))
+        try:
+            self._commit(writes)
+        except Exception:
+            log.exception("store: a commit failed")
+            with self._lock:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            self._event_count, self._last_seq, self._run_ids = counts
+            return False
+        return True
 
     def _commit(self, batch: list[Write]) -> None:
         flushes: list[threading.Event] = []

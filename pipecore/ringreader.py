@@ -54,6 +54,44 @@ _HEAD_SIZE = RECORD_HEAD.size
 _read_calls = None if _fastring is None else _fastring.read_calls
 
 
+def _loads(data: bytes) -> Any:
+    """A record's JSON (ASCII: its writer escapes the rest), every text in it valid Unicode.
+    A process's texts (output lines, file names, error messages) may hold lone surrogates,
+    from bytes Python could not decode; they read as U+FFFD, as a terminal shows them,
+    instead of breaking every encoder downstream."""
+    value = json.loads(data)
+    return _valid(value) if b"\\ud" in data else value
+
+
+def _valid(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return _replaced(value)
+        return value
+    if isinstance(value, dict):
+        return {_valid(k): _valid(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_valid(v) for v in value]
+    return value
+
+
+def _replaced(text: str) -> str:
+    """`text` decoded again: a byte Python kept as a surrogate (U+DC80–U+DCFF) is that
+    byte, other lone surrogates U+FFFD; then bytes that are not UTF-8 read as U+FFFD."""
+    raw = bytearray()
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            raw.append(code - 0xDC00)
+        elif 0xD800 <= code <= 0xDFFF:
+            raw += "\ufffd".encode()
+        else:
+            raw += ch.encode()
+    return raw.decode("utf-8", "replace")
+
+
 class RingReader:
     """Turns ring records into events (held in `_pending` with their `t`, the sort key);
     the collector decides which rings to read and when."""
@@ -245,7 +283,7 @@ class RingReader:
                 start = off + ERROR.size
             info: dict[str, Any] = {}
             if jlen:
-                info = json.loads(mm[start + hlen : start + hlen + jlen])
+                info = _loads(mm[start + hlen : start + hlen + jlen])
             if rtype == REC_ERROR and op == OP_POLL:
                 timeout = info.get("timeout")
             if pseq0:
@@ -273,7 +311,7 @@ class RingReader:
         elif rtype == REC_EVENT:
             _, _, _, _, t, pseq, jlen = EVENT.unpack_from(mm, off)
             start = off + EVENT.size
-            payload = json.loads(mm[start : start + jlen])
+            payload = _loads(mm[start : start + jlen])
             event = ring.event(self.run_id, t, pseq, payload.pop("kind"))
             event.update(payload)
             if event["kind"] == "process" and event.get("op") == "exit":
@@ -282,7 +320,7 @@ class RingReader:
         elif rtype == REC_DEFINE:
             _, _, _, _, _, _, jlen = EVENT.unpack_from(mm, off)
             start = off + EVENT.size
-            payload = json.loads(mm[start : start + jlen])
+            payload = _loads(mm[start : start + jlen])
             if "eid" in payload:
                 ring.ends[payload["eid"]] = (payload["pipe"], payload["pipe_name"], payload["end"])
             elif "site_id" in payload:

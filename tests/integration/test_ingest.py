@@ -79,6 +79,9 @@ def test_a_tracer_run_is_listed_recorded_and_ends_with_its_state(client: TestCli
         (['{"type": "start", "name": ""}'], "start: name must be a string of 1 to 120", 1008),
         (['{"type": "start", "name": 7}'], "got 7", 1008),
         (['{"type": "start", "name": "' + "x" * (1024 * 1024) + '"}'], "frame too large", 1009),
+        # A name that is not valid Unicode once broke the store's writer for good.
+        (['{"type": "start", "name": "x\\ud800"}'], "frame holds a lone surrogate", 1008),
+        (['{"type": "start", "name": ' + "[" * 20_000 + "]" * 20_000 + "}"], "nested deeper", 1008),
     ],
 )
 def test_garbage_before_the_start_is_refused_with_a_reason(

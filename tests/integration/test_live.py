@@ -100,6 +100,10 @@ def test_stop_over_the_websocket_ends_the_run(live_server: str) -> None:
         ('{"type": "subscribe", "run": 7}', "got 7"),
         ('{"type": "step_mode", "run": "x", "on": "yes"}', "expected 'on' to be true or false"),
         ('{"type": "subscribe", "run": "' + "x" * 70_000 + '"}', "frame too large"),
+        ('{"a":' * 10_000 + "1" + "}" * 10_000, "frame is nested deeper than 64 levels"),
+        ('{"a":' * 65 + "1" + "}" * 65, "frame is nested deeper than 64 levels"),
+        ('{"type": "subscribe", "run": "\\ud800"}', "frame holds a lone surrogate"),
+        ('{"type": "step_mode", "run": "x", "on": NaN}', "frame holds NaN"),
     ],
 )
 def test_frame_checks_name_the_problem(sent: str, expected: str) -> None:
@@ -120,6 +124,8 @@ def test_malformed_frames_get_error_frames_and_the_connection_stays_usable(
             '{"type": "subscribe", "run": "no-such-run"}',
             '{"type": "subscribe", "run": "' + "x" * 70_000 + '"}',
             b"\x00\x01",
+            '{"a":' * 10_000 + "1" + "}" * 10_000,  # 60 KB: within the size limit
+            '{"type": "subscribe", "run": "\\ud800"}',
         ]
         messages = []
         for frame in bad:
@@ -130,6 +136,8 @@ def test_malformed_frames_get_error_frames_and_the_connection_stays_usable(
         assert messages[2] == "subscribe: unknown run 'no-such-run'"
         assert messages[3].startswith("frame too large: expected at most 65536 bytes")
         assert messages[4] == "expected a text frame holding JSON, got a binary frame"
+        assert messages[5] == "frame is nested deeper than 64 levels"
+        assert messages[6].startswith("frame holds a lone surrogate, which is not valid Unicode")
 
         ws.send(json.dumps({"type": "subscribe", "run": run_id}))
         snapshot = receive_until(ws, "snapshot")

@@ -1,6 +1,7 @@
 """Reading a process's ring: in-flight slots, a writer waiting on a full ring, repeated calls."""
 
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -182,3 +183,24 @@ def test_the_c_reader_decodes_a_ring_as_the_python_reader_does(
     assert len({id(e) for e in in_c}) == len(in_c)
     for conn in (a, b, c, d):
         conn.close()
+
+
+def test_texts_a_process_could_not_decode_arrive_as_valid_unicode(run: RunFixture) -> None:
+    """A line printed with undecodable bytes (kept by Python as lone surrogates) and a pipe
+    named so reach the collector as U+FFFD, as a terminal shows them: every encoder
+    downstream (JSON, the store, the websocket) needs valid text."""
+    run.activate()
+    telemetry.record_event({"kind": "output", "stream": "stdout", "text": "caf\udce9 \ud800!"})
+    a, b = pipecore.Pipe(name="pipe caf\udce9")
+    a.send("x")
+    assert b.recv() == "x"
+    events = run.drain_until(lambda ev: any(e["kind"] == "output" for e in ev))
+    events += run.drain(final=True)
+    output = next(e for e in events if e["kind"] == "output")
+    assert output["text"] == "caf\ufffd \ufffd!"
+    names = {e["pipe_name"] for e in events if "pipe_name" in e}
+    assert names == {"pipe caf\ufffd"}
+    for event in events:
+        json.dumps(event, ensure_ascii=False).encode()  # raises on a lone surrogate
+    a.close()
+    b.close()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from app.store import Store
 
@@ -154,3 +157,28 @@ def test_chunks_are_stored_compressed_and_older_rows_still_read(tmp_path: Path) 
         assert again.events("r1") == events + older
     finally:
         again.close()
+
+
+def test_a_write_that_cannot_be_recorded_does_not_stop_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = Store(":memory:")
+    try:
+        # Text that is not valid Unicode (a lone surrogate) cannot be stored as UTF-8.
+        store.save_run({"id": "r1", "started": 1.0, "state": "x\udce9"})
+        store.save_run({"id": "r2", "started": 2.0, "state": "completed"})
+        store.append_events(_events("r2", 5))
+        flushed = threading.Thread(target=store.flush, daemon=True)
+        flushed.start()
+        flushed.join(30)
+        assert not flushed.is_alive(), "the store's writer stopped"
+        assert store.run("r1") is None
+        assert store.run("r2") == {"id": "r2", "started": 2.0, "state": "completed"}
+        assert [e["seq"] for e in store.events("r2")] == [1, 2, 3, 4, 5]
+        assert "a run write could not be recorded" in caplog.text
+        # Later writes still go in.
+        store.append_events(_events("r2", 2, start=6))
+        store.flush()
+        assert [e["seq"] for e in store.events("r2")] == [1, 2, 3, 4, 5, 6, 7]
+    finally:
+        store.close()
