@@ -22,7 +22,7 @@ from app.store import Store
 from pipecore.export import to_chrome_trace, to_jsonl
 from pipecore.runs import BaseRun, CapacityError, NotControllable, RunManager
 from pipecore.scenarios import SCENARIOS
-from pipecore.scenarios.catalogue import ParamError
+from pipecore.scenarios.catalogue import ParamError, shown
 
 try:
     VERSION = version("pipescope")
@@ -77,7 +77,7 @@ def all_summaries(manager: RunManager, records: list[dict[str, Any]]) -> list[di
     return sorted(stored + live, key=lambda summary: float(summary.get("started") or 0))
 
 
-RunId = Annotated[str, Path(description="a run id, as POST /api/runs returned it")]
+RunId = Annotated[str, Path(max_length=64, description="a run id, as POST /api/runs returned it")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
 CONTROL_ERRORS: dict[int | str, dict[str, Any]] = {**NOT_FOUND, 409: {"model": ErrorBody}}
 
@@ -108,7 +108,7 @@ async def start_run(request: Request, body: StartRun) -> dict[str, Any]:
     """Start a scenario; 422 names a refused parameter, 429 says the concurrent-run cap."""
     if body.scenario not in SCENARIOS:
         raise HTTPException(
-            422, f"unknown scenario {body.scenario!r}: expected one of {', '.join(SCENARIOS)}"
+            422, f"unknown scenario {shown(body.scenario)}: expected one of {', '.join(SCENARIOS)}"
         )
     manager = _manager(request)
     try:
@@ -159,7 +159,9 @@ def get_run(request: Request, run_id: RunId) -> dict[str, Any]:
 def get_events(
     request: Request,
     run_id: RunId,
-    after: Annotated[int, Query(ge=0, description="only events with a larger seq")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="only events with a larger seq")
+    ] = 0,
 ) -> SafeJSONResponse:
     """The run's events in seq order (docs/protocol.md)."""
     events = _events_of(request, run_id, after)

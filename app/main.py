@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import api, ingest, live, pages
+from app.bodylimit import BodyLimit
 from app.models import SafeJSONResponse
 from app.settings import Settings
 from app.store import Store, default_db_path
@@ -28,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN_COOKIE = "pipescope_token"
 # Requests that only read; others must come from an allowed Origin when a browser sends one.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# How much of a refused value an error message repeats.
+ECHO_CHARS = 200
 OPEN_PATHS = frozenset({"/healthz"})
 
 log = logging.getLogger("pipescope")
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static", check_dir=False), name="static")
+    app.add_middleware(BodyLimit)
     app.add_middleware(AccessGuard, settings=settings)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -98,8 +102,16 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Sa
     # FastAPI's default body is a list of dicts; the contract is one readable sentence.
     problems = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            at = error.get("loc", ("body", "?"))[-1]
+            why = error.get("ctx", {}).get("error", "malformed")
+            problems.append(f"body is not JSON: {why} (at character {at})")
+            continue
         where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        got = f", got {error['input']!r}" if "input" in error and error["input"] is not None else ""
+        got = ""
+        if "input" in error and error["input"] is not None:
+            shown = repr(error["input"])  # what came, cut short: a body may be megabytes
+            got = f", got {shown if len(shown) <= ECHO_CHARS else shown[:ECHO_CHARS] + '…'}"
         problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}{got}")
     return SafeJSONResponse({"detail": "; ".join(problems)}, status_code=422)
 

@@ -18,6 +18,7 @@ from pipecore.externalrun import ExternalRun
 from pipecore.runsweep import Swept, sweep
 from pipecore.scenariorun import Run
 from pipecore.scenarios import ParamError, get_scenario
+from pipecore.scenarios.catalogue import shown
 
 START_METHODS = ("forkserver", "spawn", "fork")
 MAX_NAME_CHARS = 120
@@ -114,7 +115,8 @@ class RunManager:
         if start_method not in START_METHODS:
             raise ParamError(
                 "start_method",
-                f"start_method must be one of {', '.join(START_METHODS)}, got {start_method!r}",
+                f"start_method must be one of {', '.join(START_METHODS)}, "
+                f"got {shown(start_method)}",
             )
         values = found.validate(params or {})
         limit = self.max_run_seconds
@@ -128,7 +130,7 @@ class RunManager:
             raise ParamError(
                 "timeout",
                 f"timeout must be a number of seconds above 0 and at most {limit:g}, "
-                f"got {timeout!r}",
+                f"got {shown(timeout)}",
             )
         needed = found.processes(values) + 1
         if needed > self.max_processes:
@@ -214,7 +216,8 @@ class RunManager:
         """
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
             raise ParamError(
-                "name", f"name must be a string of 1 to {MAX_NAME_CHARS} characters, got {name!r}"
+                "name",
+                f"name must be a string of 1 to {MAX_NAME_CHARS} characters, got {shown(name)}",
             )
         with self._lock:
             run = ExternalRun(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from pipecore.scenarios.catalogue import Param, ParamError, Params, Scenario
+from pipecore.scenarios.catalogue import Param, ParamError, Params, Scenario, shown
 
 # Scenario id -> its module in this package, in catalogue order. A run's main process
 # imports only the module it runs (start latency); SCENARIOS imports them all on first use.
@@ -55,7 +55,7 @@ def get_scenario(scenario_id: str) -> Scenario:
         found = _load(MODULES[scenario_id])
     if found is None:
         known = ", ".join(registry if registry is not None else MODULES)
-        raise ParamError("scenario", f"scenario must be one of {known}, got {scenario_id!r}")
+        raise ParamError("scenario", f"scenario must be one of {known}, got {shown(scenario_id)}")
     return found
 
 

@@ -16,6 +16,13 @@ Params = dict[str, Any]
 ParamKind = Literal["int", "float", "bool", "choice"]
 
 
+def shown(value: object, most: int = 80) -> str:
+    """`repr(value)` for an error message, cut to `most` characters: a request may carry
+    megabytes, and the message only needs to say which value it was."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
 class ParamError(ValueError):
     """A parameter was refused; `field` names it and `message` says what was expected."""
 
@@ -62,7 +69,7 @@ class Param:
         return f"{noun} between {_number(self.minimum)} and {_number(self.maximum)}"
 
     def _refuse(self, value: object) -> ParamError:
-        return ParamError(self.name, f"{self.name} must be {self._expected()}, got {value!r}")
+        return ParamError(self.name, f"{self.name} must be {self._expected()}, got {shown(value)}")
 
     def check(self, value: object) -> ParamValue:
         """Return the value if it has this parameter's type and bounds, else raise ParamError."""
@@ -138,7 +145,8 @@ class Scenario:
             if name not in known:
                 expected = ", ".join(known) if known else "no parameters"
                 raise ParamError(
-                    str(name), f"unknown parameter {name!r} for {self.id}; expected {expected}"
+                    str(name)[:80],
+                    f"unknown parameter {shown(name)} for {self.id}; expected {expected}",
                 )
         values: Params = {}
         for param in self.params:

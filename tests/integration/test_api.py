@@ -2,7 +2,7 @@
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -94,7 +94,40 @@ def test_a_malformed_body_gets_one_readable_sentence(client: TestClient) -> None
         "/api/runs", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert response.status_code == 422
-    assert isinstance(response.json()["detail"], str)
+    assert response.json()["detail"] == (
+        "body is not JSON: Expecting property name enclosed in double quotes (at character 1)"
+    )
+
+
+def test_a_body_past_the_cap_is_413_read_or_not(client: TestClient) -> None:
+    big = json.dumps({"scenario": "x" * (20 * 1024 * 1024)}).encode()
+    expected = "request body too large: expected at most 65536 bytes, got "
+    response = client.post("/api/runs", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["detail"] == expected + f"{len(big)} bytes"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it comes
+        for start in range(0, len(big), 64 * 1024):
+            yield big[start : start + 64 * 1024]
+
+    response = client.post(
+        "/api/runs", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"] == expected + "more than 65536 bytes"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_what_a_refusal_repeats_of_the_request_is_short(client: TestClient) -> None:
+    response = client.post("/api/runs", json={"scenario": "x" * 60_000})
+    assert response.status_code == 422
+    assert len(response.json()["detail"]) < 2000
+    response = client.get("/api/runs/" + "r" * 10_000)
+    assert response.status_code == 422
+    assert len(response.json()["detail"]) < 400
+    response = client.get("/api/runs/nope/events", params={"after": 10**23})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("query.after: Input should be less than or equal")
 
 
 def test_unknown_run_ids_are_404(client: TestClient) -> None:
