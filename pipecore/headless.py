@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import queue
 import signal
 import sys
@@ -102,11 +103,26 @@ class _Printer:
         self.format = fmt
         self.t0: int | None = None
         self.ended = False
+        self.closed = False  # the reader went away (`pipescope run … | head`)
 
     def write(self, batch: list[Event]) -> None:
+        if any(e.get("kind") == "run" and e.get("state") in TERMINAL_STATES for e in batch):
+            self.ended = True
+        if self.closed:
+            return
+        try:
+            self._print(batch)
+        except BrokenPipeError:
+            # Like any filter's reader leaving: stop quietly. Python would still try to
+            # flush the dead stream at exit and print a traceback; it gets /dev/null.
+            self.closed = True
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())
+                os.close(devnull)
+
+    def _print(self, batch: list[Event]) -> None:
         for event in batch:
-            if event.get("kind") == "run" and event.get("state") in TERMINAL_STATES:
-                self.ended = True
             if self.t0 is None:
                 self.t0 = int(event.get("t", 0))
             if self.format == "jsonl":
@@ -145,7 +161,7 @@ def _run(args: argparse.Namespace, stream: TextIO, stop: threading.Event) -> int
         printer.write(snapshot)
         stopping = False
         while not printer.ended:
-            if stop.is_set() and not stopping:
+            if (stop.is_set() or printer.closed) and not stopping:
                 stopping = True
                 run.stop()
             with contextlib.suppress(queue.Empty):

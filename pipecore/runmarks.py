@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from collections.abc import Iterable
 
 from pipecore.runprocs import MARK_VARIABLE, Proc, stat_of
@@ -28,9 +29,28 @@ def marked_environment(env: dict[str, str], mark: str) -> dict[str, str]:
     return {**env, MARK_VARIABLE: mark}
 
 
+# A fork server's socket lives at TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX (30 characters
+# past TMPDIR), and a Unix socket's path holds at most 107.
+_SOCKET_ROOM = 107 - 30
+
+
+def temp_dir(mark: str) -> str | None:
+    """The temporary directory (TMPDIR) of the main process carrying `mark` and of its
+    workers: multiprocessing keeps its fork server's socket there (`pymp-*`), which a
+    process ended by a signal leaves behind; the run's teardown removes the whole. None
+    when the system's temporary directory is too long a path for that socket."""
+    path = os.path.join(tempfile.gettempdir(), f"pipescope-{mark.rsplit('.', 1)[-1]}")
+    return path if len(path) <= _SOCKET_ROOM else None
+
+
 def main_environment(mark: str) -> dict[str, str]:
-    """The environment of a run's main process: this one's, marked, importing this pipecore."""
+    """The environment of a run's main process: this one's, marked, importing this pipecore,
+    with a temporary directory of its own (`temp_dir`, made here)."""
     env = dict(os.environ)
+    temp = temp_dir(mark)
+    if temp is not None:
+        os.makedirs(temp, mode=0o700, exist_ok=True)
+        env["TMPDIR"] = temp
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = root if not path else f"{root}{os.pathsep}{path}"
@@ -123,6 +143,7 @@ __all__ = [
     "read_left",
     "read_mark",
     "read_owner",
+    "temp_dir",
     "write_left",
     "write_owner",
 ]

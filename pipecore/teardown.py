@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from pipecore import runmarks
 from pipecore.runprocs import Proc, alive, find, semaphores
 
 if TYPE_CHECKING:  # for annotations only
@@ -101,6 +103,9 @@ def end_run(
     # Whatever left the group (os.setsid, setpgid) is ended by its marker.
     outside = end(mark, below, term_grace=term_grace, kill_grace=kill_grace)
     remove_semaphores(named)
+    temp = runmarks.temp_dir(mark)
+    if temp is not None:
+        shutil.rmtree(temp, ignore_errors=True)
     return outside
 
 

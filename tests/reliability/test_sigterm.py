@@ -124,3 +124,30 @@ def test_a_signal_to_pipescope_run_tears_its_run_down_and_prints_the_end(
     assert [pid for pid in pids if alive(pid)] == []
     assert not os.path.exists(f"/dev/shm/pipescope-{run_id}")
     leaks.check()
+
+
+def test_pipescope_run_whose_reader_leaves_stops_its_run_quietly(leaks: Leaks) -> None:
+    """`pipescope run … | head -2`: the run is stopped and torn down once its output has
+    nowhere to go, and nothing is printed about the closed pipe."""
+    argv = ["run", "poll", "--param", "messages=200", "--format", "jsonl", "--timeout", "60"]
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert cli.stdout is not None and cli.stderr is not None
+    try:
+        first = json.loads(cli.stdout.readline())
+        cli.stdout.close()  # the reader leaves, as `head` does
+        err = cli.stderr.read()
+        cli.stderr.close()
+        code = cli.wait(30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert (code, err) == (1, "")
+    assert not os.path.exists(f"/dev/shm/pipescope-{first['run']}")
+    leaks.check()

@@ -2,6 +2,8 @@
 
 import os
 import signal
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,32 @@ def test_a_completed_run_leaves_no_process_fd_or_shared_memory(manager: RunManag
     assert open_fds() == fds
     with pytest.raises(ChildProcessError):
         os.waitpid(-run.pgid, os.WNOHANG)
+
+
+@pytest.mark.parametrize("end", ["stop", "deadlock", "timeout", "complete"])
+def test_a_run_leaves_no_temporary_directory_however_it_ends(
+    monkeypatch: pytest.MonkeyPatch, end: str
+) -> None:
+    """A fork server keeps its socket in a `pymp-*` directory under TMPDIR, which a process
+    ended by a signal never removes: each main process gets a TMPDIR of its own, removed
+    with the run (stopped runs under forkserver left one in /tmp each)."""
+    # Short: the fork server's socket path must fit (pytest's tmp_path is too long).
+    tmp_path = Path(tempfile.mkdtemp(prefix="ps-", dir="/tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    runs = RunManager(max_runs=1, max_run_seconds=20.0, spare_main=False)
+    try:
+        if end == "stop":
+            run = runs.start("poll", {"messages": 200})
+            wait_for(lambda: any(e.get("op") == "poll" for e in run.events()))
+            assert any(tmp_path.glob("pipescope-*/pymp-*"))  # the fork server's, in use
+            run.stop()
+        elif end == "timeout":
+            run = runs.start("poll", {"messages": 200}, timeout=1.0)
+        else:
+            run = runs.start("deadlock" if end == "deadlock" else "ping-pong")
+        assert run.wait(20) is not None and run.state.terminal
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+    finally:
+        runs.shutdown()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    tmp_path.rmdir()
