@@ -1,21 +1,16 @@
 """The `pipescope` command: `serve` the dashboard, `run` a scenario, `trace` a program, `export`."""
 
 import argparse
-import contextlib
-import json
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
+from app import exportcmd, tracecmd
 from app.settings import SETTINGS, Setting, Settings, SettingsError
 from pipecore import headless
-from pipecore.export import to_chrome_trace, to_jsonl
-
-if TYPE_CHECKING:
-    from app.uplink import Uplink
 
 
 def _option_type(setting: Setting) -> Callable[[str], Any]:
@@ -110,62 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def trace(args: argparse.Namespace) -> int:
-    """Trace a program to a server and/or a JSON Lines file; returns the program's exit status."""
-    from pipecore.tracing import program_name, trace_program
-
-    command = list(args.program)
-    if command[:1] == ["--"]:
-        command = command[1:]
-    if not command:
-        print("pipescope trace: error: expected a command after --, got nothing", file=sys.stderr)
-        return 2
-    name = args.name or program_name(command)
-    uplink, run_id = _open_uplink(args, name)
-    output = args.output
-    if output is None and args.server is None:
-        output = f"{Path(name).stem}.pipescope.jsonl"
-    counted = [0]
-    with contextlib.ExitStack() as stack:
-        out = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
-        if uplink is not None:
-            stack.callback(uplink.close)
-
-        def sink(batch: list[dict[str, Any]]) -> None:
-            if uplink is not None:
-                uplink.send(batch)
-            if out is not None:
-                out.writelines(to_jsonl(batch))
-                out.flush()
-            counted[0] += len(batch)
-
-        try:
-            code = trace_program(command, sink, run_id=run_id, name=name)
-        except FileNotFoundError as exc:
-            print(f"pipescope trace: error: cannot run {command[0]!r}: {exc}", file=sys.stderr)
-            return 127
-    if output:
-        print(f"pipescope trace: {counted[0]} events written to {output}", file=sys.stderr)
-    return code
-
-
-def _open_uplink(args: argparse.Namespace, name: str) -> "tuple[Uplink | None, str | None]":
-    """Register the run with --server; on failure say why in one line and trace locally."""
-    if args.server is None:
-        return None, None
-    from app.uplink import Uplink, UplinkError
-
-    uplink = Uplink(args.server, token=args.token, name=name, err=sys.stderr)
-    try:
-        run = uplink.open()
-    except UplinkError as exc:
-        where = f"to {args.output} only" if args.output else "without recording it"
-        print(f"pipescope trace: {exc}; running the program {where}", file=sys.stderr)
-        return None, None
-    print(f"pipescope trace: streaming to {args.server} as run {run['id']}", file=sys.stderr)
-    return uplink, str(run["id"])
-
-
 def serve(args: argparse.Namespace) -> int:
     """Start uvicorn with the settings from the environment and the options."""
     import uvicorn
@@ -208,37 +147,6 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def export(args: argparse.Namespace) -> int:
-    """Write one recorded run; 1 when the database or the run is not there."""
-    from app.store import Store, default_db_path
-
-    path = args.db or os.environ.get("PIPESCOPE_DB") or default_db_path()
-    if path != ":memory:" and not Path(path).is_file():
-        print(f"pipescope export: error: no record database at {path}", file=sys.stderr)
-        return 1
-    store = Store(path)
-    try:
-        if store.run(args.run) is None:
-            known = ", ".join(summary["id"] for summary in store.runs()[:10]) or "none"
-            print(
-                f"pipescope export: error: unknown run {args.run!r} in {path} (latest: {known})",
-                file=sys.stderr,
-            )
-            return 1
-        events = store.events(args.run)
-    finally:
-        store.close()
-    if args.format == "chrome":
-        text = json.dumps(to_chrome_trace(events)) + "\n"
-    else:
-        text = "".join(to_jsonl(events))
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text, encoding="utf-8")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `pipescope` command with `argv` (default: sys.argv[1:]); return its exit code."""
     parser = build_parser()
@@ -250,9 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args)
     if args.command == "export":
-        return export(args)
+        return exportcmd.export(args)
     if args.command == "trace":
-        return trace(args)
+        return tracecmd.trace(args)
     return headless.run_command(args)
 
 

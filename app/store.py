@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 # holds single events: those saved again with more fields (they replace the chunk's copy)
 # and whole runs recorded before chunks existed.
 CHUNK_PAGE = 64
+RECORD_TABLES = ("runs", "events", "chunks")
 
 
 def default_db_path() -> str:
@@ -51,7 +53,91 @@ def default_db_path() -> str:
     return str(Path(base) / "pipescope" / "pipescope.sqlite3")
 
 
-class Store:
+class NotRecords(ValueError):
+    """A file that is not a PipeScope record database; the message says what it is."""
+
+
+class Records:
+    """The reads of a record database: run summaries and events (any thread)."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._db = db
+        self._lock = lock
+
+    @classmethod
+    def read_only(cls, path: str) -> Records:
+        """The database at `path`, opened read-only: nothing in it or beside it is changed
+        (a Store would create its tables, even in a file that is not one). NotRecords
+        when it is not a PipeScope record database; sqlite3.Error when it cannot be read."""
+        location = urllib.parse.quote(os.fsencode(os.path.abspath(path)))
+        db = sqlite3.connect(f"file:{location}?mode=ro", uri=True, check_same_thread=False)
+        expected = f"expected a PipeScope record database at {path}"
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise NotRecords(f"{expected}, got a file that is not SQLite ({exc})") from None
+        if not set(RECORD_TABLES) <= tables:
+            db.close()
+            found = f"tables {', '.join(sorted(tables))}" if tables else "no tables"
+            raise NotRecords(
+                f"{expected} (tables {', '.join(RECORD_TABLES)}), got an SQLite file with {found}"
+            )
+        return cls(db, threading.Lock())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every stored run's summary, newest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT summary FROM runs ORDER BY started DESC, id").fetchall()
+        return [orjson.loads(row[0]) for row in rows]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT summary FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else dict(orjson.loads(row[0]))
+
+    def events(self, run_id: str) -> list[Event]:
+        return list(self.iter_events(run_id))
+
+    def iter_events(self, run_id: str, batch: int = 5000, *, after: int = 0) -> Iterator[Event]:
+        """The run's events with a `seq` above `after`, in order, read a page at a time."""
+        while True:
+            with self._lock:
+                chunks = self._db.execute(
+                    "SELECT last, body FROM chunks WHERE run = ? AND last > ? ORDER BY seq LIMIT ?",
+                    (run_id, after, CHUNK_PAGE),
+                ).fetchall()
+                upto = chunks[-1][0] if chunks else None
+                if upto is None:
+                    singles = self._db.execute(
+                        "SELECT seq, body FROM events WHERE run = ? AND seq > ? ORDER BY seq "
+                        "LIMIT ?",
+                        (run_id, after, batch),
+                    ).fetchall()
+                else:
+                    singles = self._db.execute(
+                        "SELECT seq, body FROM events WHERE run = ? AND seq > ? AND seq <= ?",
+                        (run_id, after, upto),
+                    ).fetchall()
+            if not chunks and not singles:
+                return
+            page: dict[int, Event] = {}
+            for _, body in chunks:
+                for event in orjson.loads(unpacked(body)):
+                    page[event["seq"]] = event
+            for seq, body in singles:
+                page[seq] = orjson.loads(body)
+            for seq in sorted(page):
+                if seq > after:
+                    yield page[seq]
+            after = upto if upto is not None else singles[-1][0]
+
+
+class Store(Records):
     """Keeps every run's summary and events; survives a restart of the server.
 
     Writes go through a queue to one writer thread (`StoreWriter`) that commits them in
@@ -66,14 +152,14 @@ class Store:
         self.max_runs = max_runs
         self.max_events = max_events
         # one connection, used by the writer thread and (under the lock) by readers
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         if path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA journal_mode=WAL")
             # With WAL, NORMAL syncs at checkpoints, not at every commit: a commit survives
             # the server's crash (the WAL is in the page cache), not a power cut.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        super().__init__(db, threading.Lock())
         self._writer = StoreWriter(self._db, self._lock, max_runs=max_runs, max_events=max_events)
 
     # writes (any thread; they return at once)
@@ -121,56 +207,7 @@ class Store:
 
     def close(self) -> None:
         self._writer.close()
-        with self._lock:
-            self._db.close()
-
-    # reads (any thread)
-    def runs(self) -> list[dict[str, Any]]:
-        """Every stored run's summary, newest first."""
-        with self._lock:
-            rows = self._db.execute("SELECT summary FROM runs ORDER BY started DESC, id").fetchall()
-        return [orjson.loads(row[0]) for row in rows]
-
-    def run(self, run_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT summary FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else dict(orjson.loads(row[0]))
-
-    def events(self, run_id: str) -> list[Event]:
-        return list(self.iter_events(run_id))
-
-    def iter_events(self, run_id: str, batch: int = 5000, *, after: int = 0) -> Iterator[Event]:
-        """The run's events with a `seq` above `after`, in order, read a page at a time."""
-        while True:
-            with self._lock:
-                chunks = self._db.execute(
-                    "SELECT last, body FROM chunks WHERE run = ? AND last > ? ORDER BY seq LIMIT ?",
-                    (run_id, after, CHUNK_PAGE),
-                ).fetchall()
-                upto = chunks[-1][0] if chunks else None
-                if upto is None:
-                    singles = self._db.execute(
-                        "SELECT seq, body FROM events WHERE run = ? AND seq > ? ORDER BY seq "
-                        "LIMIT ?",
-                        (run_id, after, batch),
-                    ).fetchall()
-                else:
-                    singles = self._db.execute(
-                        "SELECT seq, body FROM events WHERE run = ? AND seq > ? AND seq <= ?",
-                        (run_id, after, upto),
-                    ).fetchall()
-            if not chunks and not singles:
-                return
-            page: dict[int, Event] = {}
-            for _, body in chunks:
-                for event in orjson.loads(unpacked(body)):
-                    page[event["seq"]] = event
-            for seq, body in singles:
-                page[seq] = orjson.loads(body)
-            for seq in sorted(page):
-                if seq > after:
-                    yield page[seq]
-            after = upto if upto is not None else singles[-1][0]
+        super().close()
 
 
 def _seq(event: Event) -> int:

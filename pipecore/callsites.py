@@ -19,6 +19,8 @@ _OWN_FILES = frozenset(
         "traced.py",
         "tracedcalls.py",
         "tracedconnection.py",
+        # `pipescope trace` puts its Pipe in multiprocessing's place: the user calls it
+        os.path.join("autotrace", "boot.py"),
     )
 )
 _MP_DIR = os.path.dirname(os.path.abspath(multiprocessing.__file__)) + os.sep

@@ -1,4 +1,5 @@
-"""Runs orphaned by a dead server: their processes ended and their directories removed."""
+"""Runs orphaned by a dead server or tracer: their directories removed (and a server's
+processes ended)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pipecore import runmarks, runprocs, teardown
 
 logger = logging.getLogger("pipecore.runs")
 
-RUN_DIR = re.compile(r"pipescope-(r[0-9a-f]+)")
+# A server's run (r...) or a `pipescope trace` run (t..., owned by the tracer).
+RUN_DIR = re.compile(r"pipescope-([rt][0-9a-f]+)")
 # A directory without an owner file was made by a version that did not write one; no run
 # lasts this long, so one this old with no process of its run is left over.
 UNOWNED_AGE = 3600.0
@@ -39,11 +41,13 @@ def sweep(
     term_grace: float = 1.0,
     kill_grace: float = 3.0,
 ) -> Swept:
-    """Remove the run directories under `run_root` whose server is gone, ending first every
-    process carrying a marker of that run and server.
+    """Remove the run directories under `run_root` whose server or tracer is gone; for a
+    server's run, end first every process carrying a marker of that run and server.
 
-    A directory whose owner (see `runmarks.write_owner`) still runs is never touched. One
-    without an owner file is removed only when nothing in it changed for `unowned_age`
+    A directory whose owner (see `runmarks.write_owner`) still runs is never touched. A
+    traced program is the user's own: its directory stays while any process of the program
+    (one carrying a marker of its run id) still runs and writes into it, and none is ended.
+    One without an owner file is removed only when nothing in it changed for `unowned_age`
     seconds and no process carries a marker of its run id.
     """
     swept = Swept()
@@ -68,7 +72,11 @@ def sweep(
             continue
         run_id = match.group(1)
         owner = runmarks.read_owner(path)
-        if owner is not None:
+        if owner is not None and run_id.startswith("t"):
+            if runprocs.alive([owner]) or runprocs.find(f"{run_id}.", prefix=True):
+                continue
+            ended = 0
+        elif owner is not None:
             if runprocs.alive([owner]):
                 continue
             # A run whose main process was started ahead noted its marker; any other's
@@ -90,7 +98,7 @@ def sweep(
             swept.directories += 1
     if swept.directories or swept.processes:
         logger.info(
-            "swept %d run directories under %s left by servers that are gone, "
+            "swept %d run directories under %s left by servers or tracers that are gone, "
             "ending %d of their processes",
             swept.directories,
             run_root,

@@ -15,10 +15,13 @@ from typing import Any
 from pipecore import runmarks, teardown
 from pipecore.analysis import Analysis
 from pipecore.collector import Collector, drain_last
+from pipecore.matching import RECV_OPS
+from pipecore.runsweep import sweep
 
 Event = dict[str, Any]
 BOOT_DIR = Path(__file__).resolve().parent / "autotrace"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+RUN_ROOT = "/dev/shm"
 DRAIN_SECONDS = 0.01
 TERM_GRACE = 1.0
 
@@ -36,6 +39,15 @@ TERMINAL_STATES = RUN_STATES - {"starting", "running"}
 MAX_BATCH_EVENTS = 10_000
 MAX_REASON_KEY = 40
 MAX_REASON_ARGS = 16
+
+
+class ProgramStartError(Exception):
+    """The program could not be started; `status` is what a shell exits with for it:
+    127 when it is not found, 126 when it is found but cannot be run."""
+
+    def __init__(self, program: str, error: OSError) -> None:
+        super().__init__(f"cannot run {program!r}: {error.strerror or error}")
+        self.status = 127 if isinstance(error, FileNotFoundError) else 126
 
 
 class EventError(ValueError):
@@ -143,6 +155,21 @@ def program_name(command: Sequence[str]) -> str:
     return Path(args[0]).name if args else "program"
 
 
+# How long a receive waits for the analysis to see its send before it is written anyway.
+HOLD_UNMATCHED_NS = 500_000_000
+
+
+def _unmatched(event: Event) -> bool:
+    """A received frame the analysis has neither matched nor found corrupt (yet)."""
+    return (
+        event["kind"] == "call"
+        and event.get("phase") == "end"
+        and event.get("op") in RECV_OPS
+        and "match" not in event
+        and "corrupt" not in event
+    )
+
+
 class EventPump:
     """A run's collector and analysis together: numbered events with verdicts added."""
 
@@ -151,16 +178,34 @@ class EventPump:
         self.collector = Collector(run_dir, run_id)
         self.analysis = Analysis(run_id, deadlock_after_ns)
         self._seq = 0
+        self._held: list[Event] = []  # from the first receive still waiting for its send
+        self._since: dict[int, int] = {}  # seq of such a receive -> when it was first held
 
     def pump(self, *, final: bool = False) -> list[Event]:
-        """Drain the rings once; return the new events and any verdicts, numbered."""
+        """Drain the rings once; return the new events and any verdicts, numbered.
+
+        A receive whose send the analysis has not seen yet (threads of one process: the
+        receive can be stamped before the send's end) gets its `match` when that send
+        comes; it is held back, with everything after it, until then or for at most
+        HOLD_UNMATCHED_NS, so that what is written out carries it."""
         events = drain_last(self.collector) if final else self.collector.drain()
         self._number(events)  # before the analysis, whose `match` names these numbers
         verdicts = self.analysis.feed(events)
         if not final:
             verdicts += self.analysis.tick(time.monotonic_ns())
         self._number(verdicts)
-        return events + verdicts
+        out, self._held = self._held + events + verdicts, []
+        if not final:
+            now = time.monotonic_ns()
+            for i, event in enumerate(out):
+                if _unmatched(event) and now - self._since.setdefault(event["seq"], now) < (
+                    HOLD_UNMATCHED_NS
+                ):
+                    out, self._held = out[:i], out[i:]
+                    break
+        for event in out:
+            self._since.pop(event["seq"], None)
+        return out
 
     def _number(self, events: list[Event]) -> None:
         for event in events:
@@ -213,11 +258,16 @@ def trace_program(
 
     The program's standard streams are its own (inherited), so its output passes through
     unchanged; returns its exit status (negative: killed by that signal). SIGINT and
-    SIGTERM reach the program; the run directory is removed afterwards.
+    SIGTERM reach the program; the run directory is removed afterwards. Raises
+    ProgramStartError when the program cannot be started.
     """
+    # What a tracer or server killed before its teardown left behind goes first.
+    sweep(RUN_ROOT)
     run_id = run_id or new_run_id()
-    run_dir = f"/dev/shm/pipescope-{run_id}"
+    run_dir = os.path.join(RUN_ROOT, f"pipescope-{run_id}")
     os.makedirs(run_dir, exist_ok=False)
+    # Once this process is gone (even by SIGKILL), a later sweep removes the directory.
+    runmarks.write_owner(run_dir)
     label = name or program_name(command)
     mark = runmarks.new_mark(run_id)
     child: subprocess.Popen[bytes] | None = None
@@ -228,7 +278,10 @@ def trace_program(
         first["message"] = f"tracing {label}"
         sink([first])
         env = runmarks.marked_environment(trace_environment(run_dir, run_id), mark)
-        child = subprocess.Popen(list(command), env=env)
+        try:
+            child = subprocess.Popen(list(command), env=env)
+        except OSError as exc:
+            raise ProgramStartError(command[0], exc) from None
         forward = _forward_signals(child)
         try:
             while child.poll() is None:

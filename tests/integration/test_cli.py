@@ -12,6 +12,7 @@ import pytest
 
 from app.cli import main
 from app.settings import SETTINGS
+from app.store import Store
 from tests.conftest import StartServer
 from tests.integration.conftest import MakeClient, wait_for_state
 
@@ -140,3 +141,85 @@ def test_export_writes_a_recorded_run(
     assert f"unknown run 'r000000' in {db} (latest: {run_id})" in capsys.readouterr().err
     assert main(["export", run_id, "--db", str(tmp_path / "none.sqlite3")]) == 1
     assert "no record database at" in capsys.readouterr().err
+
+
+@pytest.fixture
+def record_db(tmp_path: Path) -> Path:
+    """A record database holding run r1 (its summary and one event)."""
+    db = tmp_path / "records" / "runs.sqlite3"
+    store = Store(str(db))
+    store.save_run({"id": "r1", "started": 1.0, "state": "completed"})
+    store.append_events([{"run": "r1", "seq": 1, "kind": "run", "t": 1, "pid": 0,
+                          "process": "pipescope", "state": "completed"}])  # fmt: skip
+    store.flush()
+    store.close()
+    return db
+
+
+def one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.out == "", captured
+    return captured.err
+
+
+@pytest.mark.parametrize(
+    ("content", "got"),
+    [
+        (b"root:x:0:0:root:/root:/bin/bash\n" * 4, "got a file that is not SQLite"),
+        (b"", "(tables runs, events, chunks), got an SQLite file with no tables"),
+    ],
+)
+def test_export_reads_only_a_record_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, got: str
+) -> None:
+    path = tmp_path / "other.db"
+    path.write_bytes(content)
+    assert main(["export", "r123", "--db", str(path)]) == 1
+    err = one_line(capsys)
+    assert err.startswith(
+        f"pipescope export: error: expected a PipeScope record database at {path}"
+    )
+    assert got in err
+    # Opened read-only: nothing written into it, nothing beside it.
+    assert path.read_bytes() == content
+    assert [p.name for p in tmp_path.iterdir()] == ["other.db"]
+
+
+def test_export_leaves_a_record_database_as_it_was(
+    record_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = record_db.read_bytes()
+    assert main(["export", "r1", "--db", str(record_db)]) == 0
+    assert [json.loads(line)["seq"] for line in capsys.readouterr().out.splitlines()] == [1]
+    assert record_db.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["r1", "--db", ""], "expected a file path for --db, got ''"),
+        (["r\udce9", "--db", "{db}"], r"expected a run id such as r7f3a2c, got 'r\udce9'"),
+        (["r1", "--db", "{db}", "-o", "{tmp}/nonexistent/dir/o"], "No such file or directory"),
+        (["r1", "--db", "{db}", "-o", "{tmp}"], "Is a directory"),
+    ],
+)
+def test_export_refuses_a_bad_argument_in_one_line(
+    record_db: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    argv = [arg.format(db=record_db, tmp=tmp_path) for arg in argv]
+    assert main(["export", *argv]) == 2
+    err = one_line(capsys)
+    assert err.startswith("pipescope export: error: ") and message in err, err
+
+
+def test_export_to_a_full_disk_fails_in_one_line(
+    record_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", "r1", "--db", str(record_db), "-o", "/dev/full"]) == 1
+    assert one_line(capsys) == (
+        "pipescope export: error: cannot write /dev/full: No space left on device\n"
+    )

@@ -2,6 +2,7 @@
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -327,3 +328,195 @@ def test_a_program_that_cannot_start_ends_its_run_failed(live_server: str) -> No
         assert time.monotonic() < deadline, run
         time.sleep(0.05)
     assert run["message"] == "disconnected: the tracer left before the program ended"
+
+
+DYING_PROGRAM = """
+import multiprocessing, os, signal, sys
+if __name__ == "__main__":
+    a, b = multiprocessing.Pipe()
+    a.send("last words")
+    print(b.recv(), flush=True)
+    if sys.argv[1] == "interrupt":
+        raise KeyboardInterrupt
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "signum"),
+    [("SIGKILL", signal.SIGKILL), ("SIGTERM", signal.SIGTERM), ("interrupt", signal.SIGINT)],
+)
+def test_a_program_killed_by_a_signal_kills_its_tracer_by_the_same_signal(
+    tmp_path: Path, how: str, signum: int
+) -> None:
+    program, output = tmp_path / "dying.py", tmp_path / "dying.jsonl"
+    program.write_text(DYING_PROGRAM)
+    command = [sys.executable, str(program), how]
+    plain = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "trace", "-o", str(output), "--", *command],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    # Died of the signal (the shell's 128+N), as untraced: not exit status 256-N.
+    assert done.returncode == plain.returncode == -signum, done.stderr
+    assert done.stdout == plain.stdout == "last words\n"
+    # Its records were written before it ended.
+    events = [json.loads(line) for line in output.read_text().splitlines()]
+    assert done.stderr.endswith(f"pipescope trace: {len(events)} events written to {output}\n")
+    assert events[-1]["state"] == "killed"
+    assert events[-1]["reason"]["args"]["code"] == -signum
+
+
+MARKING_PROGRAM = """
+import sys
+from pathlib import Path
+Path(sys.argv[1]).touch()
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "code", "message"),
+    [
+        (["-o", "{tmp}/nonexistent/x.jsonl"], 2,
+         "cannot write the events to {tmp}/nonexistent/x.jsonl: No such file or directory"),
+        (["-o", "{tmp}"], 2, "cannot write the events to {tmp}: Is a directory"),
+        (["--server", "http://[::1"], 2, "--server: expected a server URL like "
+         "http://127.0.0.1:8000, got 'http://[::1' (Invalid IPv6 URL)"),
+        (["--server", "ftp://host"], 2, "--server: expected a server URL like "
+         "http://127.0.0.1:8000, got 'ftp://host'"),
+    ],
+)  # fmt: skip
+def test_a_bad_argument_is_one_line_and_the_program_does_not_run(
+    tmp_path: Path, options: list[str], code: int, message: str
+) -> None:
+    program, ran = tmp_path / "marking.py", tmp_path / "ran"
+    program.write_text(MARKING_PROGRAM)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "trace", *(o.format(tmp=tmp_path) for o in options),
+         "--", sys.executable, str(program), str(ran)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == code
+    assert done.stderr == f"pipescope trace: error: {message.format(tmp=tmp_path)}\n"
+    assert not ran.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["marking.py"]
+
+
+def test_a_program_that_cannot_be_run_exits_126_as_in_a_shell(tmp_path: Path) -> None:
+    program = tmp_path / "not-executable"
+    program.write_text("#!/bin/sh\necho hello\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "trace", "--", str(program)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    plain = subprocess.run(["sh", "-c", '"$0"', str(program)], capture_output=True, timeout=60)
+    assert done.returncode == plain.returncode == 126
+    assert (
+        done.stderr == f"pipescope trace: error: cannot run {str(program)!r}: Permission denied\n"
+    )
+    # No events file is left for a program that never ran.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-executable"]
+
+
+def test_a_full_disk_stops_the_events_file_not_the_program(tmp_path: Path) -> None:
+    program, ran = tmp_path / "marking.py", tmp_path / "ran"
+    program.write_text(MARKING_PROGRAM + "print('done')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "trace", "-o", "/dev/full",
+         "--", sys.executable, str(program), str(ran)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "done\n" and ran.exists()
+    first, last = done.stderr.splitlines()
+    assert first == (
+        "pipescope trace: cannot write to /dev/full: No space left on device, after 0 events; "
+        "the program runs on"
+    )
+    assert re.fullmatch(
+        r"pipescope trace: 0 of \d+ events written to /dev/full \(No space left on device\)", last
+    )
+
+
+SITES_PROGRAM = """
+import multiprocessing
+from multiprocessing import Pipe
+
+if __name__ == "__main__":
+    a, b = multiprocessing.Pipe()
+    c, d = Pipe(duplex=False)
+    e, f = multiprocessing.get_context("spawn").Pipe()
+    a.send("x")
+    print(b.recv())
+"""
+
+
+def test_a_pipe_event_names_the_users_line_as_its_site(tmp_path: Path) -> None:
+    program, output = tmp_path / "sites.py", tmp_path / "sites.jsonl"
+    program.write_text(SITES_PROGRAM)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "trace", "-o", str(output), "--",
+         sys.executable, str(program)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in output.read_text().splitlines()]
+    # Pipe(), the context's Pipe() and `from multiprocessing import Pipe`: each the
+    # user's line, not the tracer's nor multiprocessing's.
+    assert [e["site"] for e in events if e["kind"] == "pipe"] == [
+        f"{program}:6",
+        f"{program}:7",
+        f"{program}:8",
+    ]
+    sends = [e for e in events if e["kind"] == "call" and e["op"] == "send"]
+    assert {e["site"] for e in sends} == {f"{program}:9"}
+
+
+LINGERING_PROGRAM = """
+import multiprocessing, os, sys, time
+if __name__ == "__main__":
+    a, b = multiprocessing.Pipe()
+    a.send("ready")
+    print(b.recv(), os.getpid(), os.environ["PIPESCOPE_TRACE_DIR"], flush=True)
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.02)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
+
+
+def test_the_run_directory_of_a_killed_tracer_goes_at_the_next_trace(tmp_path: Path) -> None:
+    program, go_on = tmp_path / "lingering.py", tmp_path / "go-on"
+    program.write_text(LINGERING_PROGRAM)
+    tracer = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "trace", "-o", str(tmp_path / "out.jsonl"), "--",
+         sys.executable, str(program), str(go_on)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert tracer.stdout is not None
+        ready, pid, run_dir = tracer.stdout.readline().split()
+        assert ready == "ready" and Path(run_dir).is_dir()
+        tracer.kill()
+        tracer.wait()
+        # The program runs on (it is the user's): its directory stays while it does.
+        again = [sys.executable, "-m", "app.cli", "trace", "-o", str(tmp_path / "again.jsonl"),
+                 "--", sys.executable, "-c", "pass"]  # fmt: skip
+        assert subprocess.run(again, cwd=ROOT, timeout=60).returncode == 0
+        assert Path(f"/proc/{pid}").exists() and Path(run_dir).is_dir()
+    finally:
+        go_on.touch()
+        tracer.kill()
+        tracer.wait()
+    deadline = time.monotonic() + 30
+    # Re-parented, it may stay a zombie of whichever process took it: ended all the same.
+    while _running(int(pid)):
+        assert time.monotonic() < deadline, "the traced program did not end"
+        time.sleep(0.02)
+    assert subprocess.run(again, cwd=ROOT, timeout=60).returncode == 0
+    assert not Path(run_dir).exists()

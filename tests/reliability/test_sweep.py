@@ -1,5 +1,6 @@
 """A server killed mid-run: the next RunManager ends that run's processes and removes its
-directory, and leaves every run of a live server alone."""
+directory, and leaves every run of a live server alone. A tracer killed: its directory goes
+once its program has ended."""
 
 import json
 import os
@@ -155,19 +156,20 @@ def test_a_directory_without_an_owner_goes_only_when_old_and_idle(
     fresh = make_run_dir(tmp_path, "r00fe5h", None)
     old_idle = make_run_dir(tmp_path, "r0001d1", None)
     old_busy = make_run_dir(tmp_path, "r000b5y", None)
-    not_a_run = tmp_path / "pipescope-t0001d1"
+    old_idle_trace = make_run_dir(tmp_path, "t0001d1", None)
+    not_a_run = tmp_path / "pipescope-x0001d1"
     not_a_run.mkdir()
-    for run_dir in (old_idle, old_busy, not_a_run):
+    for run_dir in (old_idle, old_busy, old_idle_trace, not_a_run):
         old = os.stat(run_dir).st_mtime - 2 * UNOWNED_AGE
         for path in (*run_dir.iterdir(), run_dir):
             os.utime(path, (old, old))
     worker = sleeper(sleepers, "r000b5y.1.0a0b0c0d")
 
-    assert sweep(str(tmp_path)) == Swept(directories=1, processes=0)
+    assert sweep(str(tmp_path)) == Swept(directories=2, processes=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "pipescope-r000b5y",
         "pipescope-r00fe5h",
-        "pipescope-t0001d1",
+        "pipescope-x0001d1",
     ]
     assert worker.poll() is None
     assert fresh.exists()
@@ -215,3 +217,25 @@ def test_a_server_killed_mid_run_leaves_nothing_after_the_next_start(tmp_path: P
         for stream in (server.stdin, server.stdout):
             if stream is not None:
                 stream.close()
+
+
+def test_the_directory_of_a_dead_tracer_goes_once_its_program_has_ended(
+    tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    pid, start = gone_process()
+    ended = make_run_dir(tmp_path, "t0dead1", (pid, start))
+    running = make_run_dir(tmp_path, "t0dead2", (pid, start))
+    live = make_run_dir(tmp_path, "t0a11ve", (os.getpid(), start_time(os.getpid())))
+    # The traced program of t0dead2 still runs (and writes into its directory): it is the
+    # user's, not the sweep's to end.
+    program = sleeper(sleepers, f"t0dead2.{pid}.0a0b0c0d")
+
+    assert sweep(str(tmp_path)) == Swept(directories=1, processes=0)
+    assert not ended.exists()
+    assert running.is_dir() and live.is_dir()
+    assert program.poll() is None
+
+    program.kill()
+    program.wait()
+    assert sweep(str(tmp_path)) == Swept(directories=1, processes=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipescope-t0a11ve"]

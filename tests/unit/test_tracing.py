@@ -255,3 +255,57 @@ def test_a_program_is_named_after_its_script_or_module() -> None:
     assert program_name([sys.executable, "-u", "examples/pingpong.py", "fork"]) == "pingpong.py"
     assert program_name(["python3", "-m", "http.server"]) == "http.server"
     assert program_name(["/usr/bin/env"]) == "env"
+
+
+def test_a_receive_drained_before_its_send_is_written_with_its_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads of one process: a receive can be stamped, and drained, before its send's
+    end. The pump holds it (and what follows) until the analysis has matched it."""
+    from pipecore import tracing
+    from pipecore.tracing import EventPump
+
+    pump = EventPump(str(tmp_path / "run"), "t1")
+    common = {"run": "t1", "pid": 7, "process": "MainProcess", "pipe": "7.1", "pipe_name": "p"}
+    t0 = time.monotonic_ns()  # the analysis times out receives whose send never came
+    pipe = {**common, "kind": "pipe", "t": t0 + 1, "duplex": True, "capacity": 212_992}
+    frame = {"hash": "abcd0123", "nbytes": 12}
+    recv = {
+        **common,
+        "kind": "call",
+        "t": t0 + 3,
+        "end": "b",
+        "op": "recv",
+        "phase": "end",
+        **frame,
+    }
+    send = {
+        **common,
+        "kind": "call",
+        "t": t0 + 4,
+        "end": "a",
+        "op": "send",
+        "phase": "end",
+        **frame,
+    }
+    later = {**common, "kind": "output", "t": t0 + 5, "stream": "stdout", "text": "after"}
+    drains = iter([[pipe, recv], [send, later], []])
+    monkeypatch.setattr(pump.collector, "drain", lambda: next(drains))
+    first = pump.pump()
+    assert [e["kind"] for e in first] == ["pipe"]  # the receive waits for its send
+    second = pump.pump()
+    assert [(e["kind"], e.get("op")) for e in second] == [
+        ("call", "recv"),
+        ("call", "send"),
+        ("output", None),
+    ]
+    assert second[0]["match"] == second[1]["seq"]
+    assert [e["seq"] for e in first + second] == [1, 2, 3, 4]
+    # A receive whose send never shows (an untraced sender) is held only so long.
+    alone = {**common, "kind": "call", "end": "b", "op": "recv", "phase": "end", **frame}
+    drains = iter([[{**alone, "t": time.monotonic_ns()}], []])
+    monkeypatch.setattr(pump.collector, "drain", lambda: next(drains))
+    assert pump.pump() == []
+    monkeypatch.setattr(tracing, "HOLD_UNMATCHED_NS", 0)
+    assert [(e["seq"], "match" in e) for e in pump.pump()] == [(5, False)]
+    pump.close()
