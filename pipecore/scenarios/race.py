@@ -14,7 +14,12 @@ def pattern(first: int, size: int) -> bytes:
     return bytes((first + i) % 251 for i in range(size))
 
 
-def writer(conn: Connection, first: int, frames: int, size: int, start: Barrier) -> None:
+def writer(
+    conn: Connection, unused: Connection, first: int, frames: int, size: int, start: Barrier
+) -> None:
+    # Under fork a child inherits every end its parent held: close the one it does not use,
+    # or the pipe never looks closed to the others (no EOF, no BrokenPipeError).
+    unused.close()
     frame = pattern(first, size)
     start.wait()  # start together with the others, so that they overlap
     try:
@@ -27,7 +32,10 @@ def writer(conn: Connection, first: int, frames: int, size: int, start: Barrier)
     conn.close()
 
 
-def reader(conn: Connection, label: str, expected: int, size: int, start: Barrier) -> None:
+def reader(
+    conn: Connection, unused: Connection, label: str, expected: int, size: int, start: Barrier
+) -> None:
+    unused.close()
     good = 0
     start.wait()
     while good < expected:
@@ -72,13 +80,15 @@ def main(params: Params, ctx: RunContext) -> None:
     read_end, shared_end = pipecore.Pipe(duplex=False, name="two writers")
     start = ctx.Barrier(3)
     w1 = ctx.Process(
-        target=writer, args=(shared_end, ord("A"), frames, size, start), name="writer-A"
+        target=writer, args=(shared_end, read_end, ord("A"), frames, size, start), name="writer-A"
     )
     w2 = ctx.Process(
-        target=writer, args=(shared_end, ord("B"), frames, size, start), name="writer-B"
+        target=writer, args=(shared_end, read_end, ord("B"), frames, size, start), name="writer-B"
     )
     r = ctx.Process(
-        target=reader, args=(read_end, "reader", 2 * frames, size, start), name="reader"
+        target=reader,
+        args=(read_end, shared_end, "reader", 2 * frames, size, start),
+        name="reader",
     )
     for p in (w1, w2, r):
         p.start()
@@ -92,13 +102,19 @@ def main(params: Params, ctx: RunContext) -> None:
         shared_end, write_end = pipecore.Pipe(duplex=False, name="two readers")
         start = ctx.Barrier(3)
         w = ctx.Process(
-            target=writer, args=(write_end, ord("C"), 2 * frames, size, start), name="writer"
+            target=writer,
+            args=(write_end, shared_end, ord("C"), 2 * frames, size, start),
+            name="writer",
         )
         r1 = ctx.Process(
-            target=reader, args=(shared_end, "reader-1", frames, size, start), name="reader-1"
+            target=reader,
+            args=(shared_end, write_end, "reader-1", frames, size, start),
+            name="reader-1",
         )
         r2 = ctx.Process(
-            target=reader, args=(shared_end, "reader-2", frames, size, start), name="reader-2"
+            target=reader,
+            args=(shared_end, write_end, "reader-2", frames, size, start),
+            name="reader-2",
         )
         for p in (w, r1, r2):
             p.start()
