@@ -8,9 +8,25 @@ export function speedLabel(speed) {
   return `${Number(speed.toFixed(2))}×`;
 }
 
+// Input types that take no typed text; of those, a checkbox and a radio keep Space to toggle.
+const NO_TEXT = new Set(['button', 'submit', 'reset', 'range', 'color', 'file', 'image',
+  'checkbox', 'radio']);
+const SPACE_TOGGLES = new Set(['checkbox', 'radio']);
+
+/** Whether `key` pressed on `target` belongs to the field itself, not to the page's shortcuts. */
+export function fieldOwnsKey(target, key) {
+  if (target?.isContentEditable) return true;
+  const tag = target?.tagName ?? '';
+  if (tag === 'TEXTAREA' || tag === 'SELECT') return true;
+  if (tag !== 'INPUT') return false;
+  const type = String(target.type || 'text').toLowerCase();
+  if (!NO_TEXT.has(type)) return true; // a text, number or search field: keys type in it
+  return key === ' ' && SPACE_TOGGLES.has(type);
+}
+
 /**
- * Bind the toolbar's buttons. `actions` has run(), stop(), setPaused(bool), setSpeed(x),
- * setStepMode(bool), step(), toggleLang(); each button only calls its action.
+ * Bind the toolbar's buttons. `actions` has run(), runRefused(), stop(), setPaused(bool),
+ * setSpeed(x), setStepMode(bool), step(), toggleLang(); each button only calls its action.
  */
 export function createControls(toolbar, header, { actions }) {
   const button = (name) => toolbar.querySelector(`[data-action="${name}"]`);
@@ -21,7 +37,9 @@ export function createControls(toolbar, header, { actions }) {
   const speedInput = toolbar.querySelector('[data-speed]');
   const speedOutput = toolbar.querySelector('[data-speed-label]');
   const stepModeBox = toolbar.querySelector('[data-step-mode]');
-  const ui = { paused: false, speedIndex: DEFAULT_SPEED_INDEX, stepMode: false, active: false };
+  // active: the shown run can be stopped; running: the page's own run is still going, so Run waits.
+  const ui = { paused: false, speedIndex: DEFAULT_SPEED_INDEX, stepMode: false, active: false,
+    running: false };
 
   function setSpeedIndex(index) {
     ui.speedIndex = Math.max(0, Math.min(SPEEDS.length - 1, index));
@@ -45,6 +63,7 @@ export function createControls(toolbar, header, { actions }) {
     pauseButton.dataset.i18n = ui.paused ? 'controls.resume' : 'controls.pause';
     pauseButton.textContent = actions.t(pauseButton.dataset.i18n);
     stopButton.disabled = !ui.active;
+    runButton.disabled = ui.running;
     stepButton.disabled = !(ui.active && ui.stepMode);
   }
 
@@ -57,7 +76,7 @@ export function createControls(toolbar, header, { actions }) {
   header.querySelector('[data-action="lang"]').addEventListener('click', () => actions.toggleLang());
 
   const shortcuts = {
-    r: () => actions.run(),
+    r: () => (ui.running ? actions.runRefused() : actions.run()),
     s: () => ui.active && actions.stop(),
     ' ': () => setPaused(!ui.paused),
     n: () => ui.active && ui.stepMode && actions.step(),
@@ -67,15 +86,14 @@ export function createControls(toolbar, header, { actions }) {
     l: () => actions.toggleLang(),
   };
 
-  /** Handle a keydown; returns true when it was a shortcut. Typing in a field is left alone. */
+  /**
+   * Handle a keydown; returns true when it was a shortcut. Typing in a field is left alone.
+   * Space pauses the view wherever the focus is, a button too (Enter still presses it): after
+   * a click on Run the focus stays there, and Space must not start a second run.
+   */
   function handleKey(event) {
     if (event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) return false;
-    const target = event.target;
-    const tag = target?.tagName ?? '';
-    if (['INPUT', 'SELECT', 'TEXTAREA'].includes(tag) || target?.isContentEditable) return false;
-    // Space on any focused control (a button, a link, a message on the canvas) keeps its own
-    // meaning; it pauses the view only when nothing in particular has the focus.
-    if (event.key === ' ' && target && target !== target.ownerDocument?.body) return false;
+    if (fieldOwnsKey(event.target, event.key)) return false;
     const action = shortcuts[event.key.length === 1 ? event.key.toLowerCase() : ''];
     if (!action) return false;
     event.preventDefault();
@@ -92,9 +110,13 @@ export function createControls(toolbar, header, { actions }) {
     },
     setSpeedIndex,
     setPaused,
-    /** Reflect the run: whether one is active (stop/step enabled) and its step mode. */
-    update({ active, stepMode }) {
-      ui.active = active;
+    /**
+     * Reflect the run: whether the shown one is active (stop/step enabled), whether the page's
+     * own run is still going (Run disabled) and the step mode.
+     */
+    update({ active, running, stepMode }) {
+      if (active !== undefined) ui.active = active;
+      if (running !== undefined) ui.running = running;
       if (stepMode !== undefined) {
         ui.stepMode = stepMode;
         stepModeBox.checked = stepMode;

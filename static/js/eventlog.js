@@ -39,11 +39,15 @@ export function filterKeys(event) {
   return { process: event.process ?? '', pipe: event.pipe_name ?? event.pipe ?? '', op: event.op ?? event.kind ?? '' };
 }
 
-/** The event log inside root ([data-eventlog-viewport], [data-filter=*], [data-eventlog-count]). */
+/**
+ * The event log inside root ([data-eventlog-viewport], [data-filter=*], [data-eventlog-count],
+ * and [data-eventlog-empty], shown when the filters leave out every event).
+ */
 export function createEventLog(root, { t }) {
   const viewport = root.querySelector('[data-eventlog-viewport]');
   const spacer = root.querySelector('[data-eventlog-spacer]');
   const count = root.querySelector('[data-eventlog-count]');
+  const empty = root.querySelector('[data-eventlog-empty]');
   const selects = Object.fromEntries([...root.querySelectorAll('[data-filter]')].map((s) => [s.dataset.filter, s]));
   const seen = { process: new Set(), pipe: new Set(), op: new Set() };
   let events = [];
@@ -89,6 +93,8 @@ export function createEventLog(root, { t }) {
     root.dataset.total = String(events.length);
     root.dataset.skipped = String(missing);
     root.dataset.shown = String(shown.length);
+    const noMatch = shown.length === 0 && events.length > 0; // without filters, every event shows
+    if (empty && empty.hidden === noMatch) empty.hidden = !noMatch;
     if (key === drawn && !force) return;
     drawn = key;
     const rows = [];

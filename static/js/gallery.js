@@ -1,51 +1,6 @@
 // Scenario cards and the parameter form generated from each scenario's parameter schema.
 
-const NUMERIC = { int: 'int', integer: 'int', float: 'float', number: 'float' };
-
-/** Normalise a schema entry: tolerate {en,zh} or plain-string labels and a few type spellings. */
-export function normaliseParam(raw) {
-  const type = String(raw.type ?? 'str').toLowerCase();
-  const choices = raw.choices ?? raw.options ?? raw.enum ?? null;
-  return {
-    name: raw.name ?? raw.id,
-    type: choices ? 'choice' : (NUMERIC[type] ?? (type.startsWith('bool') ? 'bool' : 'str')),
-    default: raw.default,
-    min: raw.min ?? raw.minimum ?? null,
-    max: raw.max ?? raw.maximum ?? null,
-    choices,
-    label: raw.label ?? raw.title ?? raw.name ?? raw.id,
-    help: raw.help ?? raw.description ?? '',
-  };
-}
-
-/** Check one raw form value; returns {value} or {error: i18n key, vars}. */
-export function validateParam(param, raw) {
-  if (param.type === 'bool') return { value: Boolean(raw) };
-  const text = String(raw ?? '').trim();
-  if (text === '') return { error: 'form.required', vars: {} };
-  if (param.type === 'choice') {
-    const found = param.choices.find((c) => String(c) === text);
-    if (found === undefined) return { error: 'form.choice', vars: { value: text, choices: param.choices.join(', ') } };
-    return { value: found };
-  }
-  if (param.type === 'str') return { value: text };
-  const value = Number(text);
-  if (!Number.isFinite(value)) return { error: 'form.number', vars: { value: text } };
-  if (param.type === 'int' && !Number.isInteger(value)) return { error: 'form.integer', vars: { value: text } };
-  if (param.min != null && value < param.min) return { error: 'form.min', vars: { min: param.min, value } };
-  if (param.max != null && value > param.max) return { error: 'form.max', vars: { max: param.max, value } };
-  return { value };
-}
-
-/** Read a 422 `detail` as {field: message}: "params.<field>: text", {field, message} or a list. */
-export function fieldErrors(detail) {
-  if (Array.isArray(detail)) {
-    return Object.fromEntries(detail.map((d) => [String(d.loc?.at(-1) ?? ''), d.msg ?? String(d)]));
-  }
-  if (detail && typeof detail === 'object') return { [detail.field ?? '']: detail.message ?? JSON.stringify(detail) };
-  const match = /^params\.([\w-]+): (.*)$/s.exec(String(detail ?? ''));
-  return match ? { [match[1]]: match[2] } : { '': String(detail ?? '') };
-}
+import { fieldErrors, normaliseParam, validateParam } from './params.js';
 
 function el(tag, attrs = {}, text = '') {
   const node = document.createElement(tag);
@@ -54,16 +9,17 @@ function el(tag, attrs = {}, text = '') {
   return node;
 }
 
-function inputFor(param, id) {
+// The field for `param`, holding what `before` (the field it replaces, if any) held.
+function inputFor(param, id, before) {
   if (param.type === 'choice') {
     const select = el('select', { id, name: param.name });
     for (const choice of param.choices) select.append(el('option', { value: String(choice) }, String(choice)));
-    select.value = String(param.default ?? param.choices[0]);
+    select.value = before?.value ?? String(param.default ?? param.choices[0]);
     return select;
   }
   if (param.type === 'bool') {
     const box = el('input', { id, name: param.name, type: 'checkbox' });
-    box.checked = Boolean(param.default);
+    box.checked = before?.checked ?? Boolean(param.default);
     return box;
   }
   const numeric = param.type !== 'str';
@@ -71,12 +27,15 @@ function inputFor(param, id) {
   if (numeric && param.min != null) input.min = String(param.min);
   if (numeric && param.max != null) input.max = String(param.max);
   if (numeric) input.step = param.type === 'int' ? '1' : 'any';
-  input.value = param.default == null ? '' : String(param.default);
+  input.value = before?.value ?? (param.default == null ? '' : String(param.default));
   return input;
 }
 
-/** The gallery: root holds [data-gallery-cards] and [data-params-form]. */
-export function createGallery(root, { i18n, onRun, onSelect }) {
+/**
+ * The gallery: root holds [data-gallery-cards] and [data-params-form]. A field's value and its
+ * error outlive a redraw (a change of language); onCheck() fires when the errors change.
+ */
+export function createGallery(root, { i18n, onRun, onSelect, onCheck }) {
   const cards = root.querySelector('[data-gallery-cards]');
   const form = root.querySelector('[data-params-form]');
   const fields = form.querySelector('[data-params-fields]');
@@ -84,6 +43,10 @@ export function createGallery(root, { i18n, onRun, onSelect }) {
   let scenarios = [];
   let selected = null;
   let params = [];
+  const errors = new Map(); // field name → { key, vars } to translate, or { text } from the server
+  let general = null; // the error above the form, in the same shape
+  const say = (error) => (error.key ? i18n.t(error.key, error.vars) : error.text);
+  const wrapOf = (name) => fields.querySelector(`[data-field="${CSS.escape(name)}"]`);
 
   function renderCards() {
     cards.replaceChildren(...scenarios.map((s) => {
@@ -103,33 +66,49 @@ export function createGallery(root, { i18n, onRun, onSelect }) {
     if (!selected) return;
     form.querySelector('[data-params-title]').textContent = i18n.pick(selected.title);
     form.querySelector('[data-params-teaching]').textContent = i18n.pick(selected.teaching);
-    const old = new FormData(form);
     fields.replaceChildren(...(params.length ? params.map((p) => {
       const id = `param-${p.name}`;
       const wrap = el('div', { class: `field field-${p.type}`, 'data-field': p.name });
-      const input = inputFor(p, id);
-      if (old.has(p.name) && p.type !== 'bool') input.value = old.get(p.name);
+      const input = inputFor(p, id, wrapOf(p.name)?.querySelector('input, select'));
       const label = el('label', { for: id }, i18n.pick(p.label));
       const help = el('small', { class: 'field-help', id: `${id}-help` }, i18n.pick(p.help));
       const error = el('small', { class: 'field-error', id: `${id}-error`, role: 'alert' });
       input.setAttribute('aria-describedby', `${id}-help ${id}-error`);
       input.addEventListener('change', () => check(p, wrap));
       wrap.append(label, input, help, error);
+      setFieldError(wrap, errors.get(p.name) ?? null);
       return wrap;
     }) : [el('p', { class: 'muted' }, i18n.t('gallery.noParams'))]));
+    showGeneral(general);
   }
 
   function check(param, wrap) {
     const input = wrap.querySelector('input, select');
     const result = validateParam(param, param.type === 'bool' ? input.checked : input.value);
-    showFieldError(wrap, result.error ? i18n.t(result.error, result.vars) : '');
+    setFieldError(wrap, result.error ? { key: result.error, vars: result.vars } : null);
     return result;
   }
 
-  function showFieldError(wrap, message) {
-    wrap.classList.toggle('invalid', Boolean(message));
-    wrap.querySelector('input, select')?.setAttribute('aria-invalid', String(Boolean(message)));
-    wrap.querySelector('.field-error').textContent = message;
+  function setFieldError(wrap, error) {
+    const had = errors.has(wrap.dataset.field);
+    if (error) errors.set(wrap.dataset.field, error); else errors.delete(wrap.dataset.field);
+    wrap.classList.toggle('invalid', Boolean(error));
+    wrap.querySelector('input, select')?.setAttribute('aria-invalid', String(Boolean(error)));
+    wrap.querySelector('.field-error').textContent = error ? say(error) : '';
+    if (had !== Boolean(error)) onCheck?.();
+  }
+
+  function showGeneral(error) {
+    general = error;
+    formError.hidden = !error;
+    formError.textContent = error ? say(error) : '';
+  }
+
+  // The first field to fix, scrolled into view inside the form's own scrolling box, and focused.
+  function focusFirstError() {
+    const wrap = fields.querySelector('.field.invalid');
+    wrap?.scrollIntoView({ block: 'nearest' });
+    wrap?.querySelector('input, select')?.focus({ preventScroll: true });
   }
 
   function select(id) {
@@ -138,7 +117,9 @@ export function createGallery(root, { i18n, onRun, onSelect }) {
       selected = next;
       params = (selected?.params ?? []).map(normaliseParam);
       fields.replaceChildren();
-      formError.hidden = true;
+      errors.clear();
+      general = null;
+      onCheck?.();
     }
     renderCards();
     renderForm();
@@ -159,6 +140,10 @@ export function createGallery(root, { i18n, onRun, onSelect }) {
   return {
     element: root,
     get selected() { return selected; },
+    /** The labels of the fields that show an error, in the form's order. */
+    get invalidFields() {
+      return params.filter((p) => errors.has(p.name)).map((p) => i18n.pick(p.label));
+    },
     find: (id) => scenarios.find((s) => s.id === id) ?? null,
     setScenarios(list) { scenarios = list; select(selected?.id ?? list[0]?.id); },
     setError(message) { cards.replaceChildren(el('li', { class: 'cards-empty error' }, message)); },
@@ -170,28 +155,26 @@ export function createGallery(root, { i18n, onRun, onSelect }) {
       const values = {};
       let ok = true;
       for (const p of params) {
-        const result = check(p, fields.querySelector(`[data-field="${CSS.escape(p.name)}"]`));
+        const result = check(p, wrapOf(p.name));
         if (result.error) ok = false; else values[p.name] = result.value;
       }
-      formError.hidden = ok;
-      formError.textContent = ok ? '' : i18n.t('form.invalid');
-      if (!ok) return null;
-      return {
-        scenario: selected.id,
-        params: values,
-        start_method: form.querySelector('[data-start-method]').value,
-      };
+      showGeneral(ok ? null : { key: 'form.invalid' });
+      if (!ok) {
+        focusFirstError();
+        return null;
+      }
+      const startMethod = form.querySelector('[data-start-method]').value;
+      return { scenario: selected.id, params: values, start_method: startMethod };
     },
     /** Show a server refusal (422 detail) at its field, or above the form. */
     showServerError(detail) {
-      const byField = fieldErrors(detail);
-      const general = [];
-      for (const [name, message] of Object.entries(byField)) {
-        const wrap = name && fields.querySelector(`[data-field="${CSS.escape(name)}"]`);
-        if (wrap) showFieldError(wrap, message); else general.push(name ? `${name}: ${message}` : message);
+      const elsewhere = []; // messages for no field of the form
+      for (const [name, message] of Object.entries(fieldErrors(detail))) {
+        const wrap = name && wrapOf(name);
+        if (wrap) setFieldError(wrap, { text: message }); else elsewhere.push(name ? `${name}: ${message}` : message);
       }
-      formError.hidden = general.length === 0;
-      formError.textContent = general.join(' ');
+      showGeneral(elsewhere.length ? { text: elsewhere.join(' ') } : null);
+      focusFirstError();
     },
   };
 }

@@ -96,6 +96,10 @@ export const MESSAGES = {
     'banner.dismiss': 'Dismiss',
     'banner.more': '{count} more',
     'error.network': 'Network error: {error}',
+    'status.runGoing': 'A run is still going: stop it (S) or let it end before you start another.',
+    'status.fixParams': 'The parameters need fixing before a run can start: {fields}.',
+    'events.noMatch': 'No events match these filters.',
+    'source.exited': '{process} has exited; its last call was at line {line}',
   },
   zh: {
     'app.tagline': '让 multiprocessing.Pipe 看得见',
@@ -192,5 +196,9 @@ export const MESSAGES = {
     'banner.dismiss': '关闭',
     'banner.more': '另外 {count} 条',
     'error.network': '网络错误：{error}',
+    'status.runGoing': '当前运行尚未结束：请先停止它 (S) 或等它结束，再开始新的运行。',
+    'status.fixParams': '参数需要修正后才能运行：{fields}。',
+    'events.noMatch': '没有符合筛选条件的事件。',
+    'source.exited': '{process} 已退出；它的最后一次调用在第 {line} 行',
   },
 };

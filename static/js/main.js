@@ -29,6 +29,9 @@ const api = createApi({ base: body.dataset.api, token: body.dataset.token });
 const model = createRunModel();
 const playback = createPlayback();
 const run = { id: null, scenario: null, summary: null };
+// The run this page started or follows, shown or not (a replay may be on screen): while it
+// goes on, Run waits; `refused` when R was pressed then, so the status line says why.
+const own = { id: null, state: null, refused: false };
 const callCounter = createCallCounter();
 let dirty = true;
 let lastPanels = -Infinity;
@@ -61,11 +64,13 @@ const gallery = createGallery($('.gallery'), {
     if (!run.id) panels.source.update(scenario, null);
     dirty = true;
   },
+  onCheck: () => { dirty = true; },
 });
 
 const actions = {
   t,
   async run() {
+    if (ACTIVE.has(own.state)) return actions.runRefused();
     const spec = gallery.spec();
     if (!spec) return;
     spec.step_mode = controls.ui.stepMode;
@@ -77,6 +82,7 @@ const actions = {
       else notify(error);
     }
   },
+  runRefused: () => { own.refused = true; dirty = true; },
   stop: () => run.id && api.stopRun(run.id).catch(notify),
   step: () => run.id && api.step(run.id).catch(notify),
   setPaused: (paused) => (paused ? playback.pause() : playback.resume()),
@@ -101,10 +107,10 @@ function apply(events) {
 function beginRun(summary, scenario) {
   records.following(summary, scenario);
   Object.assign(run, { id: summary.id, scenario, summary });
+  Object.assign(own, { id: summary.id, state: summary.state, refused: false });
   reset(summary);
-  const empty = $('[data-live-empty]');
-  if (empty) empty.hidden = true;
-  controls.update({ active: true, stepMode: Boolean(summary.step_mode) });
+  $('[data-live-empty]')?.toggleAttribute('hidden', true);
+  controls.update({ active: true, running: true, stepMode: Boolean(summary.step_mode) });
   socket.subscribe(summary.id);
 }
 
@@ -112,6 +118,8 @@ function onSnapshot(frame) {
   reset(frame.run);
   const { events, missing } = orderSnapshot(frame.events);
   feed.push(events);
+  // A run already over when asked for (back to live after a replay) shows its end at once.
+  if (!ACTIVE.has(run.summary?.state) && !ACTIVE.has(frame.run?.state)) playback.releaseAtNextFrame();
   // A snapshot without the run's older calls says so, beside the server's own words.
   // (A WorkerSocket hands a long snapshot on in slices, counting what is missing first.)
   if ((frame.missing ?? missing) > 0 || frame.skipped > 0) banners.partial(frame.notice ?? '');
@@ -128,6 +136,12 @@ function onFrame(frame) {
     onSkip(frame.skipped, frame.by);
   } else if (frame.type === 'runs' || frame.type === 'hello') {
     records.runs(frame.runs ?? []);
+    const followed = (frame.runs ?? []).find((r) => r.id === own.id);
+    if ((followed || frame.type === 'hello') && (followed?.state ?? null) !== own.state) {
+      own.state = followed?.state ?? null;
+      controls.update({ running: ACTIVE.has(own.state) });
+      dirty = true;
+    }
     const mine = (frame.runs ?? []).find((r) => r.id === run.id);
     if (mine && mineNow) {
       run.summary = mine;
@@ -155,13 +169,14 @@ function frame(now) {
     lastAck = now;
   }
   records.tick(now);
-  panels.draw(model.state, now);
+  panels.draw(model.state, now, playback.clockNs);
   if (dirty && now - lastPanels >= PANEL_INTERVAL_MS) {
     dirty = false;
     lastPanels = now;
     if (skips.show(now)) dirty = true; // a newer count waits for its turn
     panels.update({ run, state: model.state, selected: gallery.selected,
-      replaying: records.replaying,
+      replaying: records.replaying, invalid: gallery.invalidFields,
+      refused: own.refused && ACTIVE.has(own.state),
       stepping: run.id && controls.ui.stepMode && ACTIVE.has(run.summary?.state) });
   }
   requestAnimationFrame(frame);
@@ -191,4 +206,5 @@ window.pipescope = Object.freeze({
     run, playback: feed, controls: controls.ui, lang: i18n.lang, banners: $('[data-banners]'),
     callsStarted: callCounter.started, replay: records.hook, skipped: skips.counts,
   }),
+  waits: () => panels.waits(),
 });

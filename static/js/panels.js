@@ -10,9 +10,9 @@ import { createSourcePanel } from './source.js';
 import { createStatsPanel } from './stats.js';
 
 /**
- * Build the panels in the page. update({ run, state, selected, replaying, stepping }) redraws
- * the status row, the banners and the side tab on show (the caller throttles it); draw(state,
- * nowMs) draws the live view every frame; refresh(...) relabels everything after a change of
+ * Build the panels in the page. update({ run, state, selected, replaying, stepping, refused,
+ * invalid }) redraws the status row, the banners and the side tab on show (the caller throttles it); draw(state,
+ * nowMs, clockNs) draws the live view every frame at recorded time clockNs; refresh(...) relabels everything after a change of
  * language; `sinks` follow the event stream (see feed.js). onTabChange() fires on a tab switch.
  */
 export function createPanels({ $, i18n, api, model, onTabChange }) {
@@ -46,9 +46,11 @@ export function createPanels({ $, i18n, api, model, onTabChange }) {
     load,
     sinks: [{ add: (events) => eventlog.push(events), reset: () => eventlog.reset() },
       output, message],
-    draw: (state, nowMs) => views.live?.update(state, nowMs),
-    update({ run, state, selected, replaying, stepping }) {
-      runStatus.update({ run, state, selected, replaying, stepping });
+    draw: (state, nowMs, clockNs) => views.live?.update(state, nowMs, clockNs),
+    /** How long each blocked process had waited in the live view's last frame (ms, by pid). */
+    waits: () => views.live?.waits() ?? {},
+    update({ run, state, selected, replaying, stepping, refused, invalid }) {
+      runStatus.update({ run, state, selected, replaying, stepping, refused, invalid });
       banners.update(state);
       const shown = tabs.current;
       if (shown === 'source') source.update(run.scenario ?? selected, run.id ? state : null);

@@ -21,6 +21,7 @@ export function createPlayback({ live = true, maxBacklog = 300, maxLagMs = 2000,
   let speed = 1;
   let paused = false;
   let caughtUp = 0;
+  let releaseAll = false; // the next advance releases every queued event (see releaseAtNextFrame)
 
   const backlog = () => queue.length - head;
 
@@ -62,6 +63,10 @@ export function createPlayback({ live = true, maxBacklog = 300, maxLagMs = 2000,
       const first = queue[head];
       if (clockNs == null) clockNs = first.t ?? 0;
       else clockNs += dt * 1e6 * speed;
+      if (releaseAll) {
+        releaseAll = false;
+        return takeAll();
+      }
       if (api.live && (backlog() > maxBacklog || newestNs - clockNs > maxLagMs * 1e6)) {
         caughtUp += backlog();
         return takeAll();
@@ -91,12 +96,15 @@ export function createPlayback({ live = true, maxBacklog = 300, maxLagMs = 2000,
     },
     /** Release everything queued (e.g. on resynchronisation). */
     flush: takeAll,
+    /** Let the next advance (not paused) release everything queued: a finished run's events. */
+    releaseAtNextFrame() { releaseAll = true; },
     clear() {
       queue = [];
       head = 0;
       clockNs = null;
       newestNs = null;
       lastNow = null;
+      releaseAll = false;
     },
     setSpeed(x) {
       const v = Number(x);

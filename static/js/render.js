@@ -17,10 +17,17 @@ function layoutKey(state, w, h) {
   return parts.join('|');
 }
 
+// The recorded time (ns) shown: the playback clock (it stands still while the view is paused
+// or a replay is), or the last event's time once the run has ended or without a clock.
+function shownTime(state, clockNs) {
+  if (clockNs == null || state.tNow == null) return state.tNow ?? 0;
+  return LIVE.has(state.status) ? Math.max(clockNs, state.tNow) : Math.min(clockNs, state.tNow);
+}
+
 /**
- * Create the live view inside `container`.
- * update(state, nowMs) draws the run model's state; nowMs drives every animation, so a test
- * can step it frame by frame. onTokenClick(token) fires for a click (or Enter) on a message.
+ * Create the live view inside `container`. update(state, nowMs, clockNs) draws the run model's
+ * state at recorded time clockNs (waits are counted to it); nowMs drives every animation, so a
+ * test can step it frame by frame. onTokenClick(token) fires for a click (or Enter) on a message.
  */
 export function createLiveView(container, { t, onTokenClick } = {}) {
   const tt = withDefaults(t);
@@ -40,10 +47,10 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
   let key = '';
   let hits = [];
   let focus = -1;
-  let last = null; // [state, nowMs] for redraws on resize
+  let last = null; // [state, nowMs, clockNs] for redraws on resize
+  let waits = {}; // pid → ms blocked, as drawn in the last frame
   const anim = { pos: new Map(), leavers: [], seen: 0, lastNow: null, tNow: null, tNowWall: 0,
     corrupt: -1, corruptByPipe: new Map() };
-
   let box = null; // the element's size, from the ResizeObserver: reading it every frame forced a layout
   function measure() {
     box ??= { w: element.clientWidth || container.clientWidth, h: element.clientHeight || container.clientHeight };
@@ -59,7 +66,7 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
     }
   }
 
-  function draw(state, nowMs) {
+  function draw(state, nowMs, clockNs) {
     measure();
     const k = layoutKey(state, size.w, size.h);
     if (k !== key || !layout) {
@@ -74,9 +81,8 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
     trackDeliveries(anim, state, nowMs, layout.geoms);
     const dt = anim.lastNow == null ? 1000 : Math.max(0, nowMs - anim.lastNow);
     anim.lastNow = nowMs;
-    const live = LIVE.has(state.status) && !state.deadlock;
-    const liveMs = live ? nowMs - anim.tNowWall : 0;
-    const waitMs = (since) => (anim.tNow - since) / 1e6 + liveMs;
+    const shownNs = shownTime(state, clockNs);
+    const waitMs = (since) => (shownNs - since) / 1e6;
     const dl = deadlockMembers(state.deadlock);
     const colourOf = (pid) => processColour(state.processes[pid]);
     const info = { t: tt, nowMs, waitMs, deadlockEnds: dl.ends, corruptByPipe: anim.corruptByPipe };
@@ -121,10 +127,12 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
         ctx.restore();
       }
     }
+    waits = {};
     for (const proc of procs) {
       const box = layout.boxes[proc.pid];
       if (!box) continue;
       const waitedMs = proc.blocked ? waitMs(proc.blocked.since) : 0;
+      if (proc.blocked) waits[proc.pid] = waitedMs;
       drawProcess(ctx, proc, box, { t: tt, nowMs, waitedMs, inDeadlock: dl.pids.has(proc.pid) });
     }
     if (focus >= 0 && hits[focus]) drawFocus(ctx, hits[focus]);
@@ -136,17 +144,15 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
     if (state.deadlock) drawDeadlock(ctx, size.w, size.h, state.deadlock, tt, nowMs);
   }
 
-  function point(ev) {
+  const point = (ev) => {
     const r = canvas.getBoundingClientRect();
     return [ev.clientX - r.left, ev.clientY - r.top];
-  }
+  };
   const onClick = (ev) => {
     const token = hitToken(hits, ...point(ev));
     if (token && onTokenClick) onTokenClick(token);
   };
-  const onMove = (ev) => {
-    canvas.style.cursor = hitToken(hits, ...point(ev)) ? 'pointer' : '';
-  };
+  const onMove = (ev) => { canvas.style.cursor = hitToken(hits, ...point(ev)) ? 'pointer' : ''; };
   const onKey = (ev) => {
     if (!hits.length) return;
     if (ev.key === 'ArrowRight' || ev.key === 'ArrowLeft') {
@@ -157,14 +163,11 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
       ev.preventDefault();
     }
   };
-  canvas.addEventListener('click', onClick);
-  canvas.addEventListener('mousemove', onMove);
-  canvas.addEventListener('keydown', onKey);
+  const listeners = [['click', onClick], ['mousemove', onMove], ['keydown', onKey]];
+  for (const [type, fn] of listeners) canvas.addEventListener(type, fn);
   const marks = {};
   function mark(name, value) {
-    if (marks[name] === value) return;
-    marks[name] = value;
-    element.dataset[name] = value;
+    if (marks[name] !== value) element.dataset[name] = marks[name] = value;
   }
   const observer = new ResizeObserver(([entry]) => {
     box = { w: entry.contentRect.width, h: entry.contentRect.height };
@@ -174,9 +177,9 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
 
   return {
     element,
-    update(state, nowMs) {
-      last = [state, nowMs];
-      draw(state, nowMs);
+    update(state, nowMs, clockNs = null) {
+      last = [state, nowMs, clockNs];
+      draw(state, nowMs, clockNs);
       // Written only when they change: an attribute set every frame invalidates style every frame.
       mark('processes', String(Object.keys(state.processes).length));
       mark('pipes', String(Object.keys(state.pipes).length));
@@ -188,11 +191,11 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
     tokenAt: (x, y) => hitToken(hits, x, y),
     /** Centres of the messages drawn in the last frame (for tests and keyboard focus). */
     hits: () => hits.map((h) => ({ x: h.x, y: h.y, seq: h.token.seq })),
+    /** How long each blocked process had waited at the time shown in the last frame (ms, by pid). */
+    waits: () => ({ ...waits }),
     destroy() {
       observer.disconnect();
-      canvas.removeEventListener('click', onClick);
-      canvas.removeEventListener('mousemove', onMove);
-      canvas.removeEventListener('keydown', onKey);
+      for (const [type, fn] of listeners) canvas.removeEventListener(type, fn);
       element.remove();
     },
   };

@@ -1,4 +1,5 @@
-// The scenario's source with the line of the latest traced call lit.
+// The scenario's source with the line of the latest traced call lit (dimmed once its process
+// has exited).
 
 /** Split a `site` ("path/file.py:12") into its file and line number (null if malformed). */
 export function parseSite(site) {
@@ -54,7 +55,7 @@ export function createSourcePanel(container, { t }) {
     const index = sameFile ? site.line - 1 : -1;
     const next = lines[index] ?? null;
     if (next !== lit) {
-      lit?.classList.remove('current');
+      lit?.classList.remove('current', 'exited');
       next?.classList.add('current');
       lit = next;
       if (next && !view && box().clientHeight > 0) {
@@ -72,9 +73,11 @@ export function createSourcePanel(container, { t }) {
       }
     }
     let words = caption.textContent;
+    const proc = next ? state?.processes?.[call.pid] : null;
+    next?.classList.toggle('exited', Boolean(proc?.exited));
     if (next) {
-      const process = state?.processes?.[call.pid]?.name ?? `pid ${call.pid}`;
-      words = t('source.current', { process, line: site.line });
+      const vars = { process: proc?.name ?? `pid ${call.pid}`, line: site.line };
+      words = t(proc?.exited ? 'source.exited' : 'source.current', vars);
     } else if (lines.length) {
       words = '';
     }
