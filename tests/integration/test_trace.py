@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import StartServer
 from tests.integration.wsclient import follow_more, receive_until, viewer
+from tests.reliability.conftest import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -482,14 +483,6 @@ if __name__ == "__main__":
 """
 
 
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
-
-
 def test_the_run_directory_of_a_killed_tracer_goes_at_the_next_trace(tmp_path: Path) -> None:
     program, go_on = tmp_path / "lingering.py", tmp_path / "go-on"
     program.write_text(LINGERING_PROGRAM)
@@ -515,7 +508,7 @@ def test_the_run_directory_of_a_killed_tracer_goes_at_the_next_trace(tmp_path: P
         tracer.wait()
     deadline = time.monotonic() + 30
     # Re-parented, it may stay a zombie of whichever process took it: ended all the same.
-    while _running(int(pid)):
+    while alive(int(pid)):
         assert time.monotonic() < deadline, "the traced program did not end"
         time.sleep(0.02)
     assert subprocess.run(again, cwd=ROOT, timeout=60).returncode == 0
