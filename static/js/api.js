@@ -34,6 +34,8 @@ export function createApi({ base = '/api', token = '', fetchImpl = fetch } = {})
   return {
     scenarios: () => request('GET', '/scenarios'),
     runs: () => request('GET', '/runs'),
+    /** A run's summary and its analysis: ends, statistics, verdicts. */
+    run: (id) => request('GET', `/runs/${encodeURIComponent(id)}`),
     startRun: (spec) => request('POST', '/runs', spec),
     stopRun: (id) => request('POST', runPath(id, 'stop')),
     step: (id) => request('POST', runPath(id, 'step')),

@@ -21,7 +21,7 @@ export function createPanels({ $, i18n, api, model, onTabChange }) {
   const source = createSourcePanel($('[data-source-panel]'), { t });
   const output = createOutputPanel($('[data-output-panel]'), { t });
   const eventlog = createEventLog($('[data-eventlog]'), { t });
-  const stats = createStatsPanel($('[data-stats-panel]'), { t });
+  const stats = createStatsPanel($('[data-stats-panel]'), { t, api });
   const message = createMessagePanel($('[data-message-panel]'), { t });
   const runStatus = createRunStatus($('[data-run-status]'), { i18n, api });
   const tabs = bindTabs($('.side .tabs'), $('.side'), onTabChange);

@@ -1,5 +1,8 @@
 // Live statistics: totals for the run and, per pipe and direction, traffic and latency.
 
+import { formatBytes } from './render_process.js';
+import { createAnalysisStats, formatNs } from './stats_analysis.js';
+
 /** Per pipe and direction: sent, delivered, queued frames and bytes, mean latency (ms). */
 export function laneStats(state) {
   const rows = [];
@@ -31,7 +34,8 @@ function cell(tag, text, className = '') {
 const fmtMs = (ms) => (ms == null ? '—' : ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(2)} ms`);
 
 /** The statistics panel; update(state) redraws (the caller throttles it). */
-export function createStatsPanel(container, { t }) {
+export function createStatsPanel(container, { t, api }) {
+  const analysis = createAnalysisStats({ t, api });
   return {
     element: container,
     update(state) {
@@ -44,7 +48,7 @@ export function createStatsPanel(container, { t }) {
         // seqs number every event of the run, so the last one counts those the page missed too.
         ['events', held ? state.lastSeq : counts.events], ['calls', counts.calls],
         ['messages', counts.messages],
-        ['corrupt', counts.corrupt], ['elapsed', elapsed == null ? '—' : fmtMs(elapsed)],
+        ['corrupt', counts.corrupt], ['elapsed', elapsed == null ? '—' : formatNs(elapsed * 1e6)],
       ];
       for (const [key, value] of pairs) {
         const item = document.createElement('div');
@@ -60,27 +64,28 @@ export function createStatsPanel(container, { t }) {
       if (held) container.dataset.window = String(held.from);
       else delete container.dataset.window;
       const rows = state ? laneStats(state) : [];
+      if (state) analysis.update(state);
       if (!rows.length) {
-        container.replaceChildren(totals, ...scope, cell('p', t('stats.none'), 'muted'));
+        container.replaceChildren(totals, ...scope, cell('p', t('stats.none'), 'muted'), analysis.element);
         return;
       }
       const table = document.createElement('table');
       table.className = 'stat-table';
       const head = document.createElement('tr');
-      for (const key of ['pipe', 'direction', 'sent', 'delivered', 'queued', 'bytes', 'latency']) {
+      for (const key of ['pipe', 'direction', 'sentDelivered', 'queued', 'bytes', 'latency']) {
         head.append(cell('th', key === 'pipe' ? t('events.pipe') : t(`stats.${key}`)));
       }
       table.createTHead().append(head);
       const body = table.createTBody();
       for (const row of rows) {
         const tr = document.createElement('tr');
-        const queued = row.capacity ? `${row.queued} (${row.queuedBytes}/${row.capacity} B)` : String(row.queued);
-        tr.append(cell('td', row.pipe), cell('td', row.dir), cell('td', String(row.sent), 'num'),
-          cell('td', String(row.delivered), 'num'), cell('td', queued, 'num'),
-          cell('td', String(row.bytes), 'num'), cell('td', fmtMs(row.latencyMs), 'num'));
+        const queued = `${row.queued.toLocaleString()} · ${formatBytes(row.queuedBytes)}`;
+        const sent = `${row.sent.toLocaleString()} → ${row.delivered.toLocaleString()}`;
+        tr.append(cell('td', row.pipe), cell('td', row.dir), cell('td', sent, 'num'), cell('td', queued, 'num'),
+          cell('td', formatBytes(row.bytes), 'num'), cell('td', fmtMs(row.latencyMs), 'num'));
         body.append(tr);
       }
-      container.replaceChildren(totals, ...scope, table);
+      container.replaceChildren(totals, ...scope, table, analysis.element);
     },
     destroy() { container.replaceChildren(); },
   };
