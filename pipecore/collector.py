@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import select
 import shutil
 import time
 from bisect import bisect_right
 from operator import itemgetter
 
+from pipecore.exitwatch import ExitWatch
 from pipecore.ordering import CausalOrder
 from pipecore.preview import describe_pickle
 from pipecore.ring import (
@@ -44,58 +44,7 @@ RECEIVING_OPS = frozenset(("recv", "recv_bytes", "recv_bytes_into", "poll"))
 _ORDER_KEY = itemgetter(0)
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether `pid` runs, from /proc: for a process without a pidfd (see `_ExitWatch`)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    # The state follows the parenthesised command name; a zombie has finished.
-    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
-    return state not in (b"Z", b"X")
-
-
 FOREVER = 1 << 62  # `now` for the final drain: no receive waits any longer
-
-
-class _ExitWatch:
-    """Which ring processes have ended, told by their pidfds: one poll for all rings
-    costs about 0.4 µs, where reading `/proc/PID/stat` costs about 15 µs a process. A
-    process gets no pidfd where the kernel has none (Linux before 5.3) or when it is
-    already gone; `_pid_alive` answers for it then."""
-
-    __slots__ = ("_fds", "_poll")
-
-    def __init__(self) -> None:
-        self._poll = select.poll()
-        self._fds: dict[str, int] = {}  # ring name -> its process's pidfd
-
-    def watch(self, name: str, pid: int) -> None:
-        try:
-            fd = os.pidfd_open(pid)
-        except (AttributeError, OSError):
-            return
-        self._fds[name] = fd
-        self._poll.register(fd, select.POLLIN)
-
-    def ended(self) -> set[int]:
-        """The pidfds of the watched processes that have ended (zombies included)."""
-        return {fd for fd, _ in self._poll.poll(0)} if self._fds else set()
-
-    def alive(self, name: str, pid: int, ended: set[int]) -> bool:
-        fd = self._fds.get(name)
-        return _pid_alive(pid) if fd is None else fd not in ended
-
-    def forget(self, name: str) -> None:
-        fd = self._fds.pop(name, None)
-        if fd is not None:
-            self._poll.unregister(fd)
-            os.close(fd)
-
-    def close(self) -> None:
-        for name in list(self._fds):
-            self.forget(name)
 
 
 class Collector(RingReader):
@@ -128,7 +77,9 @@ class Collector(RingReader):
         self._steps: StepControl | None = None
         self._closed = False
         self._order = CausalOrder()
-        self._exits = _ExitWatch()
+        self._exits = ExitWatch()
+        # pid -> its exit status, told by the caller (its parent), or None until told
+        self._told: dict[int, int | None] = {}
         self._lag_ns = 0  # see bound_lag; 0: each ring's whole data area may be unread
         self._busy_ns = 0  # work counted by pace() since the windows were last sized
         self.behind = False  # the last drain left records unread (its budget ran out)
@@ -189,23 +140,26 @@ class Collector(RingReader):
                 ended = self._exits.ended()
             if self._exits.alive(name, ring.pid, ended):
                 continue
+            if not final and self._told.get(ring.pid, 0) is None:  # its parent will tell
+                continue
             # The process is gone: anything it wrote before dying is in the ring.
             self._read(ring)
             self._scan_slots(ring)
             if not ring.exited:
                 t = max(time.monotonic_ns(), ring.last_t + 1)
-                self._hold(
-                    {
-                        "kind": "process",
-                        "run": self.run_id,
-                        "t": t,
-                        "pid": ring.pid,
-                        "process": ring.process,
-                        "op": "exit",
-                        "exitcode": None,
-                        "killed": True,
-                    },
-                )
+                code = self._told.pop(ring.pid, None)
+                exit_event: Event = {
+                    "kind": "process",
+                    "run": self.run_id,
+                    "t": t,
+                    "pid": ring.pid,
+                    "process": ring.process,
+                    "op": "exit",
+                    "exitcode": code,
+                }
+                if code is None:
+                    exit_event["killed"] = True  # gone without a word: a signal's doing
+                self._hold(exit_event)
             ring.mm.close()
             del self._rings[name]
             self._exits.forget(name)
@@ -230,6 +184,16 @@ class Collector(RingReader):
         self.seq = seq
         self.behind = more
         return out
+
+    def await_exit(self, pid: int) -> None:
+        """Its parent will tell the exit status of `pid` (`exited`): until then its ring is
+        read as a live process's, and then its `exit` event carries that status, where a
+        process gone without recording its exit would be reported killed."""
+        self._told.setdefault(pid, None)
+
+    def exited(self, pid: int, code: int) -> None:
+        """The exit status of `pid`, as its parent saw it (negative: killed by that signal)."""
+        self._told[pid] = code
 
     def bound_lag(self, lag_ns: int) -> None:
         """Keep each ring's unread records to what the collector drains in about `lag_ns`:

@@ -155,6 +155,8 @@ def program_name(command: Sequence[str]) -> str:
     return Path(args[0]).name if args else "program"
 
 
+# Set for a traced program: the tracer's pid (see pipecore.autotrace.boot).
+TRACER_PID = "PIPESCOPE_TRACER_PID"
 # How long a receive waits for the analysis to see its send before it is written anyway.
 HOLD_UNMATCHED_NS = 500_000_000
 
@@ -239,6 +241,7 @@ def trace_environment(run_dir: str, run_id: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(path)
     env["PIPESCOPE_TRACE_DIR"] = run_dir
     env["PIPESCOPE_TRACE_RUN"] = run_id
+    env[TRACER_PID] = str(os.getpid())  # the program's parent tells its exit status
     env.pop("PIPESCOPE_TRACE_MAIN_PID", None)
     return env
 
@@ -282,6 +285,9 @@ def trace_program(
             child = subprocess.Popen(list(command), env=env)
         except OSError as exc:
             raise ProgramStartError(command[0], exc) from None
+        # Its exit status is told from here (what it passed to exit, or the signal that
+        # ended it), which the program's own process could not always record.
+        pump.collector.await_exit(child.pid)
         forward = _forward_signals(child)
         try:
             while child.poll() is None:
@@ -292,6 +298,7 @@ def trace_program(
         finally:
             _restore_signals(forward)
         code = child.returncode
+        pump.collector.exited(child.pid, code)
         # What the program left running (even in a session of its own) ends with it.
         teardown.end(mark, term_grace=TERM_GRACE)
         batch = pump.pump(final=True)

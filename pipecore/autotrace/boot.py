@@ -28,7 +28,10 @@ def _run_id() -> str:
 
 
 def _remember_exit(code: str | int | None = None) -> NoReturn:
-    _exit_code[0] = code if isinstance(code, int) else (0 if code is None else 1)
+    if isinstance(code, bool) or not isinstance(code, int):
+        _exit_code[0] = int(code) if isinstance(code, bool) else (0 if code is None else 1)
+    else:
+        _exit_code[0] = code
     _original_exit(code)
 
 
@@ -62,7 +65,12 @@ def install() -> None:
         return
     os.environ[MAIN_PID] = str(os.getpid())
     telemetry.activate(os.environ["PIPESCOPE_TRACE_DIR"], _run_id())
-    # the program's main process: its exit is recorded here, a child's by telemetry
+    if os.environ.get("PIPESCOPE_TRACER_PID") == str(os.getppid()):
+        # the tracer started this process and records its exit status as it sees it
+        # (raise SystemExit(4), os._exit, a signal: nothing here could tell them all)
+        return
+    # the program's main process under a wrapper (a shell): its exit is recorded here as
+    # well as it can be, a child's by telemetry
     sys.exit = _remember_exit
     sys.excepthook = _remember_crash
     atexit.register(_record_exit)

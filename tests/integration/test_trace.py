@@ -513,3 +513,52 @@ def test_the_run_directory_of_a_killed_tracer_goes_at_the_next_trace(tmp_path: P
         time.sleep(0.02)
     assert subprocess.run(again, cwd=ROOT, timeout=60).returncode == 0
     assert not Path(run_dir).exists()
+
+
+EXITING_PROGRAM = """
+import multiprocessing, os, sys
+
+
+def child(end):
+    end.send(1)
+
+
+if __name__ == "__main__":
+    a, b = multiprocessing.Pipe()
+    p = multiprocessing.Process(target=child, args=(b,))
+    p.start()
+    a.recv()
+    p.join()
+    how = sys.argv[1]
+    if how == "raise":
+        raise SystemExit(4)
+    if how == "true":
+        sys.exit(True)
+    if how == "_exit":
+        os._exit(5)
+    os.kill(os.getpid(), 9)
+"""
+
+
+@pytest.mark.parametrize(("how", "code"), [("raise", 4), ("true", 1), ("_exit", 5), ("kill", -9)])
+def test_the_programs_exit_event_carries_its_real_exit_status(
+    tmp_path: Path, how: str, code: int
+) -> None:
+    program, output = tmp_path / "exiting.py", tmp_path / "exiting.jsonl"
+    program.write_text(EXITING_PROGRAM)
+    plain = subprocess.run([sys.executable, str(program), how], timeout=60)
+    assert plain.returncode == code
+    subprocess.run(
+        [sys.executable, "-m", "app.cli", "trace", "-o", str(output), "--",
+         sys.executable, str(program), how],
+        cwd=ROOT, capture_output=True, timeout=120,
+    )  # fmt: skip
+    events = [json.loads(line) for line in output.read_text().splitlines()]
+    exits = [e for e in events if e["kind"] == "process" and e["op"] == "exit"]
+    main = [e for e in exits if e["process"] == "MainProcess"]
+    # Before, `raise SystemExit(4)` was recorded as 0, sys.exit(True) as true, and
+    # os._exit(5) as a process killed (exitcode null and a `killed` verdict).
+    assert [(e["exitcode"], "killed" in e) for e in main] == [(code, False)]
+    killed = [e["message"] for e in events if e.get("verdict") == "killed"]
+    assert killed == ([f"MainProcess (pid {main[0]['pid']}) was killed by signal 9 (SIGKILL)"]
+                      if code < 0 else [])  # fmt: skip
