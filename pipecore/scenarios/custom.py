@@ -161,7 +161,19 @@ def _processes(params: Params) -> int:
     return int(params["writers"]) + 1
 
 
+# The longest a writer may take at its rate: the run waits 40 s for its workers, then ends them.
+SEND_SECONDS = 30
+
+
 def _check(params: Params) -> None:
+    rate, count = float(params["rate"]), int(params["count"])
+    if rate > 0 and count / rate > SEND_SECONDS:
+        raise ParamError(
+            "count",
+            f"count {count} at rate {rate:g} a second takes {count / rate:.0f} s; a writer may "
+            f"send for at most {SEND_SECONDS} s: at most {int(SEND_SECONDS * rate)} messages at "
+            "this rate, or a higher rate (0: as fast as possible)",
+        )
     if _processes(params) > 15:
         field = "stages" if params["topology"] == "pipeline" else "writers"
         raise ParamError(

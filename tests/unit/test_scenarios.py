@@ -86,6 +86,13 @@ def test_validation_names_the_field_the_bound_and_the_bad_value() -> None:
         ("deadlock", {"variant": "both"}, "variant", "variant must be one of recv-recv, send-send"),
         ("race", {"two_readers": 1}, "two_readers", "two_readers must be true or false, got 1"),
         ("custom", {"writers": 8, "readers": 8}, "writers", "at most 15 are allowed"),
+        (  # the run would end its writers at 40 s, and the run 'killed'
+            "custom",
+            {"count": 1000, "rate": 20},
+            "count",
+            "count 1000 at rate 20 a second takes 50 s; a writer may send for at most 30 s: "
+            "at most 600 messages at this rate",
+        ),
         ("bytes", {"maxlength": 100, "long_size": 50}, "long_size", "greater than maxlength"),
     ],
 )
