@@ -35,7 +35,8 @@ def _flood_targets(fl: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         )
     )
     # Bounded means no growth with the event count beyond a fixed cap: the full run
-    # measures a flood of ten million events (the quick one is too short to say).
+    # measures a flood of ten million events; the quick one checks the same cap over its
+    # own flood, which says less, and says so.
     growth = fl["rss_end_mib"] - fl["rss_start_mib"]
     name = f"server RSS bounded (≤ {RSS_GROWTH_TARGET_MIB:.0f} MiB growth at 10 M events)"
     measured = (
@@ -47,10 +48,9 @@ def _flood_targets(fl: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             f"{fl['rss_end_mib'] - fl['rss_at_tenth_mib']:+.0f} MiB over the last nine tenths)"
             f"; collector process peak {fl['collector_rss_peak_mib']:.0f} MiB"
         )
-    if fl["events"] >= RSS_EVENTS:
-        out.append((name, measured, growth <= RSS_GROWTH_TARGET_MIB))
-    else:
-        out.append((name, measured + f"; the full run measures {RSS_EVENTS:,}", None))
+    if fl["events"] < RSS_EVENTS:
+        measured += f"; quick: only {fl['events']:,} events, the full run measures {RSS_EVENTS:,}"
+    out.append((name, measured, growth <= RSS_GROWTH_TARGET_MIB))
     return out
 
 
