@@ -34,7 +34,7 @@ export const LIVEVIEW_TEXT_ZH = {
   blocked_recv: '等待 recv', blocked_send: '等待 send', blocked_poll: '等待 poll', closed: '已关闭',
   queued: '排队', kernel_counts: '内核计入', full_send_waits: '已满：send 等待', deadlock: '死锁',
   duplex: '双工', one_way: '单向', corrupt: '损坏', more: '更多',
-  running: '运行中', exited: '已退出', killed: '被终止', signal: '信号',
+  running: '运行中', exited: '已退出', killed: '被终止', signal: '信号', shares_end: '也持有端',
   no_processes: '尚未运行：选择一个场景并点击“运行”。',
   legend: '消息：宽度 ∝ log(字节数)，颜色 = 发送者 · 点击查看其字节',
   liveview_label: '管道实时视图', seq_title: '时序图', seq_empty: '尚无消息。',

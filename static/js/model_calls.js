@@ -25,7 +25,7 @@ export function ensureProcess(state, pid, name) {
 function newEnd(creator) {
   // Until another process attaches it, an end lives in the process that created the pipe.
   return { state: 'idle', pids: [creator], open: [creator], provisional: true,
-    waiting: {}, error: null };
+    waiting: {}, error: null, used: {} };
 }
 
 export function ensurePipe(state, ev) {
@@ -107,6 +107,7 @@ export function onCall(state, ev) {
       kind: 'close', text: 'close()' }, MAX_MARKS);
   } else if (ev.phase === 'end') {
     holdEnd(end, ev.pid);
+    end.used[ev.pid] = (end.used[ev.pid] ?? 0) + 1; // calls that did something on it
     end.error = null;
     if (SEND_OPS.has(ev.op)) onSend(state, pipe, ev);
     else if (RECV_OPS.has(ev.op)) onReceive(state, pipe, ev);

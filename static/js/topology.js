@@ -1,10 +1,17 @@
 // The graph a run's pipes make between its processes: who is joined to whom, in what order.
 
-/** The pid drawn at an end: its first holder still open, else the last one that held it. */
+/**
+ * The pid drawn at an end: its first holder still open; once all have closed it, the one
+ * that used it most (a process that only closed its inherited copy does not take the end
+ * from the writer that sent on it), else the last one that held it.
+ */
 export function endPid(end) {
   if (!end) return null;
   const live = end.pids.filter((p) => end.open.includes(p));
-  return live.length ? live[0] : end.pids[end.pids.length - 1] ?? null;
+  if (live.length) return live[0];
+  let best = end.pids[end.pids.length - 1] ?? null;
+  for (const pid of end.pids) if ((end.used?.[pid] ?? 0) > (end.used?.[best] ?? 0)) best = pid;
+  return best;
 }
 
 export function edgesOf(state) {

@@ -828,3 +828,31 @@ def test_verdicts_are_told_in_the_page_language(lv_page: Any) -> None:
     assert lv_page.evaluate(VERDICT, {"verdicts": [old], "lang": "zh"})["lines"] == [
         "the server's words"
     ]
+
+
+END_PIDS = """async (events) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const { endPid } = await import('/static/js/topology.js');
+  const model = createRunModel();
+  model.apply(events);
+  const pipe = model.state.pipes['1.1'];
+  return [endPid(pipe.ends.a), endPid(pipe.ends.b)];
+}"""
+
+
+def test_a_closed_pipe_is_drawn_to_the_processes_that_used_its_ends(lv_page: Any) -> None:
+    """A child that only closed the copy of an end it inherited (or was handed to close)
+    does not take that end from the writer that sent on it, once every copy is closed."""
+    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
+    pipe |= {"pipe": "1.1", "pipe_name": "p", "duplex": False, "capacity": 65_536}
+    sends = [call(2 + n, 2, "b", "send_bytes", nbytes=10) for n in range(3)]
+    recvs = [call(5 + n, 3, "a", "recv_bytes", nbytes=10) for n in range(3)]
+    # The reader was handed the write end too, only to close it (race.py does, so that
+    # under fork the writers see the readers leave).
+    handed = {"run": "r1", "seq": 8, "kind": "attach", "t": 8, "pid": 3, "process": "P3"}
+    handed |= {"pipe": "1.1", "pipe_name": "p", "end": "b"}
+    closes = [
+        call(9, 1, "a", "close"), call(10, 1, "b", "close"), call(11, 3, "b", "close"),
+        call(12, 2, "b", "close"), call(13, 3, "a", "close"),
+    ]  # fmt: skip
+    assert lv_page.evaluate(END_PIDS, [pipe, *sends, *recvs, handed, *closes]) == [3, 2]
