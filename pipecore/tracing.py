@@ -19,7 +19,6 @@ from pipecore.matching import RECV_OPS
 from pipecore.runsweep import sweep
 
 Event = dict[str, Any]
-BOOT_DIR = Path(__file__).resolve().parent / "autotrace"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 RUN_ROOT = "/dev/shm"
 DRAIN_SECONDS = 0.01
@@ -232,10 +231,32 @@ class EventPump:
         self.collector.close()
 
 
+# Written first on a traced program's path: its processes start tracing, then run the
+# program's own sitecustomize, if any.
+STARTUP = (
+    '"""pipescope trace: start tracing this process (pipecore.autotrace.startup)."""\n'
+    "from pipecore.autotrace.startup import start\n\nstart(__file__)\n"
+)
+
+
+def import_dir(run_dir: str) -> str:
+    """A directory holding only `sitecustomize` and `pipecore` (a link to this package), to
+    put first on a traced program's path: nothing else of this installation (its `app`,
+    `tests`, …) can shadow the program's own modules."""
+    path = os.path.join(run_dir, "import")
+    os.makedirs(path, exist_ok=True)
+    link = os.path.join(path, "pipecore")
+    if not os.path.lexists(link):
+        os.symlink(PACKAGE_ROOT / "pipecore", link)
+    with open(os.path.join(path, "sitecustomize.py"), "w", encoding="utf-8") as file:
+        file.write(STARTUP)
+    return path
+
+
 def trace_environment(run_dir: str, run_id: str) -> dict[str, str]:
     """The environment that makes a Python program, and its children, trace their pipes."""
     env = dict(os.environ)
-    path = [str(BOOT_DIR), str(PACKAGE_ROOT)]
+    path = [import_dir(run_dir)]
     if env.get("PYTHONPATH"):
         path.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(path)

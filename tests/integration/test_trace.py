@@ -1,6 +1,7 @@
 """`pipescope trace`: a user's program traced into a file, or live into a real dashboard."""
 
 import json
+import os
 import re
 import signal
 import socket
@@ -562,3 +563,55 @@ def test_the_programs_exit_event_carries_its_real_exit_status(
     killed = [e["message"] for e in events if e.get("verdict") == "killed"]
     assert killed == ([f"MainProcess (pid {main[0]['pid']}) was killed by signal 9 (SIGKILL)"]
                       if code < 0 else [])  # fmt: skip
+
+
+SITE_PROGRAM = """
+import builtins, multiprocessing
+
+
+def child(end):
+    end.send("hi")
+
+
+if __name__ == "__main__":
+    print("user sitecustomize ran:", getattr(builtins, "USER_SITE", False))
+    for name in ("tests", "bench", "boot"):
+        try:
+            __import__(name)
+            print("import", name, "-> found")
+        except ImportError:
+            print("import", name, "-> ImportError")
+    a, b = multiprocessing.Pipe()
+    p = multiprocessing.Process(target=child, args=(b,))
+    p.start()
+    print(a.recv())
+    p.join()
+"""
+
+
+def test_the_program_imports_what_it_would_untraced(tmp_path: Path) -> None:
+    """The tracer's own sitecustomize runs the program's one after it, and nothing of this
+    installation but pipecore (not its tests, bench, or boot module) joins the path."""
+    (tmp_path / "userpath").mkdir()
+    (tmp_path / "userpath" / "sitecustomize.py").write_text(
+        "import builtins\nbuiltins.USER_SITE = True\n"
+    )
+    (tmp_path / "prog.py").write_text(SITE_PROGRAM)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "userpath")}
+    program = [sys.executable, str(tmp_path / "prog.py")]
+    plain = subprocess.run(
+        program, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    # The installed command, so that this tree is not on the path the program inherits.
+    pipescope = str(Path(sys.executable).parent / "pipescope")
+    traced = subprocess.run(
+        [pipescope, "trace", "-o", str(tmp_path / "out.jsonl"), "--", *program],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert plain.stdout.splitlines()[:4] == [
+        "user sitecustomize ran: True", "import tests -> ImportError",
+        "import bench -> ImportError", "import boot -> ImportError",
+    ]  # fmt: skip
+    assert traced.stdout == plain.stdout, traced.stderr
+    events = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len([e for e in events if e["kind"] == "call" and e["phase"] == "end"]) >= 2
