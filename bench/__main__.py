@@ -201,7 +201,7 @@ def run(quick: bool) -> dict[str, Any]:
         "start latency: POST /api/runs → first event on the websocket",
         lambda: start_latency(METHODS, 2 if quick else 7),
     )
-    for method, figures in result["start"].items():
+    for method, figures in result["start"].items():  # and "blocked_begin"
         print(f"  {method:<11} {json.dumps(figures)}")
     result["targets"] = [
         {"target": name, "measured": measured, "met": met}
