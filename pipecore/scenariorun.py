@@ -197,6 +197,8 @@ class Run(BaseRun):
         return None
 
     def _finish(self, outcome: Outcome) -> None:
+        # Exits from now on are the teardown's doing (a stop, a time-out, a deadlock).
+        teardown_t = time.monotonic_ns()
         try:
             self._teardown()
             self._pump(final=True)
@@ -214,7 +216,9 @@ class Run(BaseRun):
                 self.message = outcome.message
                 self.reason = outcome.reason
                 self.ended = time.time()
-            self._publish([self._run_event(outcome.state, outcome.message, outcome.reason)])
+            ended = self._run_event(outcome.state, outcome.message, outcome.reason)
+            ended["teardown_t"] = teardown_t
+            self._publish([ended])
             self._done.set()
 
     def _teardown(self) -> None:

@@ -30,8 +30,10 @@ export function bannersFor(state, t) {
     if (corrupt.length > MAX_LISTED) lines.push(`… (+${corrupt.length - MAX_LISTED})`);
     out.push({ kind: 'corrupt', tone: 'bad', title: `${t('banner.corrupt')} ×${corrupt.length}`, lines });
   }
+  // A process the run's teardown ended (a stop, a time-out, a deadlock) is no finding.
+  const byTeardown = (v) => state.teardownT != null && v.t >= state.teardownT;
   for (const kind of ['killed', 'eof']) {
-    const found = byKind(kind);
+    const found = byKind(kind).filter((v) => kind !== 'killed' || !byTeardown(v));
     if (found.length) {
       const title = `${t(`banner.${kind}`)}${found.length > 1 ? ` ×${found.length}` : ''}`;
       out.push({ kind, tone: 'warn', title, lines: found.map((v) => verdictText(v, t)) });

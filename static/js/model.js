@@ -6,7 +6,7 @@ const MAX_LINES = 1000; // per process: output beyond this scrolls away
 
 function emptyState() {
   return {
-    run: null, status: 'idle', message: '', reason: null,
+    run: null, status: 'idle', message: '', reason: null, teardownT: null,
     processes: {}, pipes: {}, tokens: {}, delivered: [], verdicts: [], deadlock: null,
     lastCall: null, counts: { events: 0, calls: 0, messages: 0, corrupt: 0 },
     t0: null, tNow: null, lastSeq: null,
@@ -92,6 +92,7 @@ function applyOne(state, ev) {
       state.status = ev.state;
       state.message = ev.message ?? '';
       state.reason = ev.reason ?? null;
+      state.teardownT = ev.teardown_t ?? null; // exits after it: the run's end ended them
       if (state.run) {
         state.run = { ...state.run, state: ev.state, message: state.message, reason: state.reason };
       }

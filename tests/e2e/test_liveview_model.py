@@ -856,3 +856,34 @@ def test_a_closed_pipe_is_drawn_to_the_processes_that_used_its_ends(lv_page: Any
         call(12, 2, "b", "close"), call(13, 3, "a", "close"),
     ]  # fmt: skip
     assert lv_page.evaluate(END_PIDS, [pipe, *sends, *recvs, handed, *closes]) == [3, 2]
+
+
+BANNERS = """async (events) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const { bannersFor } = await import('/static/js/banner.js');
+  const model = createRunModel();
+  model.apply(events);
+  return bannersFor(model.state, (k) => k).map((b) => [b.kind, b.lines]);
+}"""
+
+
+def test_processes_the_runs_teardown_ended_are_no_finding(lv_page: Any) -> None:
+    """A worker killed while the run went on is a finding; those its stop, time-out or
+    deadlock teardown ended (after `teardown_t` of the terminal run event) are not."""
+
+    def verdict(seq: int, t: int, who: str) -> dict[str, Any]:
+        return {"run": "r1", "seq": seq, "kind": "verdict", "t": t, "pid": 0, "process": "",
+                "verdict": "killed", "message": f"{who} was killed"}  # fmt: skip
+
+    run = {"run": "r1", "kind": "run", "pid": 0, "process": "pipescope"}
+    events = [
+        {**run, "seq": 1, "t": 1, "state": "running"},
+        verdict(2, 100, "early"),  # killed by a fault, before the end
+        verdict(3, 300, "late"),  # ended by the teardown
+        {**run, "seq": 4, "t": 400, "state": "stopped", "message": "stopped on request",
+         "reason": {"key": "stopped", "args": {}}, "teardown_t": 200},
+    ]  # fmt: skip
+    banners = dict(lv_page.evaluate(BANNERS, events))
+    assert banners["killed"] == ["early was killed"]
+    events[-1] = {**events[-1], "teardown_t": 50}  # both after it: no killed banner at all
+    assert "killed" not in dict(lv_page.evaluate(BANNERS, events))

@@ -36,6 +36,10 @@ def test_stop_tears_everything_down(manager: RunManager) -> None:
     assert run.wait(15) is RunState.STOPPED
     assert run.events()[-1]["state"] == "stopped"
     assert run.events()[-1]["reason"] == {"key": "stopped", "args": {}}
+    # The processes the stop ended exited after the teardown began, as the end event says.
+    teardown_t = run.events()[-1]["teardown_t"]
+    killed = [e for e in run.events() if e.get("verdict") == "killed"]
+    assert killed and all(e["t"] >= teardown_t for e in killed)
     assert not group_exists(pgid)
     assert not os.path.exists(run.run_dir)
     no_new_semaphores(shm)
