@@ -83,17 +83,19 @@ def test_bytes_shows_offsets_maxlength_and_buffer_too_short(manager: RunManager)
 
 
 @pytest.mark.parametrize("method", ["forkserver", "spawn", "fork"])
-def test_race_corrupts_frames_of_both_pipes_and_completes(manager: RunManager, method: str) -> None:
+def test_race_corrupts_frames_and_completes(manager: RunManager, method: str) -> None:
     # Under fork the children inherit every end: the scenario's processes close the ones
     # they do not use, or the writers wait for ever and are killed (the run ended `killed`).
+    # Two writers on one end corrupt a frame every time; two readers usually do too, but
+    # not always (one may take several frames whole while the other waits), so only the
+    # writers' pipe is asserted.
     state, events = run_events(manager, "race", start_method=method)
     assert state is RunState.COMPLETED, [e.get("message") for e in events if e["kind"] == "run"]
     assert verdicts(events, "killed") == []
-    for name in ("two writers", "two readers"):
-        pipe = next(e["pipe"] for e in events if e.get("pipe_name") == name)
-        assert any(v.get("pipe") == pipe for v in verdicts(events, "corrupt")) or any(
-            "corrupt" in e and e["pipe"] == pipe for e in calls(events)
-        ), name
+    pipe = next(e["pipe"] for e in events if e.get("pipe_name") == "two writers")
+    assert any(v.get("pipe") == pipe for v in verdicts(events, "corrupt")) or any(
+        "corrupt" in e and e["pipe"] == pipe for e in calls(events)
+    )
     assert any("CORRUPTED" in e["text"] for e in events if e["kind"] == "output")
 
 
