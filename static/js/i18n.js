@@ -2,13 +2,15 @@
 
 import { RECORDS_MESSAGES } from './i18n_records.js';
 import { RUN_MESSAGES } from './i18n_run.js';
+import { STATS_MESSAGES } from './i18n_stats.js';
 import { MESSAGES as PAGE_MESSAGES } from './i18n_text.js';
 import { VERDICT_MESSAGES } from './i18n_verdicts.js';
 import { LIVEVIEW_TEXT_ZH } from './liveview_text.js';
 
 const MESSAGES = Object.fromEntries(Object.entries(PAGE_MESSAGES)
   .map(([lang, texts]) => [lang,
-    { ...texts, ...RECORDS_MESSAGES[lang], ...RUN_MESSAGES[lang], ...VERDICT_MESSAGES[lang] }]));
+    { ...texts, ...RECORDS_MESSAGES[lang], ...RUN_MESSAGES[lang], ...VERDICT_MESSAGES[lang],
+      ...STATS_MESSAGES[lang] }]));
 Object.assign(MESSAGES.zh, LIVEVIEW_TEXT_ZH); // English ones are the live view's defaults
 
 export const LANGUAGES = ['en', 'zh'];

@@ -35,7 +35,7 @@ export const LIVEVIEW_TEXT_ZH = {
   queued: '排队', kernel_counts: '内核计入', full_send_waits: '已满：send 等待', deadlock: '死锁',
   duplex: '双工', one_way: '单向', corrupt: '损坏', more: '更多',
   running: '运行中', exited: '已退出', killed: '被终止', signal: '信号', shares_end: '也持有端',
-  no_processes: '尚未运行：选择一个场景并点击“运行”。',
+  no_processes: '尚未运行：选择一个场景并点击“运行”。', no_processes_yet: '还没有进程启动。',
   legend: '消息：宽度 ∝ log(字节数)，颜色 = 发送者 · 点击查看其字节',
   liveview_label: '管道实时视图', seq_title: '时序图', seq_empty: '尚无消息。',
   seq_queued: '已排队，尚未接收', sent: '已发送', received: '已接收',

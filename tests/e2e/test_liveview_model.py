@@ -887,3 +887,29 @@ def test_processes_the_runs_teardown_ended_are_no_finding(lv_page: Any) -> None:
     assert banners["killed"] == ["early was killed"]
     events[-1] = {**events[-1], "teardown_t": 50}  # both after it: no killed banner at all
     assert "killed" not in dict(lv_page.evaluate(BANNERS, events))
+
+
+TRANSLATED = """async () => {
+  const tables = [
+    ['i18n_text.js', 'MESSAGES'], ['i18n_run.js', 'RUN_MESSAGES'],
+    ['i18n_records.js', 'RECORDS_MESSAGES'], ['i18n_verdicts.js', 'VERDICT_MESSAGES'],
+    ['i18n_stats.js', 'STATS_MESSAGES'],
+  ];
+  const missing = {};
+  for (const [file, name] of tables) {
+    const table = (await import(`/static/js/${file}`))[name];
+    const en = Object.keys(table.en);
+    const zh = Object.keys(table.zh);
+    missing[file] = [...en.filter((k) => !zh.includes(k)), ...zh.filter((k) => !en.includes(k))];
+  }
+  const live = await import('/static/js/liveview_text.js');
+  missing['liveview_text.js'] = Object.keys(live.LIVEVIEW_TEXT)
+    .filter((k) => !(k in live.LIVEVIEW_TEXT_ZH));
+  return missing;
+}"""
+
+
+def test_every_label_has_its_chinese(lv_page: Any) -> None:
+    missing = lv_page.evaluate(TRANSLATED)
+    assert missing == {file: [] for file in missing}, missing
+    assert len(missing) == 6
