@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import select
+import shutil
 import sys
 import traceback
 from typing import IO, TYPE_CHECKING, NamedTuple
@@ -193,6 +194,23 @@ def _wait_for_run() -> list[str] | None:
     return args
 
 
+def _remove_own_temp_dir() -> None:
+    """A spare no run took (its server gone without ending it) removes the temporary
+    directory made for it (runmarks.temp_dir), after multiprocessing has removed its own
+    inside it at exit: no teardown will."""
+    from multiprocessing import util
+
+    from pipecore import runmarks
+    from pipecore.runprocs import MARK_VARIABLE
+
+    temp = os.environ.get("TMPDIR", "")
+    mark = os.environ.get(MARK_VARIABLE, "")
+    if mark and os.path.basename(temp) == runmarks.temp_dir_name(mark):
+        # After multiprocessing's removal of its own directory (exit priority -100).
+        util.Finalize(None, shutil.rmtree, args=(temp,), kwargs={"ignore_errors": True},
+                      exitpriority=-101)  # fmt: skip
+
+
 def _stop_forkserver() -> None:
     """A spare told to run under spawn or fork does not keep the fork server it started:
     the end of its `alive` pipe ends it (not waited for: it may still be loading; the
@@ -214,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if spare:
         told = _wait_for_run()
         if told is None:
+            _remove_own_temp_dir()
             return 0
         # Workers (spawn) see the command line a main process started for its run has.
         argv = sys.argv[1:] = told

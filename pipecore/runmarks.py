@@ -39,8 +39,13 @@ def temp_dir(mark: str) -> str | None:
     workers: multiprocessing keeps its fork server's socket there (`pymp-*`), which a
     process ended by a signal leaves behind; the run's teardown removes the whole. None
     when the system's temporary directory is too long a path for that socket."""
-    path = os.path.join(tempfile.gettempdir(), f"pipescope-{mark.rsplit('.', 1)[-1]}")
+    path = os.path.join(tempfile.gettempdir(), temp_dir_name(mark))
     return path if len(path) <= _SOCKET_ROOM else None
+
+
+def temp_dir_name(mark: str) -> str:
+    """The name of `temp_dir(mark)`, which a process it was made for finds as its TMPDIR."""
+    return f"pipescope-{mark.rsplit('.', 1)[-1]}"
 
 
 def main_environment(mark: str) -> dict[str, str]:
@@ -144,6 +149,7 @@ __all__ = [
     "read_mark",
     "read_owner",
     "temp_dir",
+    "temp_dir_name",
     "write_left",
     "write_owner",
 ]

@@ -81,11 +81,15 @@ def sweep(
                 continue
             # A run whose main process was started ahead noted its marker; any other's
             # starts with its id and its server's pid.
-            mark = runmarks.read_mark(path, owner) or f"{run_id}.{owner.pid}."
+            noted = runmarks.read_mark(path, owner)
+            mark = noted or f"{run_id}.{owner.pid}."
             pgids = runprocs.groups(runprocs.find(mark, prefix=True))
             ended = teardown.end(mark, prefix=True, term_grace=term_grace, kill_grace=kill_grace)
             teardown.reap_groups(pgids)
             _end_collector(path)
+            temp = None if noted is None else runmarks.temp_dir(noted)
+            if temp is not None:  # the main process's temporary directory, as the teardown
+                shutil.rmtree(temp, ignore_errors=True)
         else:
             if time.time() - _changed(path, info) < unowned_age:
                 continue

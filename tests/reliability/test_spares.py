@@ -198,19 +198,28 @@ def test_a_grandchild_in_a_session_of_its_own_is_ended_with_a_spare_started_run(
     leaks.check(runs.list())
 
 
+def _temp_dir_of(pid: int) -> str:
+    """The TMPDIR a process was started with."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(e[7:].decode() for e in environ if e.startswith(b"TMPDIR="))
+
+
 def test_a_server_killed_with_a_spare_waiting_leaves_no_process(tmp_path: Path) -> None:
     before = descendants()
     server = python_program(SERVER, str(tmp_path))
     try:
         assert server.stdout is not None
         pid = int(server.stdout.readline())
-        warm_spares(pid)
+        temps = [_temp_dir_of(spare) for spare in warm_spares(pid)]
+        assert all(Path(temp).name.startswith("pipescope-") for temp in temps), temps
         server.send_signal(signal.SIGKILL)
         server.wait(10)
         # The end of its input ends the spare, and its end its fork server and tracker.
         wait_for(lambda: not spares(pid), 20, "the spare and its helpers exit")
         # The spare collectors too: the end of their input ends them.
         wait_for(lambda: not new_processes(before), 20, "no process left")
+        # And the spare removed the temporary directory made for it.
+        wait_for(lambda: not any(map(os.path.exists, temps)), 20, "its TMPDIR removed")
     finally:
         if server.poll() is None:
             server.kill()
@@ -256,6 +265,8 @@ def test_the_run_of_a_killed_server_that_took_a_spare_is_swept(tmp_path: Path) -
         manager = RunManager(run_root=str(tmp_path))
         wait_for(lambda: not run_dir.exists() and not runprocs.find(mark), 20, "sweep")
         assert manager.swept.processes >= len(workers)
+        temp = runmarks.temp_dir(mark)
+        assert temp is not None and not Path(temp).exists(), "the sweep removes its TMPDIR"
         wait_for(lambda: not new_processes(before), 20, "no process left")
     finally:
         if manager is not None:
