@@ -178,6 +178,7 @@ def test_runs_list_is_keyboard_usable_and_replays_a_long_pipeline(page: Any) -> 
     short = run_to_end(page, "ping-pong")
     pipeline = run_to_end(page, "pipeline", {"stages": "6", "items": "40"})
     assert page.locator(".liveview").get_attribute("data-layout") == "snake"
+    page.locator("[data-speed]").fill("0")  # 0.1×: the replay cannot end before it is paused
     page.click("#tab-runs")
     page.locator(f'.run-row[data-run-id="{pipeline["run"]}"][data-state="completed"]').wait_for()
     page.locator(".run-open").first.focus()
