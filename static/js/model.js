@@ -30,6 +30,7 @@ function onProcess(state, ev) {
   }
   if (ev.op !== 'exit') return;
   proc.exited = true;
+  proc.exitT = ev.t;
   proc.exitcode = ev.exitcode ?? null;
   proc.killed = Boolean(ev.killed) || (proc.exitcode != null && proc.exitcode < 0);
   proc.blocked = null;

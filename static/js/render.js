@@ -133,7 +133,7 @@ export function createLiveView(container, { t, onTokenClick } = {}) {
       if (!box) continue;
       const waitedMs = proc.blocked ? waitMs(proc.blocked.since) : 0;
       if (proc.blocked) waits[proc.pid] = waitedMs;
-      drawProcess(ctx, proc, box, { t: tt, nowMs, waitedMs, inDeadlock: dl.pids.has(proc.pid) });
+      drawProcess(ctx, proc, box, { t: tt, nowMs, waitedMs, inDeadlock: dl.pids.has(proc.pid), teardownT: state.teardownT });
     }
     if (focus >= 0 && hits[focus]) drawFocus(ctx, hits[focus]);
     ctx.fillStyle = COLOURS.muted;

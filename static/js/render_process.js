@@ -63,9 +63,12 @@ export function formatWait(ms) {
   return `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
 }
 
-function statusLine(proc, t, waitedMs) {
+/** A process box's status line and its colour; `teardownT`: when the run's teardown began. */
+export function statusLine(proc, t, waitedMs, teardownT = null) {
   if (proc.exited) {
     const code = proc.exitcode;
+    // Ended by the run's own end (a stop, a time-out, a deadlock): no finding.
+    if (proc.killed && teardownT != null && proc.exitT >= teardownT) return [t('ended_by_run'), COLOURS.muted];
     if (code != null && code < 0) return [`${t('killed')} (${t('signal')} ${-code})`, COLOURS.corrupt];
     if (proc.killed) return [t('killed'), COLOURS.corrupt];
     return [`${t('exited')} (${code ?? '?'})`, COLOURS.muted];
@@ -105,7 +108,7 @@ function glow(w, h, colour, blur) {
 }
 
 /** Draw one process box centred at box.x, box.y; pulses while the process is blocked. */
-export function drawProcess(ctx, proc, box, { t, nowMs, waitedMs, inDeadlock }) {
+export function drawProcess(ctx, proc, box, { t, nowMs, waitedMs, inDeadlock, teardownT }) {
   const x = box.x - box.w / 2;
   const y = box.y - box.h / 2;
   const colour = processColour(proc);
@@ -144,7 +147,7 @@ export function drawProcess(ctx, proc, box, { t, nowMs, waitedMs, inDeadlock }) 
   ctx.fillStyle = COLOURS.muted;
   ctx.fillText(`pid ${proc.pid}`, x + 12, y + 30);
   if (box.h >= 46) {
-    const [line, c] = statusLine(proc, t, waitedMs);
+    const [line, c] = statusLine(proc, t, waitedMs, teardownT);
     ctx.fillStyle = c;
     ctx.fillText(fitText(ctx, line, inner), x + 12, y + 44);
   }

@@ -913,3 +913,26 @@ def test_every_label_has_its_chinese(lv_page: Any) -> None:
     missing = lv_page.evaluate(TRANSLATED)
     assert missing == {file: [] for file in missing}, missing
     assert len(missing) == 6
+
+
+STATUS = """async ({ proc, teardownT }) => {
+  const { statusLine } = await import('/static/js/render_process.js');
+  return statusLine(proc, (k) => k, 0, teardownT)[0];
+}"""
+
+
+@pytest.mark.parametrize(
+    ("proc", "teardown_t", "expected"),
+    [
+        # Killed by the stop's teardown (its exit after the teardown began): no finding.
+        ({"exited": True, "killed": True, "exitcode": -15, "exitT": 300}, 200, "ended_by_run"),
+        # Killed while the run went on: a finding, with its signal.
+        ({"exited": True, "killed": True, "exitcode": -9, "exitT": 100}, 200, "killed (signal 9)"),
+        ({"exited": True, "killed": True, "exitcode": None, "exitT": 100}, None, "killed"),
+        ({"exited": True, "killed": False, "exitcode": 0, "exitT": 300}, 200, "exited (0)"),
+    ],
+)
+def test_a_process_box_tells_a_kill_from_the_runs_own_end(
+    lv_page: Any, proc: dict[str, Any], teardown_t: int | None, expected: str
+) -> None:
+    assert lv_page.evaluate(STATUS, {"proc": proc, "teardownT": teardown_t}) == expected
