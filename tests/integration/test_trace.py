@@ -42,6 +42,17 @@ def normalised(text: str) -> list[str]:
     return sorted(re.sub(r"parent=\d+", "parent=N", line) for line in text.splitlines())
 
 
+def traced_to(
+    output: Path, command: list[str], timeout: float = 120
+) -> tuple[subprocess.CompletedProcess[str], list[Event]]:
+    """`pipescope trace -o output -- command`, run to its end; what it did and its events."""
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "trace", "-o", str(output), "--", *command],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    return done, [json.loads(line) for line in output.read_text().splitlines()]
+
+
 def messages(events: list[Event]) -> tuple[list[Event], list[Event]]:
     ends = [e for e in events if e["kind"] == "call" and e["phase"] == "end"]
     return [e for e in ends if e["op"] == "send"], [e for e in ends if e["op"] == "recv"]
@@ -213,14 +224,9 @@ def test_threads_of_one_traced_process_talk_over_a_pipe(tmp_path: Path) -> None:
     program = tmp_path / "threads.py"
     program.write_text(THREADED_PROGRAM)
     output = tmp_path / "threads.jsonl"
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "trace", "-o", str(output), "--",
-         sys.executable, str(program)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done, events = traced_to(output, [sys.executable, str(program)])
     assert done.returncode == 0, done.stderr
     assert done.stdout == "echoed 500\n"
-    events = [json.loads(line) for line in output.read_text().splitlines()]
     # One process sends and receives on both ends: each receive is matched, FIFO per
     # direction, to the send it took (equal hashes), with no corruption or other verdict.
     sends, recvs = messages(events)
@@ -355,15 +361,11 @@ def test_a_program_killed_by_a_signal_kills_its_tracer_by_the_same_signal(
     program.write_text(DYING_PROGRAM)
     command = [sys.executable, str(program), how]
     plain = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "trace", "-o", str(output), "--", *command],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
+    done, events = traced_to(output, command, timeout=90)
     # Died of the signal (the shell's 128+N), as untraced: not exit status 256-N.
     assert done.returncode == plain.returncode == -signum, done.stderr
     assert done.stdout == plain.stdout == "last words\n"
     # Its records were written before it ended.
-    events = [json.loads(line) for line in output.read_text().splitlines()]
     assert done.stderr.endswith(f"pipescope trace: {len(events)} events written to {output}\n")
     assert events[-1]["state"] == "killed"
     assert events[-1]["reason"]["args"]["code"] == -signum
@@ -455,13 +457,8 @@ if __name__ == "__main__":
 def test_a_pipe_event_names_the_users_line_as_its_site(tmp_path: Path) -> None:
     program, output = tmp_path / "sites.py", tmp_path / "sites.jsonl"
     program.write_text(SITES_PROGRAM)
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "trace", "-o", str(output), "--",
-         sys.executable, str(program)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done, events = traced_to(output, [sys.executable, str(program)], timeout=60)
     assert done.returncode == 0, done.stderr
-    events = [json.loads(line) for line in output.read_text().splitlines()]
     # Pipe(), the context's Pipe() and `from multiprocessing import Pipe`: each the
     # user's line, not the tracer's nor multiprocessing's.
     assert [e["site"] for e in events if e["kind"] == "pipe"] == [
@@ -549,12 +546,7 @@ def test_the_programs_exit_event_carries_its_real_exit_status(
     program.write_text(EXITING_PROGRAM)
     plain = subprocess.run([sys.executable, str(program), how], timeout=60)
     assert plain.returncode == code
-    subprocess.run(
-        [sys.executable, "-m", "app.cli", "trace", "-o", str(output), "--",
-         sys.executable, str(program), how],
-        cwd=ROOT, capture_output=True, timeout=120,
-    )  # fmt: skip
-    events = [json.loads(line) for line in output.read_text().splitlines()]
+    _, events = traced_to(output, [sys.executable, str(program), how])
     exits = [e for e in events if e["kind"] == "process" and e["op"] == "exit"]
     main = [e for e in exits if e["process"] == "MainProcess"]
     # Before, `raise SystemExit(4)` was recorded as 0, sys.exit(True) as true, and
