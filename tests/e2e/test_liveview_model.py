@@ -131,6 +131,15 @@ def test_a_process_waiting_in_recv_is_blocked_and_the_message_queued(lv_page: An
     assert pipe["lanes"]["a>b"]["capacity"] == 212992
 
 
+def pipe_event(
+    *, duplex: bool, capacity: int, name: str = "p", transport: str | None = None
+) -> dict[str, Any]:
+    """The `pipe` event of pipe 1.1, made by process 1 (seq 1)."""
+    event = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
+    event |= {"pipe": "1.1", "pipe_name": name, "duplex": duplex, "capacity": capacity}
+    return event if transport is None else event | {"transport": transport}
+
+
 def call(seq: int, pid: int, end: str, op: str, **extra: Any) -> dict[str, Any]:
     return {
         "run": "r1",
@@ -149,8 +158,7 @@ def call(seq: int, pid: int, end: str, op: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_receives_take_the_oldest_frame_or_the_one_the_analysis_matched(lv_page: Any) -> None:
-    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
-    pipe |= {"pipe": "1.1", "pipe_name": "p", "duplex": True, "capacity": 100}
+    pipe = pipe_event(duplex=True, capacity=100)
     events = [pipe] + [call(s, 1, "a", "send", nbytes=10, preview=f"m{s}") for s in (2, 3, 4)]
     events += [call(5, 2, "b", "recv", nbytes=10), call(6, 2, "b", "recv", match=4, nbytes=10)]
     state = apply(lv_page, events)
@@ -184,9 +192,7 @@ GAUGE = """async (events) => {
 def test_the_gauge_fills_as_the_kernel_counts_a_socketpair_or_a_pipe(
     lv_page: Any, transport: str, capacity: int, sends: int, expected: dict[str, float]
 ) -> None:
-    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
-    pipe |= {"pipe": "1.1", "pipe_name": "p", "duplex": transport == "socketpair"}
-    pipe |= {"transport": transport, "capacity": capacity}
+    pipe = pipe_event(duplex=transport == "socketpair", capacity=capacity, transport=transport)
     end = "a" if transport == "socketpair" else "b"  # a one-way pipe's writer is b
     events = [pipe] + [call(2 + n, 1, end, "send_bytes", nbytes=104) for n in range(sends)]
     gauge = lv_page.evaluate(GAUGE, events)
@@ -202,8 +208,7 @@ def test_the_gauge_fills_as_the_kernel_counts_a_socketpair_or_a_pipe(
 
 
 def test_a_receive_stamped_before_its_send_ended_has_no_negative_latency(lv_page: Any) -> None:
-    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
-    pipe |= {"pipe": "1.1", "pipe_name": "p", "duplex": False, "capacity": 65_536}
+    pipe = pipe_event(duplex=False, capacity=65_536)
     # The send's end is stamped 114 µs after the receive that took its frame.
     send = call(2, 1, "b", "send_bytes", nbytes=10) | {"t": 5_114_000}
     recv = call(3, 2, "a", "recv_bytes", nbytes=10, match=2) | {"t": 5_000_000}
@@ -213,8 +218,7 @@ def test_a_receive_stamped_before_its_send_ended_has_no_negative_latency(lv_page
 
 
 def test_a_frame_read_into_a_buffer_too_short_leaves_the_lane(lv_page: Any) -> None:
-    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
-    pipe |= {"pipe": "1.1", "pipe_name": "p", "duplex": True, "capacity": 212_992}
+    pipe = pipe_event(duplex=True, capacity=212_992)
     events = [pipe, call(2, 1, "a", "send_bytes", nbytes=25, preview="b'does not fit'")]
     events.append(
         call(
@@ -472,8 +476,7 @@ def test_live_view_draws_a_fixture_and_a_click_opens_the_message(
 
 
 def test_live_view_aggregates_a_flooded_lane(lv_page: Any) -> None:
-    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
-    pipe |= {"pipe": "1.1", "pipe_name": "flood", "duplex": True, "capacity": 65536}
+    pipe = pipe_event(duplex=True, capacity=65536, name="flood")
     attach = {"run": "r1", "seq": 2, "kind": "attach", "t": 1, "pid": 2, "process": "P2"}
     attach |= {"pipe": "1.1", "pipe_name": "flood", "end": "b"}
     sends = [call(s, 1, "a", "send", nbytes=64, preview=str(s)) for s in range(3, 5003)]
@@ -843,8 +846,7 @@ END_PIDS = """async (events) => {
 def test_a_closed_pipe_is_drawn_to_the_processes_that_used_its_ends(lv_page: Any) -> None:
     """A child that only closed the copy of an end it inherited (or was handed to close)
     does not take that end from the writer that sent on it, once every copy is closed."""
-    pipe = {"run": "r1", "seq": 1, "kind": "pipe", "t": 0, "pid": 1, "process": "P1"}
-    pipe |= {"pipe": "1.1", "pipe_name": "p", "duplex": False, "capacity": 65_536}
+    pipe = pipe_event(duplex=False, capacity=65_536)
     sends = [call(2 + n, 2, "b", "send_bytes", nbytes=10) for n in range(3)]
     recvs = [call(5 + n, 3, "a", "recv_bytes", nbytes=10) for n in range(3)]
     # The reader was handed the write end too, only to close it (race.py does, so that
