@@ -3,7 +3,7 @@
 import { behindCount, outcomeText } from './i18n_run.js';
 import { verdictText } from './i18n_verdicts.js';
 
-const TERMINAL = new Set(['completed', 'failed', 'stopped', 'timeout', 'deadlock', 'killed']);
+export const TERMINAL = new Set(['completed', 'failed', 'stopped', 'timeout', 'deadlock', 'killed']);
 const MAX_LISTED = 50; // beyond this a banner only counts
 
 /** Plain-data banners for a state: [{kind, tone, title, lines}] (tested without a DOM). */

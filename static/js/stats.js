@@ -1,7 +1,7 @@
 // Live statistics: totals for the run and, per pipe and direction, traffic and latency.
 
 import { formatBytes } from './render_process.js';
-import { createAnalysisStats, formatNs } from './stats_analysis.js';
+import { cell, createAnalysisStats, formatNs } from './stats_analysis.js';
 
 /** Per pipe and direction: sent, delivered, queued frames and bytes, mean latency (ms). */
 export function laneStats(state) {
@@ -22,13 +22,6 @@ export function laneStats(state) {
     }
   }
   return rows;
-}
-
-function cell(tag, text, className = '') {
-  const node = document.createElement(tag);
-  node.textContent = text;
-  if (className) node.className = className;
-  return node;
 }
 
 const fmtMs = (ms) => (ms == null ? '—' : ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(2)} ms`);

@@ -1,6 +1,7 @@
 // The analysis's statistics of a run, from the server (GET /api/runs/{id}): per pipe and
 // direction, rate, latency percentiles, time blocked and peak queued bytes.
 
+import { TERMINAL } from './banner.js';
 import { formatBytes } from './render_process.js';
 
 const REFRESH_MS = 1000; // while a run goes on; once more when it has ended
@@ -35,7 +36,8 @@ export function analysisRows(stats, pipes) {
   return rows;
 }
 
-function cell(tag, text, className = '') {
+/** An element `tag` holding `text`, of class `className` if given. */
+export function cell(tag, text, className = '') {
   const node = document.createElement(tag);
   node.textContent = text;
   if (className) node.className = className;
@@ -99,7 +101,7 @@ export function createAnalysisStats({ t, api }) {
     update(state) {
       lastState = state;
       const id = state?.run?.id ?? null;
-      const ended = ['completed', 'failed', 'stopped', 'timeout', 'deadlock', 'killed'].includes(state?.status);
+      const ended = TERMINAL.has(state?.status);
       const now = Date.now();
       if (id !== asked.id) shown = null;
       const due = id && (id !== asked.id || (!ended && now - asked.at >= REFRESH_MS)
