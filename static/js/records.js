@@ -93,7 +93,13 @@ export function createRecords({ root, i18n, api, gallery, playback, controls, so
     t,
     onPlay: playPause,
     onStep: stepOne,
-    onScrub: (fraction) => { replay.seekFraction(fraction); tick(0, true); },
+    onScrub: (fraction) => {
+      // A replay that stood still (paused, or at its end) stays where it is put.
+      const still = controls.ui.paused || replay.ended;
+      replay.seekFraction(fraction);
+      if (still && !controls.ui.paused) controls.setPaused(true);
+      tick(0, true);
+    },
     onLive: () => close(true),
   });
 

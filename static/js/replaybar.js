@@ -24,19 +24,11 @@ export function createReplayBar(element, { t, onPlay, onStep, onScrub, onLive })
   let dragging = false;
   let last = null;
 
-  // A replay that stood still (paused, or at its end) stays still where it is put; update(view)
-  // runs within onScrub, so `last` then tells whether the seek set it playing again.
-  function scrub() {
-    const still = last && (last.paused || last.ended);
-    onScrub(Number(scrubber.value) / STEPS);
-    if (still && last && !last.paused && !last.ended) onPlay(); // onPlay toggles: a pause
-  }
-
   function scrubSoon() {
     if (pending != null) return;
     pending = requestAnimationFrame(() => {
       pending = null;
-      scrub();
+      onScrub(Number(scrubber.value) / STEPS);
     });
   }
 
