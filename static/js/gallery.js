@@ -75,6 +75,8 @@ export function createGallery(root, { i18n, onRun, onSelect, onCheck }) {
       const error = el('small', { class: 'field-error', id: `${id}-error`, role: 'alert' });
       input.setAttribute('aria-describedby', `${id}-help ${id}-error`);
       input.addEventListener('change', () => check(p, wrap));
+      // Clearing unreadable text from a number field changes no value, so no 'change' comes.
+      input.addEventListener('blur', () => check(p, wrap));
       wrap.append(label, input, help, error);
       setFieldError(wrap, errors.get(p.name) ?? null);
       return wrap;
@@ -84,7 +86,9 @@ export function createGallery(root, { i18n, onRun, onSelect, onCheck }) {
 
   function check(param, wrap) {
     const input = wrap.querySelector('input, select');
-    const result = validateParam(param, param.type === 'bool' ? input.checked : input.value);
+    // A number field shows text it cannot read as a number ("1e", "--") but its value is "".
+    const result = input.validity?.badInput ? { error: 'form.unreadable', vars: {} }
+      : validateParam(param, param.type === 'bool' ? input.checked : input.value);
     setFieldError(wrap, result.error ? { key: result.error, vars: result.vars } : null);
     return result;
   }

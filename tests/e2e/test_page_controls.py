@@ -145,3 +145,17 @@ def test_the_source_panel_says_when_the_process_at_the_lit_line_has_exited(page:
         what="the caption to say the process exited",
     )
     assert caption.inner_text().startswith(f"{last['name']} has exited")
+
+
+def test_a_number_field_holding_text_that_is_no_number_says_so(page: Any) -> None:
+    # The browser keeps "1e" in a number field but reports its value as "": the error
+    # names what is wrong, not "Required."
+    page.click('[data-pick="backpressure"]')
+    field = page.locator('[data-field="messages"]')
+    field.locator("input").fill("")
+    field.locator("input").press_sequentially("1e")
+    page.keyboard.press("Tab")
+    assert field.locator(".field-error").inner_text() == "Not a number."
+    field.locator("input").fill("")
+    page.keyboard.press("Tab")
+    assert field.locator(".field-error").inner_text() == "Required."
