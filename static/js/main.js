@@ -9,6 +9,7 @@ import { createRunModel } from './model.js';
 import { createPanels } from './panels.js';
 import { createPlayback } from './playback.js';
 import { createRecords } from './records.js';
+import { ACTIVE } from './runs.js';
 import { createSkips } from './skips.js';
 import { WorkerSocket, createSocket, socketUrl } from './socket.js';
 import { createCallCounter, summarise } from './statehook.js';
@@ -20,7 +21,6 @@ const ACK_BELOW = 1000; // events waiting in the page under which the socket may
 // but still some at least every ACK_EVERY_MS, so the view never stands still.
 const LATE_MS = 25;
 const ACK_EVERY_MS = 100;
-const ACTIVE = new Set(['starting', 'running']);
 const body = document.body;
 const $ = (selector) => document.querySelector(selector);
 const i18n = createI18n(pageLanguage(location, body.dataset.lang));

@@ -2,9 +2,8 @@
 
 import { createReplay } from './replay.js';
 import { createReplayBar } from './replaybar.js';
-import { createRunsList } from './runs.js';
+import { ACTIVE, createRunsList } from './runs.js';
 
-const ACTIVE = new Set(['starting', 'running']);
 const BAR_INTERVAL_MS = 100;
 
 /**

@@ -2,7 +2,8 @@
 
 import { verdictCounts } from './i18n_verdicts.js';
 
-const ACTIVE = new Set(['starting', 'running']);
+/** The states of a run that has not ended yet. */
+export const ACTIVE = new Set(['starting', 'running']);
 
 /** "850 ms", "12.3 s", "2 min 05 s": a run's duration in seconds, for a list row. */
 export function formatDuration(seconds) {
