@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+from pipecore import runmarks
 from pipecore.ring import (
     EVENT,
     FIRST_WINDOW_OFFSET,
@@ -109,8 +110,11 @@ class RingWriter:
             waited += WAIT_SLEEP
             if waited > 1.0:
                 waited = 0.0
-                if not os.path.exists(self.path):
-                    # The run is over and its directory removed: nobody will read.
+                run_dir = os.path.dirname(self.path)
+                if not os.path.exists(self.path) or runmarks.owner_gone(run_dir):
+                    # The run is over and its directory removed, or whoever drained the
+                    # ring (a server, a tracer) was killed: nobody will read. The process
+                    # goes on untraced rather than wait for ever.
                     self.broken = True
 
     def _publish(self, end: int) -> None:

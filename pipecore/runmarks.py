@@ -8,7 +8,7 @@ import re
 import tempfile
 from collections.abc import Iterable
 
-from pipecore.runprocs import MARK_VARIABLE, Proc, stat_of
+from pipecore.runprocs import MARK_VARIABLE, Proc, alive, stat_of
 
 # The workers a run's main process left running when its program returned: its own exit
 # ends them (multiprocessing terminates daemonic workers), so their end is not a fault.
@@ -139,12 +139,20 @@ def read_owner(run_dir: str) -> Proc | None:
     return Proc(pid, start if boot == _boot_id() else -1)
 
 
+def owner_gone(run_dir: str) -> bool:
+    """Whether the run's owner (its server or tracer, which drains its rings) is known to
+    have exited: False while it runs, and when no owner was noted."""
+    owner = read_owner(run_dir)
+    return owner is not None and not alive([owner])
+
+
 __all__ = [
     "LEFT_FILE",
     "OWNER_FILE",
     "main_environment",
     "marked_environment",
     "new_mark",
+    "owner_gone",
     "read_left",
     "read_mark",
     "read_owner",

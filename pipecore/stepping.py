@@ -8,6 +8,7 @@ import os
 import select
 import time
 
+from pipecore import runmarks
 from pipecore.ring import STEP_FLAG_OFFSET, STEPS_NAME, ensure_layout, map_control
 
 STEP_POLL_MS = 10
@@ -81,8 +82,8 @@ def wait_for_grant(run_dir: str, control: mmap.mmap, steps_fd: int) -> int:
                 break
             # EOF: no controller has the FIFO open yet (or any more).
             time.sleep(STEP_POLL_MS / 1000)
-            if not os.path.exists(run_dir):
-                # The run is over: stop stepping (the page is no longer shared).
+            if not os.path.exists(run_dir) or runmarks.owner_gone(run_dir):
+                # The run is over, or its server is gone: stop stepping.
                 control[STEP_FLAG_OFFSET] = 0
                 break
         except BlockingIOError:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +374,7 @@ def test_a_program_killed_by_a_signal_kills_its_tracer_by_the_same_signal(
 
 MARKING_PROGRAM = """
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 Path(sys.argv[1]).touch()
 """
@@ -511,6 +513,37 @@ def test_the_run_directory_of_a_killed_tracer_goes_at_the_next_trace(tmp_path: P
         time.sleep(0.02)
     assert subprocess.run(again, cwd=ROOT, timeout=60).returncode == 0
     assert not Path(run_dir).exists()
+
+
+def test_a_program_whose_tracer_was_killed_runs_on_untraced(tmp_path: Path) -> None:
+    # 20,000 round trips after the kill write far more than a 2 MiB ring holds: nobody
+    # drains it any more, and the program must not wait for ever for room in it.
+    program, go_on = tmp_path / "chatty.py", tmp_path / "go-on"
+    program.write_text(
+        LINGERING_PROGRAM + "    for i in range(20_000):\n        a.send(i)\n        b.recv()\n"
+        "    print('finished', flush=True)\n"
+    )
+    tracer = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "trace", "-o", str(tmp_path / "out.jsonl"), "--",
+         sys.executable, str(program), str(go_on)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    pid = 0
+    try:
+        assert tracer.stdout is not None
+        _ready, pid_text, _run_dir = tracer.stdout.readline().split()
+        pid = int(pid_text)
+        tracer.kill()
+        tracer.wait()
+        go_on.touch()
+        # The program holds the pipe's write end: its next line comes, or EOF if it died.
+        ended = ThreadPoolExecutor(1).submit(tracer.stdout.readline)
+        assert ended.result(timeout=60).strip() == "finished"
+    finally:
+        if pid and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        tracer.kill()
+        tracer.wait()
 
 
 EXITING_PROGRAM = """
