@@ -7,6 +7,14 @@ has a send of another process in flight and no completed send left to match; it 
 follows that send's `end` (and the rest of the receiver's events follow it). A
 process's own events keep their order: a thread may receive what another thread of
 its process is still sending, and that receive does not wait.
+
+A wait never reorders one lane's sends, nor its receives: when another process sends
+into a lane that the waiting process's set-aside events also send into (or receives
+from one they also receive from), those go out first, the receive before the send it
+waited for. Otherwise a send stamped late by a busy thread
+(the GIL) could put one worker's frame behind another's on a shared result pipe, and
+FIFO matching would pair frames wrongly; a receive ahead of its send is matched when
+the send comes (pipecore.matching).
 """
 
 from __future__ import annotations
@@ -76,6 +84,9 @@ class CausalOrder:
         # sends begun and not ended: (pid, pipe, end) -> their lane
         self._in_flight: dict[tuple[object, object, object], _Lane] = {}
         self._newest = 0  # the newest `t` offered so far
+        # (lane, sending) -> the processes whose set-aside events send into (or receive
+        # from) that lane, within one release
+        self._held: dict[tuple[_Lane, bool], set[object]] = {}
 
     def _lane(self, pipe: object, end: object, sending: bool) -> _Lane:
         direction = _direction(pipe, end, sending)
@@ -84,6 +95,31 @@ class CausalOrder:
             lane = self._lanes[direction] = _Lane()
         (self._sending if sending else self._receiving)[(pipe, end)] = lane
         return lane
+
+    def _use_of(self, event: Event) -> tuple[_Lane, bool] | None:
+        """The lane a call sends into or receives from, and whether it sends; None for
+        other events."""
+        op = event.get("op")
+        sending = op in SEND_OPS
+        if not sending and op not in RECV_OPS:
+            return None
+        key = (event.get("pipe"), event.get("end"))
+        lane = (self._sending if sending else self._receiving).get(key)
+        return (lane or self._lane(key[0], key[1], sending)), sending
+
+    def _set_aside(self, deferred: dict[object, list[Event]], pid: object, event: Event) -> None:
+        deferred.setdefault(pid, []).append(event)
+        use = self._use_of(event) if event.get("kind") == "call" else None
+        if use is not None:
+            self._held.setdefault(use, set()).add(pid)
+
+    def _take_back(self, deferred: dict[object, list[Event]], pid: object) -> list[Event]:
+        """The events set aside for `pid`, no longer held on their lanes."""
+        for use, pids in list(self._held.items()):
+            pids.discard(pid)
+            if not pids:
+                del self._held[use]
+        return deferred.pop(pid)
 
     def release(self, ready: list[Event], now_ns: int) -> tuple[list[Event], list[Event]]:
         """Order `ready` (sorted by t, pid, pseq); return (released, held back).
@@ -95,6 +131,7 @@ class CausalOrder:
             self._newest = max(self._newest, int(ready[-1].get("t", 0)))
         out: list[Event] = []
         deferred: dict[object, list[Event]] = {}
+        self._held = {}
         waiting: dict[_Lane, list[object]] = {}
         self._walk(ready, now_ns, out, deferred, waiting, None)
         while waiting and now_ns >= FINAL_NS:
@@ -107,7 +144,7 @@ class CausalOrder:
                     pids.remove(pid)
                     if not pids:
                         del waiting[key]
-            self._walk(deferred.pop(pid), now_ns, out, deferred, waiting, pid)
+            self._walk(self._take_back(deferred, pid), now_ns, out, deferred, waiting, pid)
         return out, [event for events in deferred.values() for event in events]
 
     def _walk(
@@ -134,9 +171,10 @@ class CausalOrder:
         for event in events:
             pid = event.get("pid", 0)
             if deferred:
-                bucket = deferred.get(pid)
-                if bucket is not None:
-                    bucket.append(event)
+                if self._held and event.get("kind") == "call":
+                    self._let_others_go(event, pid, now_ns, out, deferred, waiting)
+                if pid in deferred:
+                    self._set_aside(deferred, pid, event)
                     continue
             kind = event.get("kind")
             woken: list[object] | None = None
@@ -174,7 +212,7 @@ class CausalOrder:
                             and lane.flying_besides(pid)
                             and (final or newest - int(event.get("t", 0)) <= MAX_HOLD_NS)
                         ):
-                            deferred[pid] = [event]
+                            self._set_aside(deferred, pid, event)
                             waiting.setdefault(lane, []).append(pid)
                             continue
                         lane.received += 1
@@ -187,6 +225,32 @@ class CausalOrder:
                     waiting.clear()
             out.append(event)
             if woken:
-                lists = [deferred.pop(p) for p in woken]
+                lists = [self._take_back(deferred, p) for p in woken]
                 again = lists[0] if len(lists) == 1 else heapq.merge(*lists, key=_order)
                 self._walk(again, now_ns, out, deferred, waiting, None)
+
+    def _let_others_go(
+        self,
+        event: Event,
+        pid: object,
+        now_ns: int,
+        out: list[Event],
+        deferred: dict[object, list[Event]],
+        waiting: dict[_Lane, list[object]],
+    ) -> None:
+        """Release, before `event`, the set-aside events of other processes that use its
+        lane as it does: their waiting receive goes ahead of its send, and the lane's
+        sends (or receives) keep their time order."""
+        use = self._use_of(event)
+        holders = self._held.get(use) if use is not None else None
+        if not holders or holders == {pid}:
+            return
+        for other in sorted((p for p in holders if p != pid), key=lambda p: deferred[p][0]["t"]):
+            if other not in deferred:
+                continue  # released meanwhile, with another's events
+            for key, pids in list(waiting.items()):
+                if other in pids:
+                    pids.remove(other)
+                    if not pids:
+                        del waiting[key]
+            self._walk(self._take_back(deferred, other), now_ns, out, deferred, waiting, other)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipecore.analysis import Analysis
 from pipecore.ordering import FINAL_NS, MAX_HOLD_NS, CausalOrder
+
+Event = dict[str, Any]
 
 NOW = 1_000  # just after the events below (ns)
 
@@ -127,3 +130,43 @@ def test_the_final_drain_still_orders_a_batch_causally_and_holds_nothing() -> No
     assert names(out) == [
         "1:send:begin", "1:send:end", "2:recv:end", "3:send:begin", "4:recv:end", "4:send:begin",
     ]  # fmt: skip
+
+
+def test_a_wait_keeps_the_sends_of_a_shared_pipe_in_time_order() -> None:
+    # A pool: MainProcess (10) sends a task on pipe "tasks"; its feeder thread stamps the
+    # send's end late (it waited for the GIL). Worker 12 receives the task before that
+    # stamp and sends its result on the shared pipe "results" before worker 13 sends its
+    # own. Waiting for the late send must not put 12's result behind 13's: MainProcess
+    # reads 12's frame first, and FIFO matching would pair both frames wrongly.
+    def on(pipe: str, pid: int, t: int, op: str, phase: str, end: str, **more: Any) -> Event:
+        return {"kind": "call", "pid": pid, "pseq": t, "t": t, "op": op, "phase": phase,
+                "pipe": pipe, "end": end, "process": f"P{pid}", **more}  # fmt: skip
+
+    frame = {"nbytes": 20}
+    stream = ordered([
+        on("tasks", 10, 100, "send_bytes", "begin", "a"),
+        on("tasks", 12, 120, "recv_bytes", "end", "b", hash="7a5c", **frame),
+        on("results", 12, 130, "send_bytes", "begin", "b"),
+        on("results", 12, 140, "send_bytes", "end", "b", hash="0012", **frame),
+        on("results", 13, 150, "send_bytes", "begin", "b"),
+        on("results", 13, 160, "send_bytes", "end", "b", hash="0013", **frame),
+        on("results", 10, 170, "recv_bytes", "end", "a", hash="0012", **frame),
+        on("results", 10, 180, "recv_bytes", "end", "a", hash="0013", **frame),
+        on("tasks", 10, 200, "send_bytes", "end", "a", hash="7a5c", **frame),
+    ])  # fmt: skip
+    out, held = CausalOrder().release(stream, NOW)
+    assert held == []
+    results = [f"{e['pid']}:{e['op']}:{e['phase']}" for e in out if e["pipe"] == "results"]
+    assert results == [
+        "12:send_bytes:begin", "12:send_bytes:end", "13:send_bytes:begin",
+        "13:send_bytes:end", "10:recv_bytes:end", "10:recv_bytes:end",
+    ]  # fmt: skip
+    analysis = Analysis("r1")
+    pipes = [{"kind": "pipe", "pid": 10, "t": 0, "pipe": p, "pipe_name": p, "duplex": True}
+             for p in ("tasks", "results")]  # fmt: skip
+    numbered = [{**e, "run": "r1", "seq": i} for i, e in enumerate([*pipes, *out], 1)]
+    assert analysis.feed(numbered) == [], "no frame is corrupt"
+    ends = [e for e in numbered if e.get("phase") == "end"]
+    sent = {e["hash"]: e["seq"] for e in ends if e["op"] == "send_bytes"}
+    got = [(e["hash"], e["match"]) for e in ends if e["op"] == "recv_bytes"]
+    assert got == [("7a5c", sent["7a5c"]), ("0012", sent["0012"]), ("0013", sent["0013"])]
