@@ -106,10 +106,17 @@ class Analysis:
         return out
 
     def stats(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """Per pipe and direction: messages, bytes, rates, latency, time blocked, queueing."""
+        """Per pipe and direction: messages, bytes, rates, latency, time blocked, queueing.
+
+        A rate needs an interval: from fewer than two messages (or two at one instant) it is
+        unknown, `None`, not 0.
+        """
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for (pipe, direction), d in sorted(self._dirs.items()):
-            out.setdefault(pipe, {})[direction] = d.summary()
+            summary = d.summary()
+            if d.messages < 2 or d.first_t is None or d.last_t == d.first_t:
+                summary["messages_per_s"] = summary["bytes_per_s"] = None
+            out.setdefault(pipe, {})[direction] = summary
         return out
 
     def snapshot(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 // Banners above the live view: the run's outcome, deadlock with who waits where, corruption, notices.
 
 import { behindCount, outcomeText } from './i18n_run.js';
-import { verdictText } from './i18n_verdicts.js';
+import { deadlockWaits, verdictText } from './i18n_verdicts.js';
 
 export const TERMINAL = new Set(['completed', 'failed', 'stopped', 'timeout', 'deadlock', 'killed']);
 const MAX_LISTED = 50; // beyond this a banner only counts
@@ -15,9 +15,7 @@ export function bannersFor(state, t) {
     out.push({
       kind: 'deadlock', tone: 'bad', title: t('banner.deadlock'),
       lines: [
-        ...cycle.map((w) => t('banner.waits', {
-          process: w.process, pid: w.pid, op: w.op, pipe: pipeName(w.pipe), end: w.end,
-        })),
+        ...deadlockWaits(state.deadlock, t, pipeName),
         // The server's own sentence repeats the cycle; it is the fallback when none is named.
         cycle.length ? '' : state.deadlock.message ?? '',
       ].filter(Boolean),
@@ -32,16 +30,25 @@ export function bannersFor(state, t) {
   }
   // A process the run's teardown ended (a stop, a time-out, a deadlock) is no finding.
   const byTeardown = (v) => state.teardownT != null && v.t >= state.teardownT;
+  // A run that ended `killed` for a worker a verdict names says so once: the outcome's sentence
+  // (it adds how the main process ended) stands in the verdict's line, with no banner of its own.
+  const outcome = killedWorker(state, t);
+  let told = false;
+  const lineOf = (v) => {
+    if (!outcome || v.verdict !== 'killed' || !isAbout(v, outcome.pid)) return verdictText(v, t);
+    told = true;
+    return outcome.text;
+  };
   for (const kind of ['killed', 'eof']) {
     const found = byKind(kind).filter((v) => kind !== 'killed' || !byTeardown(v));
     if (found.length) {
       const title = `${t(`banner.${kind}`)}${found.length > 1 ? ` ×${found.length}` : ''}`;
-      out.push({ kind, tone: 'warn', title, lines: found.map((v) => verdictText(v, t)) });
+      out.push({ kind, tone: 'warn', title, lines: found.map(lineOf) });
     }
   }
   const ok = state.status === 'completed';
   // A clean completion gets its banner; after a verdict the status chip says it.
-  if (TERMINAL.has(state.status) && state.status !== 'deadlock' && !(ok && out.length)) {
+  if (TERMINAL.has(state.status) && state.status !== 'deadlock' && !(ok && out.length) && !told) {
     out.push({
       kind: `status-${state.status}`, tone: ok ? 'good' : 'warn',
       title: ok ? t('banner.completed') : t(`status.${state.status}`),
@@ -50,6 +57,18 @@ export function bannersFor(state, t) {
   }
   return out;
 }
+
+// The worker whose kill ended the run, and the outcome's sentence saying so; null otherwise.
+function killedWorker(state, t) {
+  const pid = state.reason?.args?.pid;
+  if (state.status !== 'killed' || state.reason?.key !== 'worker_killed' || pid == null) return null;
+  const text = outcomeText(state.reason, state.message, t);
+  return text ? { pid, text } : null;
+}
+
+// Whether a killed verdict is about process `pid` (a verdict without a reason names it in words).
+const isAbout = (v, pid) => (v.reason?.args?.pid ?? null) === pid
+  || (v.reason == null && (v.message ?? '').includes(`(pid ${pid})`));
 
 /**
  * The banner area: update(state) shows the run's banners; notice(text, tone) adds a dismissible

@@ -20,6 +20,8 @@ export const VERDICT_MESSAGES = {
     'verdict.kind.eof': 'eof',
     'verdict.kind.killed': 'killed',
     'verdict.kind.deadlock': 'deadlock',
+    'verdict.deadlock.bar': 'Deadlock: {waits}',
+    'verdict.deadlock.join': '; ',
   },
   zh: {
     'verdict.killed': '{process}（pid {pid}）被终止',
@@ -39,6 +41,8 @@ export const VERDICT_MESSAGES = {
     'verdict.kind.eof': '文件结束',
     'verdict.kind.killed': '被终止',
     'verdict.kind.deadlock': '死锁',
+    'verdict.deadlock.bar': '死锁：{waits}',
+    'verdict.deadlock.join': '；',
   },
 };
 
@@ -80,4 +84,48 @@ export function verdictCounts(verdicts, t) {
     return said.startsWith('verdict.') ? kind : said;
   };
   return [...counts].map(([kind, n]) => (n > 1 ? `${name(kind)} ×${n}` : name(kind))).join(' · ');
+}
+
+// The live view's lookup passes no arguments on: fill the {name}s here.
+const fill = (text, vars) => text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+
+/** Who waits where in a deadlock verdict: a line for each call of its cycle, in the page's
+ *  language ('banner.waits'); `pipeName(id)` names a pipe. */
+export function deadlockWaits(verdict, t, pipeName = (id) => id) {
+  return (verdict?.cycle ?? []).map((w) => fill(t('banner.waits'), {
+    process: w.process, pid: w.pid, op: w.op, pipe: pipeName(w.pipe), end: w.end }));
+}
+
+// The cycle names pipes by id, the English message by name, in the cycle's order:
+// "{process} waits in {op} on pipe {name} end {end}", joined by ", ", then "; " and why.
+function pipeNamesIn(verdict) {
+  const names = {};
+  const text = verdict.message ?? '';
+  const cycle = verdict.cycle ?? [];
+  const head = (w) => `${w.process} waits in ${w.op} on pipe `;
+  let at = 0;
+  cycle.forEach((w, i) => {
+    const start = text.indexOf(head(w), at);
+    if (start < 0) return;
+    const from = start + head(w).length;
+    const next = cycle[i + 1];
+    const stop = text.indexOf(` end ${w.end}${next ? `, ${head(next)}` : ';'}`, from);
+    if (stop < 0) return;
+    names[w.pipe] ??= text.slice(from, stop);
+    at = stop;
+  });
+  return names;
+}
+
+/** The live view's deadlock bar: who waits where, as the banner says it, in the page's
+ *  language; the server's English `message` when `t` knows no text for it. */
+export function deadlockText(verdict, t) {
+  const names = pipeNamesIn(verdict);
+  const waits = deadlockWaits(verdict, t, (id) => names[id] ?? id);
+  const bar = t('verdict.deadlock.bar');
+  if (!waits.length || bar === 'verdict.deadlock.bar' || waits[0] === 'banner.waits') {
+    // Records made before 2026-11-27 begin their message with the word itself.
+    return `${t('deadlock')}: ${(verdict.message || '').replace(/^deadlock: /, '')}`;
+  }
+  return fill(bar, { waits: waits.join(t('verdict.deadlock.join')) });
 }

@@ -83,9 +83,9 @@ export function onCall(state, ev) {
   if (ev.phase === 'begin') {
     if (ev.op !== 'close') holdEnd(end, ev.pid);
     // FIONREAD at a receive: what the kernel really holds (frame headers included).
-    if (RECV_OPS.has(ev.op) && ev.queued != null) {
-      laneFor(pipe, `${peerOf(ev.end)}>${ev.end}`).kernelQueued = ev.queued;
-    }
+    const lane = RECV_OPS.has(ev.op) && ev.queued != null
+      ? laneFor(pipe, `${peerOf(ev.end)}>${ev.end}`) : null;
+    if (lane) lane.kernelQueued = ev.queued;
     proc.blocked = { op: ev.op, pipe: pipe.id, end: ev.end, since: ev.t };
     end.waiting[ev.pid] = { op: ev.op, since: ev.t };
     end.state = endStateOf(end);

@@ -25,7 +25,10 @@ export const SOCKET_MESSAGE_MIN = 768;
 /** How full the kernel buffer of lane `dir` is: `fill` (0..1) of `capacity`, from `queued`
  *  payload bytes and, for a socketpair, `counted`: at least what its kernel counts for them.
  *  While its sender waits in send the buffer is full (`waits`), whatever the frames already
- *  sent add up to: the waiting frame is partly in it. */
+ *  sent add up to: a send returns once the kernel took its frame (a step-mode hold comes
+ *  before a call's `begin`), so one that waits (past pickling its object) has filled the
+ *  buffer with the part of its frame that fits. `partial`: the frames sent before do not fill
+ *  it (`queued` counts only frames whose send returned), the waiting one's part does. */
 export function gaugeOf(pipe, dir) {
   const lane = pipe.lanes[dir];
   const counted = pipe.transport === 'socketpair'
@@ -33,12 +36,15 @@ export function gaugeOf(pipe, dir) {
   const waiting = Object.values(pipe.ends[dir[0]]?.waiting ?? {});
   const waits = waiting.some((w) => w.op === 'send' || w.op === 'send_bytes');
   const fill = !lane.capacity ? 0 : waits ? 1 : Math.min(1, counted / lane.capacity);
-  return { fill, waits, queued: lane.queued, counted, capacity: lane.capacity };
+  const partial = waits && Boolean(lane.capacity) && counted < lane.capacity;
+  return { fill, waits, partial, queued: lane.queued, counted, capacity: lane.capacity };
 }
 
+/** Lane `dir` of a pipe, or null for the direction a one-way pipe does not have: a call its
+ *  type forbids (a recv on the writer, a send on the reader) fails and adds no lane. */
 export function laneFor(pipe, dir) {
-  if (!pipe.lanes[dir]) pipe.lanes[dir] = newLane(pipe.capacity); // a call the pipe type forbids
-  return pipe.lanes[dir];
+  if (!pipe.lanes[dir] && pipe.duplex) pipe.lanes[dir] = newLane(pipe.capacity);
+  return pipe.lanes[dir] ?? null;
 }
 
 // A receive that came before its send, before the analysis could match them, was shown as
@@ -69,6 +75,7 @@ function adopt(state, lane, ev) {
 export function onSend(state, pipe, ev) {
   const dir = `${ev.end}>${peerOf(ev.end)}`;
   const lane = laneFor(pipe, dir);
+  if (!lane) return;
   if (!state.pendingRecv[ev.seq] && adopt(state, lane, ev)) return;
   const token = { seq: ev.seq, pipe: pipe.id, dir, op: ev.op, fromPid: ev.pid, toPid: null,
     nbytes: ev.nbytes ?? 0, preview: ev.preview ?? '', type: ev.type ?? '', hash: ev.hash ?? '',
@@ -132,6 +139,7 @@ function dropSentBefore(state, lane, match) {
 
 export function onReceive(state, pipe, ev) {
   const lane = laneFor(pipe, `${peerOf(ev.end)}>${ev.end}`);
+  if (!lane) return;
   let idx = ev.match != null ? lane.tokens.indexOf(ev.match) : -1;
   if (idx < 0 && ev.match > ev.seq) {
     // The receiver's record can precede the send's (a send's `end` is written after the

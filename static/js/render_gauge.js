@@ -1,7 +1,7 @@
 // Canvas drawing of a lane's gauge: its kernel buffer's fill against its capacity.
 
 import { gaugeOf } from './model_lanes.js';
-import { COLOURS, formatBytes } from './render_process.js';
+import { COLOURS, fitText, formatBytes } from './render_process.js';
 
 /** The gauge beside lane `dir`: how full its kernel buffer is (model_lanes.gaugeOf), and a
  *  label saying so once anything is queued; `pad`: the room kept at each end of a lane. */
@@ -22,9 +22,30 @@ export function drawGauge(ctx, geom, dir, pipe, t, pad) {
     ctx.fillStyle = COLOURS.muted;
     ctx.textAlign = geom.flowsRight[dir] ? 'right' : 'left';
     ctx.textBaseline = side > 0 ? 'top' : 'bottom';
-    const counted = gauge.counted > gauge.queued ? ` · ${t('kernel_counts')} ≥ ${formatBytes(gauge.counted)}` : '';
-    const full = gauge.waits ? ` · ${t('full_send_waits')}` : '';
-    const text = `${t('queued')} ${formatBytes(gauge.queued)}${counted} / ${formatBytes(gauge.capacity)}${full}`;
-    ctx.fillText(text, geom.flowsRight[dir] ? geom.len - pad : pad, y + side * 4);
+    // Cut to the lane's length: past it the label runs into the end markers.
+    const x = geom.flowsRight[dir] ? geom.len - pad : pad;
+    ctx.fillText(fitText(ctx, gaugeLabel(gauge, t), room), x, y + side * 4);
   }
+}
+
+// English when the lookup does not know them (the live view's own texts have no such keys).
+const PARTIAL = {
+  'gauge.partial': '{capacity} full of the frame being sent',
+  'gauge.partial.queued': '{capacity} full: {queued} queued + the frame being sent',
+};
+
+/** The gauge's label: "queued 1.0 KiB / 64 KiB", "… · full: send waits" once a send waits; and
+ *  when the frames sent leave room that the waiting send's frame fills (`partial`), that this
+ *  frame fills it: "64 KiB full of the frame being sent" (no "queued 0 B" beside a full bar). */
+export function gaugeLabel(gauge, t) {
+  const [queued, capacity] = [formatBytes(gauge.queued), formatBytes(gauge.capacity)];
+  if (gauge.partial) {
+    const key = gauge.queued > 0 ? 'gauge.partial.queued' : 'gauge.partial';
+    const said = t(key);
+    const text = said === key ? PARTIAL[key] : said;
+    return text.replace('{capacity}', capacity).replace('{queued}', queued);
+  }
+  const counted = gauge.counted > gauge.queued ? ` · ${t('kernel_counts')} ≥ ${formatBytes(gauge.counted)}` : '';
+  const full = gauge.waits ? ` · ${t('full_send_waits')}` : '';
+  return `${t('queued')} ${queued}${counted} / ${capacity}${full}`;
 }

@@ -1,4 +1,6 @@
-// Canvas drawing of process boxes, the deadlock banner and the shared palette.
+// Canvas drawing of process boxes, the deadlock bar and the shared palette.
+
+import { deadlockText } from './i18n_verdicts.js';
 
 const PALETTE = ['#2563eb', '#d97706', '#059669', '#7c3aed', '#db2777', '#0891b2', '#65a30d',
   '#9333ea', '#ea580c', '#0d9488', '#4f46e5', '#ca8a04', '#be185d', '#15803d', '#0369a1',
@@ -154,7 +156,7 @@ export function drawProcess(ctx, proc, box, { t, nowMs, waitedMs, inDeadlock, te
   ctx.restore();
 }
 
-/** A red frame and a banner naming the deadlock, over the whole view. */
+/** A red frame and a bar saying who waits where (in the page's language), over the whole view. */
 export function drawDeadlock(ctx, width, height, verdict, t, nowMs) {
   ctx.save();
   const pulse = 0.6 + 0.4 * Math.sin(nowMs / 300);
@@ -162,9 +164,7 @@ export function drawDeadlock(ctx, width, height, verdict, t, nowMs) {
   ctx.lineWidth = 4;
   ctx.strokeRect(2, 2, width - 4, height - 4);
   ctx.font = '600 13px system-ui, sans-serif';
-  // Records made before 2026-11-27 begin their message with the word itself.
-  const said = (verdict.message || '').replace(/^deadlock: /, '');
-  const text = fitText(ctx, `${t('deadlock')}: ${said}`, width - 40);
+  const text = fitText(ctx, deadlockText(verdict, t), width - 40);
   const w = Math.min(width - 16, ctx.measureText(text).width + 24);
   roundRect(ctx, (width - w) / 2, height - 34, w, 26, 6);
   ctx.fillStyle = COLOURS.deadlock;

@@ -24,8 +24,10 @@ export function analysisRows(stats, pipes) {
         pipe: pipes?.[pipe]?.name ?? pipe,
         dir,
         messages: d.messages ?? 0,
-        rate: d.messages_per_s ?? 0,
-        throughput: d.bytes_per_s ?? 0,
+        // Unknown (null) from fewer than two messages: no interval to divide by (a record
+        // of an earlier server says 0 for those).
+        rate: (d.messages ?? 0) < 2 ? null : d.messages_per_s ?? null,
+        throughput: (d.messages ?? 0) < 2 ? null : d.bytes_per_s ?? null,
         latency: d.latency_ns ?? {},
         blocked: blocked.map(([op, ns]) => `${op} ${formatNs(ns)}`).join(' · ') || '—',
         peak: d.capacity ? `${formatBytes(d.peak_queued ?? 0)} / ${formatBytes(d.capacity)}`
@@ -68,7 +70,8 @@ export function createAnalysisStats({ t, api }) {
       const block = document.createElement('div');
       block.className = 'stat-direction';
       block.dataset.direction = `${row.pipe} ${row.dir}`;
-      const rate = `${row.rate.toFixed(row.rate < 10 ? 1 : 0)}/s · ${formatBytes(Math.round(row.throughput))}/s`;
+      const rate = row.rate == null ? '—'
+        : `${row.rate.toFixed(row.rate < 10 ? 1 : 0)}/s · ${formatBytes(Math.round(row.throughput ?? 0))}/s`;
       const latency = ['p50', 'p99', 'max'].map((p) => `${t(`stats.${p}`)} ${formatNs(row.latency[p])}`);
       const facts = [['messages', `${row.messages.toLocaleString()} · ${rate}`],
         ['latency', latency.join(' · ')], ['blocked', row.blocked], ['peak', row.peak]];

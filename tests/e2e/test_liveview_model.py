@@ -938,3 +938,167 @@ def test_a_process_box_tells_a_kill_from_the_runs_own_end(
     lv_page: Any, proc: dict[str, Any], teardown_t: int | None, expected: str
 ) -> None:
     assert lv_page.evaluate(STATUS, {"proc": proc, "teardownT": teardown_t}) == expected
+
+
+LANES = """async (events) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const model = createRunModel();
+  const seen = [];
+  for (const ev of events) {
+    model.apply([ev]);
+    const pipe = model.state.pipes['1.1'];
+    seen.push({ lanes: Object.keys(pipe.lanes), errorB: pipe.ends.b.error?.type ?? null });
+  }
+  return { seen, marks: model.state.marks.map((m) => [m.end, m.kind, m.text]) };
+}"""
+
+
+def test_a_one_way_pipe_keeps_its_one_lane_when_a_forbidden_call_fails(lv_page: Any) -> None:
+    """The writer's recv and the reader's send fail (OSError): no lane for them, the error
+    is on the end and in the marks."""
+    pipe = pipe_event(duplex=False, capacity=65_536, transport="os.pipe")
+    oserror = {"phase": "error", "error_type": "OSError", "error": "connection is write-only"}
+    events = [
+        pipe,
+        call(2, 2, "b", "send", nbytes=24),
+        call(3, 2, "b", "send", nbytes=24),
+        # A receiving call measures what the kernel holds (FIONREAD) at its begin.
+        call(4, 2, "b", "recv", phase="begin", queued=56),
+        call(5, 2, "b", "recv", **oserror),
+        call(6, 3, "a", "send", phase="begin"),
+        call(7, 3, "a", "send", **oserror | {"error": "connection is read-only"}),
+        call(8, 3, "a", "recv", nbytes=24, match=2),
+    ]  # fmt: skip
+    found = lv_page.evaluate(LANES, events)
+    assert {tuple(step["lanes"]) for step in found["seen"]} == {("b>a",)}
+    assert [step["errorB"] for step in found["seen"]][4] == "OSError"
+    assert found["marks"] == [["b", "error", "recv: OSError"], ["a", "error", "send: OSError"]]
+
+
+GAUGE_LABEL = """async ({ events, lang }) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const { gaugeOf } = await import('/static/js/model_lanes.js');
+  const { gaugeLabel } = await import('/static/js/render_gauge.js');
+  const { createI18n } = await import('/static/js/i18n.js');
+  const { withDefaults } = await import('/static/js/liveview_text.js');
+  const model = createRunModel();
+  model.apply(events);
+  const pipe = model.state.pipes['1.1'];
+  const dir = pipe.lanes['a>b'] ? 'a>b' : 'b>a';
+  return gaugeLabel(gaugeOf(pipe, dir), withDefaults(createI18n(lang).t));
+}"""
+
+
+def test_the_gauge_of_a_waiting_send_counts_the_part_of_its_frame_in_the_buffer(
+    lv_page: Any,
+) -> None:
+    """A writer waits in send only once the kernel buffer is full: a step-mode hold comes
+    before its `begin`. With no frame sent before it, its own frame fills the buffer, which
+    `queued` (frames whose send returned) does not count: the label says so, not
+    "queued 0 B" beside a full gauge."""
+    pipe = pipe_event(duplex=False, capacity=65_536, transport="os.pipe")
+    waiting = call(2, 2, "b", "send_bytes", phase="begin")
+
+    def label(events: list[dict[str, Any]], lang: str = "en") -> str:
+        said: str = lv_page.evaluate(GAUGE_LABEL, {"events": events, "lang": lang})
+        return said
+
+    assert label([pipe, waiting]) == "64 KiB full of the frame being sent"
+    assert label([pipe, waiting], "zh") == "64 KiB 已满：正在发送的帧"
+    sent = [call(2 + n, 2, "b", "send_bytes", nbytes=1024) for n in range(3)]
+    assert label([pipe, *sent]) == "queued 3.0 KiB / 64 KiB"
+    assert label([pipe, *sent, call(5, 2, "b", "send_bytes", phase="begin")]) == (
+        "64 KiB full: 3.0 KiB queued + the frame being sent"
+    )
+    # Frames already sent that fill the buffer: the waiting one has no part in it.
+    full = [call(2 + n, 2, "b", "send_bytes", nbytes=16_384) for n in range(4)]
+    assert label([pipe, *full, call(6, 2, "b", "send_bytes", phase="begin")]) == (
+        "queued 64 KiB / 64 KiB · full: send waits"
+    )
+
+
+DEADLOCK_TEXT = """async ({ events, lang }) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const { bannersFor } = await import('/static/js/banner.js');
+  const { deadlockText } = await import('/static/js/i18n_verdicts.js');
+  const { createI18n } = await import('/static/js/i18n.js');
+  const { withDefaults } = await import('/static/js/liveview_text.js');
+  const model = createRunModel();
+  model.apply(events);
+  const t = createI18n(lang).t;
+  const banner = bannersFor(model.state, t).find((b) => b.kind === 'deadlock');
+  // What the live view draws: its lookup passes no arguments on (and knows no text without
+  // the page's); a wide canvas, so the bar is not cut short.
+  const { drawDeadlock } = await import('/static/js/render_process.js');
+  const ctx = document.createElement('canvas').getContext('2d');
+  const drawn = [];
+  ctx.fillText = (text) => drawn.push(text);
+  drawDeadlock(ctx, 3000, 400, model.state.deadlock, withDefaults(t), 0);
+  return { drawn, bar: deadlockText(model.state.deadlock, withDefaults(t)), lines: banner.lines,
+    bare: deadlockText(model.state.deadlock, withDefaults(null)) };
+}"""
+
+
+def test_the_deadlock_bar_says_who_waits_in_the_page_language(lv_page: Any) -> None:
+    pipe = pipe_event(duplex=True, capacity=212_992, name="recv-recv", transport="socketpair")
+    message = (
+        "left waits in recv on pipe recv-recv end a, right waits in recv on pipe recv-recv "
+        "end b; nothing is queued in either direction"
+    )
+    cycle = [
+        {"pid": 11, "process": "left", "pipe": "1.1", "end": "a", "op": "recv"},
+        {"pid": 12, "process": "right", "pipe": "1.1", "end": "b", "op": "recv"},
+    ]
+    verdict = {"run": "r1", "seq": 2, "kind": "verdict", "t": 9, "pid": 0, "process": ""}
+    verdict |= {"verdict": "deadlock", "message": message, "cycle": cycle, "events": []}
+    zh = lv_page.evaluate(DEADLOCK_TEXT, {"events": [pipe, verdict], "lang": "zh"})
+    assert zh["bar"] == (
+        "死锁：left（pid 11）在管道 recv-recv 的 a 端等待 recv；"
+        "right（pid 12）在管道 recv-recv 的 b 端等待 recv"
+    )
+    assert zh["drawn"] == [zh["bar"]]
+    assert zh["bar"] == "死锁：" + "；".join(zh["lines"])  # as the banner says it
+    en = lv_page.evaluate(DEADLOCK_TEXT, {"events": [pipe, verdict], "lang": "en"})
+    assert en["bar"] == (
+        "Deadlock: left (pid 11) waits in recv on pipe recv-recv, end a; "
+        "right (pid 12) waits in recv on pipe recv-recv, end b"
+    )
+    assert en["bare"] == f"Deadlock: {message}"  # no page lookup: the server's words
+
+
+BANNERS_IN = """async ({ events, lang }) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const { bannersFor } = await import('/static/js/banner.js');
+  const { createI18n } = await import('/static/js/i18n.js');
+  const model = createRunModel();
+  model.apply(events);
+  return bannersFor(model.state, createI18n(lang).t).map((b) => [b.kind, b.title, b.lines]);
+}"""
+
+
+def test_a_run_killed_with_its_worker_says_so_in_one_banner(lv_page: Any) -> None:
+    """The `killed` verdict and the run's `killed` outcome name one process: one banner, with
+    the outcome's sentence (it tells how the main process ended)."""
+    run = {"run": "r1", "kind": "run", "pid": 0, "process": "pipescope"}
+    who = {"process": "chatter", "pid": 7, "signal": ""}
+    killed = {"run": "r1", "seq": 2, "kind": "verdict", "t": 100, "pid": 0, "process": ""}
+    killed |= {"verdict": "killed", "message": "chatter (pid 7) was killed"}
+    killed["reason"] = {"key": "killed", "args": {**who, "signum": None}}
+    ended = {**run, "seq": 3, "t": 400, "state": "killed", "teardown_t": 300}
+    ended["message"] = "chatter (pid 7) was killed; the main process carried on and exited with 0"
+    ended["reason"] = {"key": "worker_killed", "args": {**who, "code": 0}}
+    events = [{**run, "seq": 1, "t": 1, "state": "running"}, killed, ended]
+    assert lv_page.evaluate(BANNERS_IN, {"events": events, "lang": "en"}) == [
+        ["killed", "Process killed", ["chatter (pid 7) was killed; the main process exited with 0"]]
+    ]
+    assert lv_page.evaluate(BANNERS_IN, {"events": events, "lang": "zh"}) == [
+        ["killed", "进程被终止", ["chatter（pid 7）被终止；主进程以退出码 0 退出"]]
+    ]
+    # A verdict of an earlier server, without its reason, names the process in its message.
+    old = [events[0], {k: v for k, v in killed.items() if k != "reason"}, ended]
+    assert [b[0] for b in lv_page.evaluate(BANNERS_IN, {"events": old, "lang": "en"})] == ["killed"]
+    # Another process's kill is a finding of its own, beside the run's outcome.
+    other = killed | {"message": "talker (pid 8) was killed"}
+    other["reason"] = {"key": "killed", "args": {"process": "talker", "pid": 8}}
+    banners = lv_page.evaluate(BANNERS_IN, {"events": [events[0], other, ended], "lang": "en"})
+    assert [b[0] for b in banners] == ["killed", "status-killed"]

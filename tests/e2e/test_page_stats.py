@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,27 @@ def test_the_statistics_show_latency_percentiles_time_blocked_and_peak_queued(
     said = wait_for(page, titles, lambda found: "阻塞时间" in found, what="the labels in Chinese")
     assert said == ["消息数 · 速率", "延迟（发送 → 接收）", "阻塞时间", "排队峰值（内核）"]
     page.screenshot(path=str(SHOTS / "stats-backpressure-zh.png"))
+
+
+def test_a_rate_from_fewer_than_two_messages_is_shown_as_unknown(
+    page: Any, live_server: str
+) -> None:
+    """One message (or none) gives no interval to divide by: the server says null, the page
+    '—', not '0.0/s'."""
+    state = run_to_end(page, "eof")
+    with urllib.request.urlopen(f"{live_server}/api/runs/{state['run']}", timeout=10) as response:
+        stats = json.load(response)["analysis"]["stats"]
+    rates = [(d["messages"], d["messages_per_s"], d["bytes_per_s"])
+             for directions in stats.values() for d in directions.values()]  # fmt: skip
+    assert {tuple(rate) for n, *rate in rates if n < 2} == {(None, None)}, rates
+    assert all(None not in rate for n, *rate in rates if n >= 2), rates
+    page.click("#tab-stats")
+    blocks = dict(wait_for(page, FACTS, lambda found: len(found) == 6, what="six directions"))
+    assert blocks["send to closed → BrokenPipeError b>a"]["messages"] == "1 · —"
+    assert blocks["send to closed → BrokenPipeError a>b"]["messages"] == "0 · —"
+    messages, rate = blocks["close → EOFError a>b"]["messages"].split(" · ", 1)
+    assert int(messages) >= 2 and rate.endswith("B/s") and "/s · " in rate, rate
+    one = '.stat-direction[data-direction="send to closed → BrokenPipeError b>a"]'
+    page.locator(one).scroll_into_view_if_needed()
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "stats-eof.png"))

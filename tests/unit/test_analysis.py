@@ -68,6 +68,26 @@ def test_statistics_are_exact_on_a_small_example() -> None:
     assert json.loads(json.dumps(snapshot)) == snapshot
 
 
+def test_a_rate_from_fewer_than_two_messages_is_unknown() -> None:
+    s, an = Stream(), Analysis("r1")
+    s.pipe(capacity=8192)
+    s.send(1 * SECOND, 11, "a", "00000001", 10)
+    s.recv(1 * SECOND + 100, 12, "b", "00000001", 10)
+    s.feed(an)
+    one, none = an.stats()["p1"]["a>b"], an.stats()["p1"]["b>a"]
+    # One message gives no interval to divide by, no message none either: not 0/s.
+    assert (one["messages"], one["messages_per_s"], one["bytes_per_s"]) == (1, None, None)
+    assert (none["messages"], none["messages_per_s"], none["bytes_per_s"]) == (0, None, None)
+    s.send(1 * SECOND, 11, "a", "00000002", 10)  # a second one at the same instant: still none
+    s.feed(an)
+    assert an.stats()["p1"]["a>b"]["messages_per_s"] is None
+    s.send(3 * SECOND, 11, "a", "00000003", 30)
+    s.feed(an)
+    assert an.stats()["p1"]["a>b"]["messages_per_s"] == 1.5
+    assert an.stats()["p1"]["a>b"]["bytes_per_s"] == 25.0
+    assert json.loads(json.dumps(an.snapshot())) == an.snapshot()
+
+
 def test_queued_bytes_never_exceed_the_capacity() -> None:
     s, an = Stream(), Analysis("r1")
     s.pipe(capacity=1000)
