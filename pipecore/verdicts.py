@@ -103,6 +103,8 @@ class Verdicts:
             return
         self._reported |= calls
         message, cycle = deadlock_verdict(members, self._where)
+        for wait in cycle:
+            wait["pipe_name"] = self._names.get(wait["pipe"], wait["pipe"])
         self.emit("deadlock", now_ns, message, [c.seq for _, c in members], cycle=cycle)
 
     def _where(self, pipe: str, end: str) -> str:

@@ -90,38 +90,17 @@ export function verdictCounts(verdicts, t) {
 const fill = (text, vars) => text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
 
 /** Who waits where in a deadlock verdict: a line for each call of its cycle, in the page's
- *  language ('banner.waits'); `pipeName(id)` names a pipe. */
+ *  language ('banner.waits'); `pipeName(id)` names a pipe its `pipe_name` does not (records
+ *  made before 2026-11-27). */
 export function deadlockWaits(verdict, t, pipeName = (id) => id) {
   return (verdict?.cycle ?? []).map((w) => fill(t('banner.waits'), {
-    process: w.process, pid: w.pid, op: w.op, pipe: pipeName(w.pipe), end: w.end }));
-}
-
-// The cycle names pipes by id, the English message by name, in the cycle's order:
-// "{process} waits in {op} on pipe {name} end {end}", joined by ", ", then "; " and why.
-function pipeNamesIn(verdict) {
-  const names = {};
-  const text = verdict.message ?? '';
-  const cycle = verdict.cycle ?? [];
-  const head = (w) => `${w.process} waits in ${w.op} on pipe `;
-  let at = 0;
-  cycle.forEach((w, i) => {
-    const start = text.indexOf(head(w), at);
-    if (start < 0) return;
-    const from = start + head(w).length;
-    const next = cycle[i + 1];
-    const stop = text.indexOf(` end ${w.end}${next ? `, ${head(next)}` : ';'}`, from);
-    if (stop < 0) return;
-    names[w.pipe] ??= text.slice(from, stop);
-    at = stop;
-  });
-  return names;
+    process: w.process, pid: w.pid, op: w.op, pipe: w.pipe_name ?? pipeName(w.pipe), end: w.end }));
 }
 
 /** The live view's deadlock bar: who waits where, as the banner says it, in the page's
  *  language; the server's English `message` when `t` knows no text for it. */
 export function deadlockText(verdict, t) {
-  const names = pipeNamesIn(verdict);
-  const waits = deadlockWaits(verdict, t, (id) => names[id] ?? id);
+  const waits = deadlockWaits(verdict, t);
   const bar = t('verdict.deadlock.bar');
   if (!waits.length || bar === 'verdict.deadlock.bar' || waits[0] === 'banner.waits') {
     // Records made before 2026-11-27 begin their message with the word itself.

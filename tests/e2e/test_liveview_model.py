@@ -1049,6 +1049,8 @@ def test_the_deadlock_bar_says_who_waits_in_the_page_language(lv_page: Any) -> N
         {"pid": 11, "process": "left", "pipe": "1.1", "end": "a", "op": "recv"},
         {"pid": 12, "process": "right", "pipe": "1.1", "end": "b", "op": "recv"},
     ]
+    for wait in cycle:
+        wait["pipe_name"] = "recv-recv"
     verdict = {"run": "r1", "seq": 2, "kind": "verdict", "t": 9, "pid": 0, "process": ""}
     verdict |= {"verdict": "deadlock", "message": message, "cycle": cycle, "events": []}
     zh = lv_page.evaluate(DEADLOCK_TEXT, {"events": [pipe, verdict], "lang": "zh"})

@@ -105,8 +105,22 @@ def test_recv_recv_deadlock_is_reported_after_the_threshold_and_once() -> None:
         "Process-2 waits in recv on pipe p1 end b; nothing is queued in either direction"
     )
     assert v["cycle"] == [
-        {"pid": 11, "process": "Process-1", "pipe": "p1", "end": "a", "op": "recv"},
-        {"pid": 12, "process": "Process-2", "pipe": "p1", "end": "b", "op": "recv"},
+        {
+            "pid": 11,
+            "process": "Process-1",
+            "pipe": "p1",
+            "pipe_name": "p1",
+            "end": "a",
+            "op": "recv",
+        },
+        {
+            "pid": 12,
+            "process": "Process-2",
+            "pipe": "p1",
+            "pipe_name": "p1",
+            "end": "b",
+            "op": "recv",
+        },
     ]
     assert (v["events"], v["t"]) == ([4, 5], 111 + SECOND)
     assert an.tick(5 * SECOND) == []
