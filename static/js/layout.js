@@ -159,3 +159,43 @@ export function boxExit(box, tx, ty, margin = 0) {
     Math.abs(dy) > 1e-9 ? hh / Math.abs(dy) : Infinity);
   return { x: box.x + dx * s, y: box.y + dy * s };
 }
+
+export const QUEUE_GAP = 3; // px between two messages in a lane
+export const MIN_TOKEN_W = 20; // a message squeezed this narrow still reads as one
+
+// `ws` shrunk alike by the largest factor (at most 1) that fits them, gaps included, in
+// `room`, none below MIN_TOKEN_W; null when even that does not fit.
+function squeeze(ws, room) {
+  if (ws.length * (MIN_TOKEN_W + QUEUE_GAP) - QUEUE_GAP > room) return null;
+  const need = (s) => ws.reduce((sum, w) => sum + Math.max(MIN_TOKEN_W, w * s) + QUEUE_GAP, -QUEUE_GAP);
+  const fits = (s) => need(s) <= room;
+  let [lo, hi] = [fits(1) ? 1 : 0, 1];
+  while (hi - lo > 1e-4) [lo, hi] = fits((lo + hi) / 2) ? [(lo + hi) / 2, hi] : [lo, (lo + hi) / 2];
+  return ws.map((w) => Math.max(MIN_TOKEN_W, w * lo));
+}
+
+/**
+ * A lane's queue, oldest first, `room` px long from its reading end: each message at its own
+ * width when all fit, else all shrunk alike (to MIN_TOKEN_W at least), else as many of the
+ * oldest as fit and, at the writing end clear of them, a chip chipWidth(k) px wide counting
+ * the k others. `total` messages are queued: `widths` may stop once more than fit.
+ * Returns {slots: [{d, w}] (d: the centre's distance from the reading end), more, chip: {d, w} | null}.
+ */
+export function layoutQueue(widths, room, chipWidth = () => 0, total = widths.length) {
+  let shown = total === widths.length ? squeeze(widths, room) : null;
+  let chip = null;
+  if (!shown && total) {
+    let n = Math.min(widths.length, Math.floor(room / (MIN_TOKEN_W + QUEUE_GAP)));
+    while (n > 1 && n * (MIN_TOKEN_W + QUEUE_GAP) + chipWidth(total - n) > room) n -= 1;
+    n = Math.max(1, n);
+    const w = chipWidth(total - n);
+    if (n * (MIN_TOKEN_W + QUEUE_GAP) + w <= room) chip = { d: room - w / 2, w };
+    shown = squeeze(widths.slice(0, n), chip ? room - w - QUEUE_GAP : room) ?? [Math.min(room, MIN_TOKEN_W)];
+  }
+  let d = 0;
+  const slots = (shown ?? []).map((w) => {
+    d += w + QUEUE_GAP;
+    return { d: d - QUEUE_GAP - w / 2, w };
+  });
+  return { slots, more: total - slots.length, chip };
+}

@@ -3,15 +3,18 @@
 import { processOrder } from './layout.js';
 import { withDefaults } from './liveview_text.js';
 import { processColour } from './render_process.js';
-import { ROW_H, buildRows, receiverOf, yOfTime } from './seqchart_rows.js';
+import { ROW_H, buildRows, receiverOf, timeLabels, yOfTime } from './seqchart_rows.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
-const COL_W = [92, 170]; // lifelines share the width; below 92 px the chart scrolls sideways
+const COL_W = [56, 170]; // lifelines share the panel's width; below 56 px the chart scrolls sideways
 const LEFT = 64; // room for the time column
 const HEAD_H = 34;
 
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 const cut = (s, n) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+// A name cut in its middle keeps its end, which tells "producer-0" from "producer-1".
+const cutMiddle = (s, n) => (s.length > n
+  ? `${s.slice(0, Math.ceil(n / 2) - 1)}…${s.slice(s.length - Math.floor(n / 2))}` : s);
 
 // One SVG element as text; attribute values and text are escaped.
 function tag(name, attrs, inner = '') {
@@ -51,11 +54,12 @@ function render(state, tt, avail) {
   const height = Math.max(60, 24 + rows.length * ROW_H);
   const y = (seq) => 12 + index.get(seq) * ROW_H;
   const parts = [DEFS];
-  for (const r of rows) {
-    const ms = state.t0 == null ? 0 : (r.t - state.t0) / 1e6;
-    const at = { class: 'seq-time', x: LEFT - 8, y: y(r.seq) + 4 };
-    parts.push(tag('text', at, `${ms.toFixed(1)} ms`));
-  }
+  timeLabels(rows, state.t0).forEach((label, i) => {
+    const cls = label.back ? 'seq-time seq-time-back' : 'seq-time';
+    const at = { class: cls, x: LEFT - 8, y: y(rows[i].seq) + 4 };
+    const text = tag('text', at, esc(label.text));
+    parts.push(label.title ? tag('g', {}, tag('title', {}, esc(label.title)) + text) : text);
+  });
   for (const p of procs) {
     const x = col.get(p.pid);
     const stroke = processColour(p);
@@ -85,14 +89,29 @@ function render(state, tt, avail) {
     const x = col.get(m.pid);
     if (x == null || !index.has(m.seq)) continue;
     const yy = y(m.seq);
+    const text = `${m.text} ${m.end}`;
+    const left = x + 11 + text.length * 6.5 > width; // told on the left of the last lifeline
     parts.push(tag('g', { class: `seq-mark seq-${m.kind}` },
       tag('line', { x1: x - 8, y1: yy, x2: x + 8, y2: yy })
-      + tag('text', { x: x + 11, y: yy + 4 }, esc(`${m.text} ${m.end}`))));
+      + tag('text', { x: left ? x - 11 : x + 11, y: yy + 4, 'text-anchor': left ? 'end' : 'start' },
+        esc(text))));
   }
-  const head = procs.map((p) => tag('text', { class: 'seq-name', x: col.get(p.pid), y: 14,
-    fill: processColour(p) }, esc(cut(p.name, Math.floor(colW / 8))))
-    + tag('text', { class: 'seq-pid', x: col.get(p.pid), y: 28 }, `pid ${p.pid}`)).join('');
-  return { width, height, head, body: parts.join(''), empty: !tokens.length && !marks.length };
+  const narrow = colW < 90; // names in a smaller type, so "producer-0" still fits its column
+  const head = procs.map((p) => tag('g', {}, tag('title', {}, esc(p.name))
+    + tag('text', { class: narrow ? 'seq-name seq-name-narrow' : 'seq-name', x: col.get(p.pid), y: 14,
+      fill: processColour(p) }, esc(cutMiddle(p.name, Math.floor((colW - 10) / (narrow ? 5 : 6)))))
+    + tag('text', { class: 'seq-pid', x: col.get(p.pid), y: 28 }, `pid ${p.pid}`))).join('');
+  const empty = !tokens.length && !marks.length;
+  return { width, height, head, body: parts.join(''), empty, nameRoom: colW - 10 };
+}
+
+// A name a little wider than its column is narrowed to fit (measured: the type's widths vary).
+function fitNames(head, room) {
+  for (const name of head.querySelectorAll('.seq-name')) {
+    if (name.getComputedTextLength() <= room) continue;
+    name.setAttribute('textLength', room);
+    name.setAttribute('lengthAdjust', 'spacingAndGlyphs');
+  }
 }
 
 /**
@@ -138,6 +157,7 @@ export function createSequenceChart(container, { t, now = () => performance.now(
       const out = render(state, tt, avail);
       head.setAttribute('width', out.width);
       head.innerHTML = out.head;
+      fitNames(head, out.nameRoom);
       svg.setAttribute('width', out.width);
       svg.setAttribute('height', out.height);
       svg.innerHTML = out.body;

@@ -40,6 +40,22 @@ export function buildRows(state) {
   return { tokens, marks, rows, index };
 }
 
+/**
+ * The time column's labels (ms since t0). Rows follow cause (a send above its receive), and
+ * each process stamps by its own clock: a receive can be stamped a little before its send
+ * returned. Such a row shows a dot, its time only in `title`, so the column never runs back.
+ */
+export function timeLabels(rows, t0) {
+  let last = -Infinity;
+  return rows.map((r) => {
+    const ms = t0 == null ? 0 : Math.round((r.t - t0) / 1e5) / 10;
+    const text = `${ms.toFixed(1)} ms`;
+    if (ms < last) return { text: '·', title: text, back: true };
+    last = ms;
+    return { text, title: null, back: false };
+  });
+}
+
 /** The y of recorded time `t` among the rows (between two rows when between their times). */
 export function yOfTime(rows, t) {
   if (!rows.length) return 0;

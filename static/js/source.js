@@ -29,6 +29,9 @@ export function createSourcePanel(container, { t }) {
   let view = null; // {top, height} of the scrolling box
   const box = () => container.parentElement ?? container;
   box().addEventListener('scroll', () => { if (view) view.top = box().scrollTop; });
+  // Long lines wrap, so where a line sits depends on the panel's width: measure again after.
+  const resized = new ResizeObserver(() => { view = null; });
+  resized.observe(box());
 
   function showSource(scenario) {
     shownId = scenario?.id ?? null;
@@ -42,6 +45,8 @@ export function createSourcePanel(container, { t }) {
       li.dataset.line = String(i + 1);
       const code = document.createElement('code');
       code.textContent = line || ' ';
+      // A long line wraps, its rest indented under its start (see .source-lines code).
+      code.style.setProperty('--indent', String(/^ */.exec(line)[0].length));
       li.append(code);
       return li;
     }) : [];
@@ -95,6 +100,9 @@ export function createSourcePanel(container, { t }) {
       shownId = undefined;
       this.update(scenario, state);
     },
-    destroy() { container.replaceChildren(); },
+    destroy() {
+      resized.disconnect();
+      container.replaceChildren();
+    },
   };
 }
