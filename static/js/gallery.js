@@ -127,6 +127,8 @@ export function createGallery(root, { i18n, onRun, onSelect, onCheck }) {
     }
     renderCards();
     renderForm();
+    // The form takes the height it needs from the list: keep the picked card in view.
+    cards.querySelector('[aria-current="true"]')?.scrollIntoView({ block: 'nearest' });
     onSelect?.(selected);
   }
 

@@ -159,3 +159,19 @@ def test_a_number_field_holding_text_that_is_no_number_says_so(page: Any) -> Non
     field.locator("input").fill("")
     page.keyboard.press("Tab")
     assert field.locator(".field-error").inner_text() == "Required."
+
+
+def test_the_picked_card_stays_in_view_when_its_form_opens(page: Any) -> None:
+    # On a laptop screen the form takes most of the sidebar: the list shrinks, and the
+    # card just picked (the last one, with the longest form) must still be visible.
+    page.set_viewport_size({"width": 1366, "height": 768})
+    last = page.locator(".card").last
+    last.locator("[data-pick]").click()
+    inside = page.evaluate(
+        """() => {
+          const list = document.querySelector('[data-gallery-cards]').getBoundingClientRect();
+          const card = document.querySelector('.card[aria-current="true"]').getBoundingClientRect();
+          return card.top >= list.top - 1 && card.bottom <= list.bottom + 1;
+        }"""
+    )
+    assert inside, "the picked card is inside the visible part of the list"
