@@ -1,22 +1,31 @@
 """race-locked: the race, with every send and recv on the shared end serialised by a Lock."""
 
+import time
 from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Lock
+from multiprocessing.synchronize import Barrier, Lock
 
 import pipecore
 from pipecore.scenarios.catalogue import Param, Params, RunContext, Scenario
 
+# A Lock is not fair: a reader that takes it again at once can starve the other one.
+# Two readers each use a frame for a moment outside the lock, so that they take turns.
+USE_SECONDS = 0.002
 
-def writer(conn: Connection, fill: bytes, frames: int, size: int, lock: Lock) -> None:
+
+def writer(
+    conn: Connection, fill: bytes, frames: int, size: int, lock: Lock, start: Barrier
+) -> None:
     frame = fill * size
+    start.wait()  # start together with the others, as in the race
     for _ in range(frames):
         with lock:  # header and payload leave together
             conn.send_bytes(frame)
     conn.close()
 
 
-def last_writer(conn: Connection, frames: int, size: int, readers: int) -> None:
+def last_writer(conn: Connection, frames: int, size: int, readers: int, start: Barrier) -> None:
     frame = b"C" * size
+    start.wait()
     for _ in range(frames):
         conn.send_bytes(frame)
     for _ in range(readers):
@@ -24,8 +33,17 @@ def last_writer(conn: Connection, frames: int, size: int, readers: int) -> None:
     conn.close()
 
 
-def reader(conn: Connection, label: str, size: int, lock: Lock, expected: int = -1) -> None:
+def reader(
+    conn: Connection,
+    label: str,
+    size: int,
+    lock: Lock,
+    start: Barrier,
+    expected: int = -1,
+    use: float = 0.0,
+) -> None:
     good = 0
+    start.wait()
     while good != expected:
         with lock:  # header and payload are read by one reader
             frame = conn.recv_bytes(2 * size)
@@ -35,6 +53,7 @@ def reader(conn: Connection, label: str, size: int, lock: Lock, expected: int = 
             print(f"{label}: frame {good + 1} is CORRUPTED")
             break
         good += 1
+        time.sleep(use)  # use the frame outside the lock: meanwhile the other reader takes one
     print(f"{label}: {good} frames, all intact")
     conn.close()
 
@@ -47,10 +66,17 @@ def main(params: Params, ctx: RunContext) -> None:
     # Keep every Lock referenced until the children are joined: a Lock dropped
     # here is unlinked before a spawned child can open it.
     lock, reader_lock = ctx.Lock(), ctx.Lock()
-    w1 = ctx.Process(target=writer, args=(shared_end, b"A", frames, size, lock), name="writer-A")
-    w2 = ctx.Process(target=writer, args=(shared_end, b"B", frames, size, lock), name="writer-B")
+    start = ctx.Barrier(3)  # no frame moves until all three processes are ready
+    w1 = ctx.Process(
+        target=writer, args=(shared_end, b"A", frames, size, lock, start), name="writer-A"
+    )
+    w2 = ctx.Process(
+        target=writer, args=(shared_end, b"B", frames, size, lock, start), name="writer-B"
+    )
     r = ctx.Process(
-        target=reader, args=(read_end, "reader", size, reader_lock, 2 * frames), name="reader"
+        target=reader,
+        args=(read_end, "reader", size, reader_lock, start, 2 * frames),
+        name="reader",
     )
     for p in (w1, w2, r):
         p.start()
@@ -62,13 +88,19 @@ def main(params: Params, ctx: RunContext) -> None:
     if params["two_readers"]:
         # Two readers share one end, taking turns under a lock.
         shared_end, write_end = pipecore.Pipe(duplex=False, name="two readers, locked")
-        readers_lock = ctx.Lock()
-        w = ctx.Process(target=last_writer, args=(write_end, 2 * frames, size, 2), name="writer")
+        readers_lock, start = ctx.Lock(), ctx.Barrier(3)
+        w = ctx.Process(
+            target=last_writer, args=(write_end, 2 * frames, size, 2, start), name="writer"
+        )
         r1 = ctx.Process(
-            target=reader, args=(shared_end, "reader-1", size, readers_lock), name="reader-1"
+            target=reader,
+            args=(shared_end, "reader-1", size, readers_lock, start, -1, USE_SECONDS),
+            name="reader-1",
         )
         r2 = ctx.Process(
-            target=reader, args=(shared_end, "reader-2", size, readers_lock), name="reader-2"
+            target=reader,
+            args=(shared_end, "reader-2", size, readers_lock, start, -1, USE_SECONDS),
+            name="reader-2",
         )
         for p in (w, r1, r2):
             p.start()
