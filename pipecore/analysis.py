@@ -5,7 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipecore.ends import Blocked, EndState, EndStatus, deadlocks, op_group, stuck_calls
+from pipecore.ends import (
+    Blocked,
+    EndState,
+    EndStatus,
+    deadlocks,
+    op_group,
+    stuck_calls,
+    waiting_in_every_thread,
+)
 from pipecore.matching import (
     BAD_LENGTH,
     RECV_OPS,
@@ -56,6 +64,8 @@ class Analysis:
         self._dirs: dict[tuple[str, str], DirectionState] = {}
         self._last_t: dict[int, int] = {}
         self._exited: set[int] = set()
+        # pid -> its live threads, as its last `thread` event said (1 when none came)
+        self._threads: dict[int, int] = {}
         self._verdicts = Verdicts(run_id, self._names)
         # Processes a signal ended, oldest first (the newest MAX_KILLED).
         self.killed: dict[int, Killed] = self._verdicts.killed
@@ -85,6 +95,8 @@ class Analysis:
                 self._end(str(ev["pipe"]), str(ev["end"]), ev).holders.add(pid)
             elif kind == "process" and ev.get("op") == "exit":
                 self._on_exit(ev)
+            elif kind == "thread":
+                self._threads[pid] = int(ev.get("threads", 1))
         return self._verdicts.take_new()
 
     def tick(self, now_ns: int) -> list[Event]:
@@ -93,6 +105,8 @@ class Analysis:
         for d in self._dirs.values():
             self._fifo.expire(d, limit)
         stuck = stuck_calls(self._ends.values(), self._exited, self._last_t, limit, self._dir)
+        if self._threads:
+            stuck = waiting_in_every_thread(stuck, self._threads)
         for members in deadlocks(stuck, self._live_peers):
             self._verdicts.deadlock(members, now_ns)
         return self._verdicts.take_new()

@@ -121,6 +121,15 @@ def stuck_calls(
     return out
 
 
+def waiting_in_every_thread(stuck: list[Stuck], threads: dict[int, int]) -> list[Stuck]:
+    """The stuck calls of processes whose every thread waits in one: a process with a
+    thread that is not waiting in a pipe call (a timer, a worker) may still end the wait."""
+    waits: dict[int, int] = {}
+    for _, call in stuck:
+        waits[call.pid] = waits.get(call.pid, 0) + 1
+    return [(e, c) for e, c in stuck if waits[c.pid] >= threads.get(c.pid, 1)]
+
+
 def deadlocks(stuck: list[Stuck], peers: Callable[[EndState], set[int]]) -> list[list[Stuck]]:
     """The stuck calls in groups of processes that wait only on each other, each sorted.
 

@@ -79,6 +79,8 @@ def format_event(event: Event, t0: int) -> str:
     if kind == "process":
         extra = f" exitcode={event.get('exitcode')}" if event.get("op") == "exit" else ""
         return f"{at} {who} process {event.get('op')}{extra}"
+    if kind == "thread":
+        return f"{at} {who} thread {event.get('op')} ({event.get('threads')} threads)"
     if kind == "pipe":
         return (
             f"{at} {who} pipe {event.get('pipe_name')} ({event.get('pipe')}) "

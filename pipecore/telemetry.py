@@ -130,6 +130,25 @@ def _install_hooks() -> None:
 
     setattr(BaseProcess, "_bootstrap", _bootstrap)  # noqa: B010
 
+    # A thread that starts or ends changes who may still call: the analysis calls a wait
+    # a deadlock only if no other thread of the process is left to end it.
+    inner: Callable[[threading.Thread], None] = getattr(threading.Thread, "_bootstrap_inner")  # noqa: B009
+
+    def _bootstrap_inner(self: threading.Thread) -> None:
+        _record_threads("start")
+        try:
+            inner(self)
+        finally:
+            _record_threads("end")  # the thread has left threading's count by now
+
+    setattr(threading.Thread, "_bootstrap_inner", _bootstrap_inner)  # noqa: B010
+
+
+def _record_threads(op: str) -> None:
+    rec = _recorder
+    if rec is not None and rec.pid == os.getpid():
+        rec.event({"kind": "thread", "op": op, "threads": threading.active_count()})
+
 
 def _forking_process_name() -> str:
     # Under fork, multiprocessing names the child only after the fork; its Popen

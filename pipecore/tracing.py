@@ -26,7 +26,9 @@ TERM_GRACE = 1.0
 
 
 # What an ingested event must look like (docs/protocol.md); anything else is refused.
-EVENT_KINDS = frozenset({"call", "pipe", "attach", "output", "process", "verdict", "run"})
+EVENT_KINDS = frozenset(
+    {"call", "pipe", "attach", "output", "process", "thread", "verdict", "run"}
+)
 CALL_OPS = frozenset(
     {"send", "recv", "send_bytes", "recv_bytes", "recv_bytes_into", "poll", "close"}
 )

@@ -24,6 +24,9 @@ export function describeEvent(event, t0) {
   } else if (event.kind === 'process') {
     what = event.op;
     detail = event.exitcode != null ? `exitcode ${event.exitcode}` : '';
+  } else if (event.kind === 'thread') {
+    what = `thread ${event.op}`;
+    detail = `${event.threads} threads`;
   } else if (event.kind === 'verdict') {
     what = event.verdict;
     detail = event.message ?? '';

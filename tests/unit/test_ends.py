@@ -94,6 +94,18 @@ def recv_recv_deadlock(threshold: int) -> tuple[Stream, Analysis]:
     return s, an
 
 
+def test_a_wait_is_no_deadlock_while_another_thread_of_its_process_may_end_it() -> None:
+    # Process-1's main thread waits in recv; a timer thread of its own will send later.
+    s, an = recv_recv_deadlock(SECOND)
+    s.add(50, 11, "thread", op="start", threads=2)
+    s.feed(an)
+    assert an.tick(10 * SECOND) == [], "a second thread of Process-1 may still send"
+    # The timer ended without sending: every thread of both processes waits for good.
+    s.add(10 * SECOND, 11, "thread", op="end", threads=1)
+    s.feed(an)
+    assert kinds(an.tick(12 * SECOND)) == ["deadlock"]
+
+
 def test_recv_recv_deadlock_is_reported_after_the_threshold_and_once() -> None:
     _, an = recv_recv_deadlock(SECOND)
     assert an.tick(110 + SECOND) == []

@@ -91,6 +91,23 @@ def test_threads_of_one_process_record_without_mixing_records(run: RunFixture) -
     assert sorted(texts) == sorted(f"{n}:{i}" for n in range(4) for i in range(500))
 
 
+def test_a_thread_that_starts_or_ends_says_how_many_threads_are_left(run: RunFixture) -> None:
+    run.activate()
+    base = threading.active_count()  # this process's threads (the test's, and any others)
+    go = threading.Event()
+    first = threading.Thread(target=go.wait)
+    second = threading.Thread(target=go.wait)
+    first.start()
+    second.start()
+    go.set()
+    first.join()
+    second.join()
+    events = run.drain_until(lambda ev: len([e for e in ev if e["kind"] == "thread"]) == 4)
+    threads = [(e["op"], e["threads"]) for e in events if e["kind"] == "thread"]
+    assert threads[:2] == [("start", base + 1), ("start", base + 2)]
+    assert sorted(threads[2:]) == [("end", base), ("end", base + 1)]
+
+
 def _child_prints(activator: Connection) -> None:
     print("hello")
     print("two\nlines", flush=True)
