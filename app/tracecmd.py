@@ -4,9 +4,9 @@ and/or a JSON Lines file, its output and exit status its own."""
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pipecore.export import to_jsonl
@@ -19,6 +19,7 @@ def trace(args: argparse.Namespace) -> int:
     """Trace a program to a server and/or a JSON Lines file; returns the program's exit status
     (2 for bad arguments, 127 or 126 when the program cannot be started, as a shell says)."""
     from app.uplink import UplinkError, ingest_url
+    from pipecore.autotrace.command import tracing_off
     from pipecore.tracing import ProgramStartError, program_name, trace_program
 
     command = list(args.program)
@@ -37,7 +38,7 @@ def trace(args: argparse.Namespace) -> int:
     name = args.name or program_name(command)
     output = args.output
     if output is None and args.server is None:
-        output = f"{Path(name).stem}.pipescope.jsonl"
+        output = default_output(name)
     counted = [0]
     with contextlib.ExitStack() as stack:
         try:  # before the program runs: a path it cannot write is a bad argument
@@ -55,6 +56,9 @@ def trace(args: argparse.Namespace) -> int:
                 out.write(batch)
             counted[0] += len(batch)
 
+        off = tracing_off(command)
+        if off is not None:
+            print(f"pipescope trace: {off}: the program runs untraced", file=sys.stderr)
         try:
             code = trace_program(command, sink, run_id=run_id, name=name)
         except ProgramStartError as exc:
@@ -64,6 +68,15 @@ def trace(args: argparse.Namespace) -> int:
     if out is not None:
         print(f"pipescope trace: {out.summary(counted[0])}", file=sys.stderr)
     return _end_like_the_program(code)
+
+
+def default_output(name: str) -> str:
+    """The events file for a program called `name`, in the working directory: its name
+    without `.py`, other characters than letters, digits, `.`, `_` and `-` made `_`
+    (`-c` gives `c.pipescope.jsonl`)."""
+    stem = name.removesuffix(".py")
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".-")
+    return f"{safe or 'program'}.pipescope.jsonl"
 
 
 def _trace_error(message: str, code: int) -> int:

@@ -18,12 +18,21 @@ _getframe = sys._getframe
 
 
 def _capacity(handle: int, transport: str) -> int | None:
+    """The pipe's buffer size in bytes, or None where it cannot be told (an interpreter
+    without fcntl.F_GETPIPE_SZ, a handle the system refuses to size)."""
     try:
         if transport == "os.pipe":
-            return fcntl.fcntl(handle, fcntl.F_GETPIPE_SZ)
-        with socket.socket(fileno=os.dup(handle)) as sock:
+            get_size = getattr(fcntl, "F_GETPIPE_SZ", None)
+            return None if get_size is None else int(fcntl.fcntl(handle, get_size))
+        copy = os.dup(handle)
+        try:
+            sock = socket.socket(fileno=copy)
+        except BaseException:
+            os.close(copy)
+            raise
+        with sock:
             return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 

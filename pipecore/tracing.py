@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipecore import runmarks, teardown
+from pipecore import runmarks, runprocs, teardown
 from pipecore.analysis import Analysis
+from pipecore.autotrace.command import program_name as program_name
+from pipecore.autotrace.job import ProgramJob
 from pipecore.collector import Collector, drain_last
 from pipecore.matching import RECV_OPS
 from pipecore.runsweep import sweep
@@ -23,12 +23,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 RUN_ROOT = "/dev/shm"
 DRAIN_SECONDS = 0.01
 TERM_GRACE = 1.0
+# How long what the program leaves running is given to end by itself, and be recorded,
+# before the record is finished without it.
+LEFT_GRACE = 0.5
 
 
 # What an ingested event must look like (docs/protocol.md); anything else is refused.
-EVENT_KINDS = frozenset(
-    {"call", "pipe", "attach", "output", "process", "thread", "verdict", "run"}
-)
+EVENT_KINDS = frozenset({"call", "pipe", "attach", "output", "process", "thread", "verdict", "run"})
 CALL_OPS = frozenset(
     {"send", "recv", "send_bytes", "recv_bytes", "recv_bytes_into", "poll", "close"}
 )
@@ -142,20 +143,6 @@ def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
     return events
 
 
-def program_name(command: Sequence[str]) -> str:
-    """What to call a traced program: its script (`prog.py`), module, or executable."""
-    args = list(command)
-    if args and Path(args[0]).name.startswith("python"):
-        rest = args[1:]
-        while rest and rest[0].startswith("-") and rest[0] != "-m":
-            rest = rest[1:]
-        if rest[:1] == ["-m"] and len(rest) > 1:
-            return rest[1]
-        if rest:
-            return Path(rest[0]).name
-    return Path(args[0]).name if args else "program"
-
-
 # Set for a traced program: the tracer's pid (see pipecore.autotrace.boot).
 TRACER_PID = "PIPESCOPE_TRACER_PID"
 # How long a receive waits for the analysis to see its send before it is written anyway.
@@ -233,12 +220,9 @@ class EventPump:
         self.collector.close()
 
 
-# Written first on a traced program's path: its processes start tracing, then run the
-# program's own sitecustomize, if any.
-STARTUP = (
-    '"""pipescope trace: start tracing this process (pipecore.autotrace.startup)."""\n'
-    "from pipecore.autotrace.startup import start\n\nstart(__file__)\n"
-)
+# Put first on a traced program's path: its processes start tracing, then run the program's
+# own sitecustomize, if any.
+SITECUSTOMIZE = PACKAGE_ROOT / "pipecore" / "autotrace" / "sitecustomize.py"
 
 
 def import_dir(run_dir: str) -> str:
@@ -250,8 +234,7 @@ def import_dir(run_dir: str) -> str:
     link = os.path.join(path, "pipecore")
     if not os.path.lexists(link):
         os.symlink(PACKAGE_ROOT / "pipecore", link)
-    with open(os.path.join(path, "sitecustomize.py"), "w", encoding="utf-8") as file:
-        file.write(STARTUP)
+    shutil.copyfile(SITECUSTOMIZE, os.path.join(path, "sitecustomize.py"))
     return path
 
 
@@ -283,9 +266,11 @@ def trace_program(
     """Run `command` with every Pipe traced; hand each batch of events to `sink`.
 
     The program's standard streams are its own (inherited), so its output passes through
-    unchanged; returns its exit status (negative: killed by that signal). SIGINT and
-    SIGTERM reach the program; the run directory is removed afterwards. Raises
-    ProgramStartError when the program cannot be started.
+    unchanged; returns its exit status (negative: killed by that signal). It runs as a job
+    of its own (`ProgramJob`): a signal sent to the tracer, or to the tracer's process
+    group, reaches it once. What it leaves running when its main process exits goes on,
+    untraced; the run directory is removed afterwards. Raises ProgramStartError when the
+    program cannot be started.
     """
     # What a tracer or server killed before its teardown left behind goes first.
     sweep(RUN_ROOT)
@@ -296,7 +281,7 @@ def trace_program(
     runmarks.write_owner(run_dir)
     label = name or program_name(command)
     mark = runmarks.new_mark(run_id)
-    child: subprocess.Popen[bytes] | None = None
+    job: ProgramJob | None = None
     pump: EventPump | None = None
     try:
         pump = EventPump(run_dir, run_id)
@@ -305,25 +290,22 @@ def trace_program(
         sink([first])
         env = runmarks.marked_environment(trace_environment(run_dir, run_id), mark)
         try:
-            child = subprocess.Popen(list(command), env=env)
+            job = ProgramJob(command, env)
         except OSError as exc:
             raise ProgramStartError(command[0], exc) from None
         # Its exit status is told from here (what it passed to exit, or the signal that
         # ended it), which the program's own process could not always record.
-        pump.collector.await_exit(child.pid)
-        forward = _forward_signals(child)
-        try:
-            while child.poll() is None:
-                batch = pump.pump()
-                if batch:
-                    sink(batch)
-                time.sleep(DRAIN_SECONDS)
-        finally:
-            _restore_signals(forward)
-        code = child.returncode
-        pump.collector.exited(child.pid, code)
-        # What the program left running (even in a session of its own) ends with it.
-        teardown.end(mark, term_grace=TERM_GRACE)
+        pump.collector.await_exit(job.pid)
+        while (code := job.poll()) is None:
+            _pass_on(pump, sink)
+            time.sleep(DRAIN_SECONDS)
+        pump.collector.exited(job.pid, code)
+        # What the program leaves running goes on, as it would from a shell: a moment for
+        # what is ending anyway (its workers, its fork server) to end and be recorded.
+        deadline = time.monotonic() + LEFT_GRACE
+        while runprocs.find(mark) and time.monotonic() < deadline:
+            _pass_on(pump, sink)
+            time.sleep(DRAIN_SECONDS)
         batch = pump.pump(final=True)
         state = "completed" if code == 0 else ("killed" if code < 0 else "failed")
         why = {"key": "program_exit", "args": {"program": label, "code": code}}
@@ -331,30 +313,29 @@ def trace_program(
         sink(batch)
         return code
     finally:
-        if child is not None and child.returncode is None:
+        if job is not None and job.returncode is None:
             # Left early (the sink or the pump raised): a program still running would
             # recreate the run directory once it is removed, and nobody would read it.
             teardown.end(mark, term_grace=TERM_GRACE)
-            child.wait()
+            job.wait()
+        if job is not None:
+            job.close()
         if pump is not None:
             pump.close()
+        _remove_run_dir(run_dir)
+
+
+def _pass_on(pump: EventPump, sink: Callable[[list[Event]], None]) -> None:
+    batch = pump.pump()
+    if batch:
+        sink(batch)
+
+
+def _remove_run_dir(run_dir: str) -> None:
+    """Remove the run directory. A process the program left running keeps the rings it
+    maps (their memory is freed when it exits) and makes no new one once the directory is
+    gone (pipecore.autotrace.boot); one making a ring just now may need another try."""
+    for _ in range(3):
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-Handlers = dict[int, Any]
-
-
-def _forward_signals(child: subprocess.Popen[bytes]) -> Handlers:
-    def forward(signum: int, _frame: object) -> None:
-        if child.poll() is None:
-            child.send_signal(signum)
-
-    previous: Handlers = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, forward)
-    return previous
-
-
-def _restore_signals(previous: Handlers) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
+        if not os.path.lexists(run_dir):
+            return

@@ -6,11 +6,14 @@ import atexit
 import multiprocessing.connection
 import os
 import sys
+from multiprocessing import reduction
 from types import TracebackType
 from typing import Any, NoReturn
 
 from pipecore import telemetry
 from pipecore.traced import Pipe as traced_pipe
+from pipecore.traced import _reduce_traced
+from pipecore.tracedconnection import TracedConnection
 
 MAIN_PID = "PIPESCOPE_TRACE_MAIN_PID"
 _exit_code = [0]
@@ -19,8 +22,27 @@ _exit_code = [0]
 def _pipe(duplex: bool = True) -> Any:
     if telemetry.active_run_dir() is None:
         # a child that creates its own pipe before receiving a traced end
-        telemetry.activate(os.environ["PIPESCOPE_TRACE_DIR"], _run_id())
+        run_dir = _run_dir()
+        if run_dir is not None:
+            telemetry.activate(run_dir, _run_id())
     return traced_pipe(duplex)
+
+
+def _run_dir() -> str | None:
+    """The trace's run directory while the trace goes on. A process the program left
+    running outlives its tracer, which removed the directory as it exited: it records
+    nothing more, and neither it nor its children make the directory again."""
+    run_dir = os.environ.get("PIPESCOPE_TRACE_DIR")
+    return run_dir if run_dir and os.path.isdir(run_dir) else None
+
+
+def _reduce_end(conn: TracedConnection) -> tuple[Any, tuple[Any, ...]]:
+    if _run_dir() is not None:
+        return _reduce_traced(conn)
+    # After the trace, an end passed to a new process goes as multiprocessing's own: that
+    # process records nothing, and may not find pipecore (its path was the run's).
+    rebuild = multiprocessing.connection.rebuild_connection  # type: ignore[attr-defined]
+    return rebuild, (reduction.DupFd(conn.fileno()), conn.readable, conn.writable)
 
 
 def _run_id() -> str:
@@ -58,6 +80,7 @@ def install() -> None:
     """
     # BaseContext.Pipe imports connection.Pipe at call time, so every context sees this
     multiprocessing.connection.Pipe = _pipe
+    reduction.ForkingPickler.register(TracedConnection, _reduce_end)
     if os.environ.get(MAIN_PID):
         # a child (spawn, forkserver, or a helper such as the forkserver itself): it
         # starts recording when it receives a traced end or creates a pipe, by which
