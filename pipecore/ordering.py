@@ -139,11 +139,7 @@ class CausalOrder:
             pid = min(
                 (p for pids in waiting.values() for p in pids), key=lambda p: deferred[p][0]["t"]
             )
-            for key, pids in list(waiting.items()):
-                if pid in pids:
-                    pids.remove(pid)
-                    if not pids:
-                        del waiting[key]
+            _unwait(waiting, pid)
             self._walk(self._take_back(deferred, pid), now_ns, out, deferred, waiting, pid)
         return out, [event for events in deferred.values() for event in events]
 
@@ -248,9 +244,14 @@ class CausalOrder:
         for other in sorted((p for p in holders if p != pid), key=lambda p: deferred[p][0]["t"]):
             if other not in deferred:
                 continue  # released meanwhile, with another's events
-            for key, pids in list(waiting.items()):
-                if other in pids:
-                    pids.remove(other)
-                    if not pids:
-                        del waiting[key]
+            _unwait(waiting, other)
             self._walk(self._take_back(deferred, other), now_ns, out, deferred, waiting, other)
+
+
+def _unwait(waiting: dict[_Lane, list[object]], pid: object) -> None:
+    """`pid` waits for no lane any more."""
+    for lane, pids in list(waiting.items()):
+        if pid in pids:
+            pids.remove(pid)
+            if not pids:
+                del waiting[lane]

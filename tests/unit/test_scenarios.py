@@ -94,6 +94,22 @@ def test_validation_names_the_field_the_bound_and_the_bad_value() -> None:
             "at most 600 messages at this rate",
         ),
         ("bytes", {"maxlength": 100, "long_size": 50}, "long_size", "greater than maxlength"),
+        ("pipeline", {"pace": 0.6}, "pace", "pace must be a number between 0 and 0.5, got 0.6"),
+        ("lock-queue", {"work": -1}, "work", "work must be a number between 0 and 0.1, got -1"),
+        (
+            "pipeline",
+            {"items": 1000, "pace": 0.5},
+            "items",
+            "items 1000, stages 3 and pace 0.5 s take 502 s to flow through; at most 30 s are "
+            "allowed: fewer items or a shorter pace",
+        ),
+        (
+            "lock-queue",
+            {"items": 1000, "producers": 6, "consumers": 1},
+            "items",
+            "items 1000, producers 6, consumers 1 and work 0.01 s keep the consumers busy for "
+            "120 s on the Pipe and the Queue; at most 30 s are allowed",
+        ),
     ],
 )
 def test_invalid_parameters_are_refused(
