@@ -73,6 +73,14 @@ def _array(cls: object, code: object, mformat: object, items: object) -> Any:
     return MISSING
 
 
+def _array_of(code: object, items: object) -> Any:
+    # array.array(typecode, bytes or list): how arrays pickle once multiprocessing.managers
+    # is imported (it registers that reducer with copyreg), and under protocols 0-2.
+    if type(code) is str and code in array.typecodes and type(items) in (bytes, list):
+        return array.array(code, items)  # type: ignore[call-overload]
+    return MISSING
+
+
 def _ints(kind: Any) -> Any:
     return lambda *args: kind(*args) if all(type(a) is int for a in args) else MISSING
 
@@ -86,6 +94,7 @@ def _from_state(kind: Any) -> Any:
 # to rebuild from plain data; whatever one raises leaves the object as Name(…).
 _REBUILD: dict[tuple[str, str], Any] = {
     ("array", "_array_reconstructor"): _array,
+    ("array", "array"): _array_of,
     ("builtins", "bytearray"): lambda data: bytearray(data) if type(data) is bytes else MISSING,
     ("builtins", "range"): _ints(range),
     ("builtins", "type"): lambda obj: type(None) if obj is None else MISSING,
@@ -288,18 +297,24 @@ _ITEMS_REPR = frozenset(array.typecodes) - {"u"}  # (array('u', 'text') shows a 
 
 
 def cut_array(node: Open) -> Any:
-    # array._array_reconstructor(array.array, typecode, machine format, bytes cut short):
-    # the array of the whole items shown.
+    # array._array_reconstructor(array.array, typecode, machine format, bytes cut short),
+    # or array.array(typecode, bytes cut short): the array of the whole items shown.
     args = node.items[0].items if node.items and isinstance(node.items[0], Open) else []
     base = (getattr(node.base, "module", ""), getattr(node.base, "qualname", ""))
-    if base != ("array", "_array_reconstructor") or len(args) != 4:
+    if base == ("array", "_array_reconstructor") and len(args) == 4:
+        code, cut = args[1], args[3]
+    elif base == ("array", "array") and len(args or node.items) == 2:
+        code, cut = args or node.items  # (typecode, bytes) is a TUPLE2: no MARK, no Open
+    else:
         return MISSING
-    code, data = args[1], args[3].data if isinstance(args[3], Partial) else b""
+    data = cut.data if isinstance(cut, Partial) else b""
     if type(code) is not str or code not in _ITEMS_REPR:
         return MISSING
-    size = array.array(code).itemsize
+    whole = data[: len(data) // array.array(code).itemsize * array.array(code).itemsize]
     try:
-        return _array(args[0], code, args[2], data[: len(data) // size * size])
+        if base == ("array", "array"):
+            return _array_of(code, whole)
+        return _array(args[0], code, args[2], whole)
     except Exception:
         return MISSING
 

@@ -3,6 +3,7 @@
 import array
 import datetime
 import decimal
+import io
 import pickle
 import sys
 from multiprocessing.reduction import ForkingPickler
@@ -170,6 +171,30 @@ def test_describe_pickle_reads_as_type_and_repr(
     # What the collector has: the first HEAD_STORE bytes, and whether that is all of it.
     got = describe_pickle(frame[:HEAD_STORE], complete=len(frame) <= HEAD_STORE)
     assert got == (documented or (type(obj).__name__, clip(repr(obj))))
+
+
+def _as_managers_pickle_it(a: "array.array[Any]") -> tuple[Any, tuple[str, bytes]]:
+    # multiprocessing.managers registers this reducer with copyreg when it is imported
+    return array.array, (a.typecode, a.tobytes())
+
+
+@pytest.mark.parametrize("size", [2, 100])
+@pytest.mark.parametrize("protocol", [4, 5])  # what multiprocessing's pickler uses
+@pytest.mark.parametrize("by_managers", [False, True])
+def test_an_array_reads_as_its_repr_however_it_was_pickled(
+    size: int, protocol: int, by_managers: bool
+) -> None:
+    # One process's arrays pickle as _array_reconstructor(...), another's, once it has
+    # imported multiprocessing.managers, as array.array(typecode, bytes).
+    obj = array.array("i", range(size))
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol)
+    if by_managers:
+        pickler.dispatch_table = {array.array: _as_managers_pickle_it}
+    pickler.dump(obj)
+    frame = out.getvalue()
+    got = describe_pickle(frame[:HEAD_STORE], complete=len(frame) <= HEAD_STORE)
+    assert got == ("array", clip(repr(obj)))
 
 
 def _global(module: str, name: str) -> bytes:
