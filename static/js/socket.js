@@ -73,6 +73,28 @@ export class WorkerSocket {
  * change. The subscribed run is re-subscribed after each reconnect, so the server sends a
  * fresh snapshot and the page resynchronises.
  */
+/**
+ * Frames on to `deliver`, but the slices of a snapshot the worker cut up (socket_worker.js
+ * `slices`) as one snapshot, once its last slice is in: a run is never shown part of the way
+ * through the snapshot that brings it (a finished run would read "running" meanwhile).
+ */
+export function gatherSnapshots(deliver) {
+  let held = null; // { run, frame } while a sliced snapshot's rest is still coming
+  return (frame) => {
+    if (held && frame.type === 'events' && frame.run === held.run) {
+      held.frame.events.push(...frame.events);
+      if (!frame.snapshotEnd) return;
+      [frame, held] = [held.frame, null];
+    } else if (frame.type === 'snapshot' && frame.sliced) {
+      held = { run: frame.run?.id, frame: { ...frame, events: [...frame.events], sliced: false } };
+      return;
+    } else if (held && frame.type === 'snapshot' && frame.run?.id === held.run) {
+      held = null; // a newer snapshot of the run replaces the one being gathered
+    }
+    deliver(frame);
+  };
+}
+
 export function createSocket(url, { onFrame, onStatus, WebSocketImpl = WebSocket, timers = globalThis } = {}) {
   let ws = null;
   let status = 'connecting';
@@ -80,6 +102,7 @@ export function createSocket(url, { onFrame, onStatus, WebSocketImpl = WebSocket
   let retry = null;
   let closed = false;
   let subscribed = null;
+  const deliver = gatherSnapshots((frame) => onFrame?.(frame));
 
   const setStatus = (next) => {
     if (next === status) return;
@@ -110,7 +133,7 @@ export function createSocket(url, { onFrame, onStatus, WebSocketImpl = WebSocket
       } catch {
         return; // the server only sends JSON; ignore anything else rather than stop
       }
-      onFrame?.(frame);
+      deliver(frame);
     };
     ws.onclose = () => {
       ws = null;

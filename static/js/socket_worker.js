@@ -57,7 +57,9 @@ export function slices(frame, size = SLICE) {
     for (let at = size; at < events.length; at += size) {
       rest.push({ type: 'events', run: frame.run?.id, events: events.slice(at, at + size) });
     }
-    return [{ ...frame, events: events.slice(0, size), missing }, ...rest];
+    // The page takes the slices of a snapshot together (socket.js gatherSnapshots).
+    if (rest.length) rest[rest.length - 1].snapshotEnd = true;
+    return [{ ...frame, events: events.slice(0, size), missing, sliced: rest.length > 0 }, ...rest];
   }
   if (frame?.type === 'events' && Array.isArray(frame.events) && frame.events.length > size) {
     const out = [];
@@ -95,7 +97,7 @@ export function thin(frames, keep) {
       else events.push(ev);
     }
     left.set(f.run, drop);
-    if (events.length) out.push({ ...f, events });
+    if (events.length || f.snapshotEnd) out.push({ ...f, events });
   }
   const gone = [...optional].map(([run, n]) => [run, Math.max(0, n - keep)]).filter(([, n]) => n);
   return { frames: out, gone };

@@ -687,6 +687,33 @@ def test_a_long_snapshot_reaches_the_page_in_slices_in_seq_order(lv_page: Any) -
     assert out["small"] == [{"type": "runs", "runs": []}]
 
 
+GATHER = """async (events) => {
+  const { slices } = await import('/static/js/socket_worker.js');
+  const { gatherSnapshots } = await import('/static/js/socket.js');
+  const got = [];
+  const take = gatherSnapshots((frame) => got.push(frame));
+  const parts = slices({ type: 'snapshot', run: { id: 'rwindow' }, events, notice: 'n' }, 500);
+  const seen = [];
+  parts.forEach((part, i) => {
+    take(JSON.parse(JSON.stringify(part)));  // as the worker posts them: JSON text
+    if (i === 1) take({ type: 'runs', runs: [] });  // other frames are not held up
+    seen.push(got.map((f) => [f.type, f.events?.length ?? 0]));
+  });
+  take({ type: 'events', run: 'rwindow', events: [{ seq: 1e6 }] });
+  return { seen, last: got.map((f) => [f.type, f.events?.length ?? 0, f.sliced ?? null]) };
+}"""
+
+
+def test_the_slices_of_a_snapshot_reach_the_page_as_one_snapshot(lv_page: Any) -> None:
+    # A finished run's snapshot applied slice by slice read "running" part of the way.
+    events = synthetic.windowed_snapshot()
+    out = lv_page.evaluate(GATHER, events)
+    assert len(out["seen"]) > 2, "the snapshot is long enough to be cut up"
+    assert all(seen == [] for seen in out["seen"][:1])
+    assert all(seen == [["runs", 0]] for seen in out["seen"][1:-1])
+    assert out["last"] == [["runs", 0, None], ["snapshot", len(events), False], ["events", 1, None]]
+
+
 FEED = """async () => {
   const { createFeed } = await import('/static/js/feed.js');
   const { createPlayback } = await import('/static/js/playback.js');
