@@ -26,6 +26,7 @@ export const LIVEVIEW_TEXT = {
   seq_title: 'Sequence chart',
   seq_empty: 'No messages yet.',
   seq_queued: 'queued, not received yet',
+  seq_clock: 'stamped before the row above by its own process\'s clock: rows follow cause, a send above its receive',
   sent: 'sent',
   received: 'received',
 };
@@ -40,6 +41,7 @@ export const LIVEVIEW_TEXT_ZH = {
   legend: '消息：宽度 ∝ log(字节数)，颜色 = 发送者 · 点击查看其字节',
   liveview_label: '管道实时视图', seq_title: '时序图', seq_empty: '尚无消息。',
   seq_queued: '已排队，尚未接收', sent: '已发送', received: '已接收',
+  seq_clock: '按其进程自己的时钟，早于上一行：各行按因果排列，发送在接收之上',
 };
 
 /** Wrap a lookup `t(key)` (which returns the key when unknown) with the English defaults. */

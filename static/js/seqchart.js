@@ -58,7 +58,8 @@ function render(state, tt, avail) {
     const cls = label.back ? 'seq-time seq-time-back' : 'seq-time';
     const at = { class: cls, x: LEFT - 8, y: y(rows[i].seq) + 4 };
     const text = tag('text', at, esc(label.text));
-    parts.push(label.title ? tag('g', {}, tag('title', {}, esc(label.title)) + text) : text);
+    const tip = label.back ? `${label.title} · ${tt('seq_clock')}` : label.title;
+    parts.push(tip ? tag('g', {}, tag('title', {}, esc(tip)) + text) : text);
   });
   for (const p of procs) {
     const x = col.get(p.pid);

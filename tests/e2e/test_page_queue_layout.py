@@ -330,4 +330,7 @@ def test_the_time_column_never_runs_backwards(page: Any) -> None:
     assert shown == sorted(shown), times
     assert len(times) == 4
     back = [t for t in times if not t["text"].endswith("ms")]
-    assert [t["title"] for t in back] == ["348.1 ms"], "its own time is a hover away"
+    assert [t["title"] for t in back] == [
+        "348.1 ms · stamped before the row above by its own process's clock: rows follow "
+        "cause, a send above its receive"
+    ], "its own time, and why it is not shown, are a hover away"
