@@ -131,21 +131,29 @@ def groups(procs: Iterable[Proc]) -> set[int]:
 
 def semaphores(pids: Iterable[int]) -> set[str]:
     """The named POSIX semaphores (multiprocessing's `sem.mp-*`) these processes have
-    mapped and that still exist."""
-    found: set[str] = set()
+    mapped and that still exist.
+
+    Matched by inode: the process that created one maps it under the temporary name
+    sem_open made it as, since unlinked ("/dev/shm/sem.XXXXXX (deleted)"), not under
+    the name it then got."""
+    inodes: set[int] = set()
     for pid in pids:
         try:
             with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as maps:
                 for line in maps:
                     parts = line.split(None, 5)
                     path = parts[5].strip() if len(parts) == 6 else ""
-                    if path.endswith(" (deleted)"):
-                        continue  # unlinked already (as under fork, at once)
                     if path.startswith(SEMAPHORE_PREFIX) and "/" not in path[len("/dev/shm/") :]:
-                        found.add(path)
-        except OSError:
+                        inodes.add(int(parts[4]))
+        except (OSError, ValueError):
             continue
-    return found
+    if not inodes:
+        return set()
+    try:
+        with os.scandir(os.path.dirname(SEMAPHORE_PREFIX)) as entries:
+            return {e.path for e in entries if e.name.startswith("sem.mp-") and e.inode() in inodes}
+    except OSError:
+        return set()
 
 
 def _cpu_ticks(pid: int) -> tuple[str, int] | None:

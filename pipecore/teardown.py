@@ -95,6 +95,7 @@ def end_run(
     for sig, grace in ((signal.SIGTERM, term_grace), (signal.SIGKILL, kill_grace)):
         if not _group_alive(proc):
             break
+        named |= semaphores(p.pid for p in marked)  # made since: a start caught mid-way
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
         _wait_group(proc, grace)

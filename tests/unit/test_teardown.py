@@ -1,12 +1,15 @@
 """Teardown: a stopped, killed or completed run leaves no process, fd or shared memory."""
 
+import importlib
 import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pipecore import runprocs
 from pipecore.runs import RunManager, RunState
 from tests.unit.conftest import group_exists, wait_for
 
@@ -99,3 +102,17 @@ def test_a_run_leaves_no_temporary_directory_however_it_ends(
         runs.shutdown()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     tmp_path.rmdir()
+
+
+def test_the_semaphores_a_process_made_are_found_by_inode() -> None:
+    # sem_open makes a semaphore under a temporary name, maps it, links it to its name and
+    # unlinks the temporary one: its maker maps "/dev/shm/sem.XXXXXX (deleted)".
+    _multiprocessing: Any = importlib.import_module("_multiprocessing")  # no type stubs
+    name = f"/mp-test-{os.getpid()}"
+    lock = _multiprocessing.SemLock(1, 1, 1, name, False)  # kind 1: a semaphore
+    try:
+        assert runprocs.semaphores([os.getpid()]) == {f"/dev/shm/sem.{name[1:]}"}
+    finally:
+        _multiprocessing.sem_unlink(name)
+        del lock
+    assert runprocs.semaphores([os.getpid()]) == set()
