@@ -3,6 +3,7 @@
 import functools
 import mmap
 import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import signal
@@ -24,7 +25,7 @@ import pipecore
 from pipecore import telemetry
 from pipecore.collector import Collector
 from tests.conftest import ServerProcess, StartServer
-from tests.reliability.conftest import SEED, TERMINAL, Event, Leaks, alive, figure, wait_for
+from tests.reliability.conftest import SEED, TERMINAL, Event, Leaks, alive, figure
 
 # 300 kills in all: in runs of the real server, and in in-process pairs with a side channel.
 RUN_KILLS = 200
@@ -384,23 +385,42 @@ def _consumer(conn: Connection, other: Connection, shared: mmap.mmap, pause: flo
             time.sleep(pause)
 
 
+def _started(shared: mmap.mmap) -> bool:
+    return _returned(shared, "producer") > 0
+
+
 def _exited(events: list[Event], pid: int) -> bool:
     return any(e["kind"] == "process" and e.get("op") == "exit" and e["pid"] == pid for e in events)
 
 
-# 100 kills one after another: 23-64 s here, but a peer stuck on its own costs 10 s, and
-# a loaded CI machine took more than the suite's 120 s once.
+def _drain_until(
+    collector: Collector, events: list[Event], done: Callable[[], bool], sentinels: list[int]
+) -> bool:
+    """Drain into `events` until `done()` (at most 10 s), as a run's collector would: a
+    worker whose ring is full waits for the collector, so nobody may stop draining while
+    the workers run. Paced by the workers' exits, or 5 ms."""
+    deadline = time.monotonic() + 10
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        events += collector.drain()
+        multiprocessing.connection.wait(sentinels, 0.005)
+    return True
+
+
+# 100 kills one after another: 23-64 s here (a peer stuck on its own costs 10 s).
 @pytest.mark.timeout(400)
 def test_every_call_a_killed_worker_completed_is_recorded(leaks: Leaks) -> None:
     """Each worker counts its returned calls in shared memory that outlives it.
 
     After a SIGKILL at a random moment, the recorded `end` events of the victim must be
     at least that count (and at most one more: a call that returned, was recorded, but
-    was killed before the count went up).
+    was killed before the count went up). The collector drains throughout, so the peer
+    sees its EOF or broken pipe rather than waiting for room in its ring.
     """
     rng = random.Random(SEED)
     ctx = multiprocessing.get_context("fork")
-    lost = 0
+    lost = stuck = 0
     points: Counter[str] = Counter()
     started = time.monotonic()
     for _ in range(PAIR_KILLS):
@@ -421,23 +441,34 @@ def test_every_call_a_killed_worker_completed_is_recorded(leaks: Leaks) -> None:
                 worker.start()
             a.close()
             b.close()
+            sentinels = [worker.sentinel for worker in workers.values()]
             victim = rng.choice(list(workers))
-            wait_for(lambda: _returned(shared, "producer") > 0, 10, "first send")  # noqa: B023
-            time.sleep(rng.uniform(0, 0.03))
+            events: list[Event] = []
+            first = _drain_until(
+                collector,
+                events,
+                functools.partial(_started, shared),
+                sentinels,
+            )
+            assert first, "expected the producer's first send within 10 s"
+            kill_at = time.monotonic() + rng.uniform(0, 0.03)
+            _drain_until(collector, events, lambda: time.monotonic() >= kill_at, sentinels)  # noqa: B023
             pid = workers[victim].pid or 0
             killed_at = time.monotonic_ns()
             os.kill(pid, signal.SIGKILL)
+            _drain_until(
+                collector,
+                events,
+                lambda: not any(w.is_alive() for w in workers.values()),  # noqa: B023
+                sentinels,
+            )
             for worker in workers.values():
-                worker.join(10)
                 if worker.is_alive():  # the peer stuck on its own: not under test here
+                    stuck += 1
                     worker.kill()
-                    worker.join(10)
+                worker.join(10)
                 worker.close()
-            events: list[Event] = []
-            deadline = time.monotonic() + 10
-            while not _exited(events, pid) and time.monotonic() < deadline:
-                events += collector.drain()
-                time.sleep(0.01)
+            _drain_until(collector, events, lambda: _exited(events, pid), [])  # noqa: B023
             events += collector.drain(final=True)
             op = "send_bytes" if victim == "producer" else "recv_bytes"
             recorded = len([e for e in calls(events, pid, "end") if e["op"] == op])
@@ -451,9 +482,11 @@ def test_every_call_a_killed_worker_completed_is_recorded(leaks: Leaks) -> None:
         finally:
             telemetry.deactivate()
             collector.close()
+    assert stuck == 0, f"{stuck} peers of a killed worker were still running 10 s later"
     figure(
         "pairs killed (side channel)",
-        f"{PAIR_KILLS} kills, {lost} events lost, {time.monotonic() - started:.0f} s, "
+        f"{PAIR_KILLS} kills, {lost} events lost, {stuck} peers stuck, "
+        f"{time.monotonic() - started:.0f} s, "
         f"seed {SEED}; points {dict(points)}",
     )
     leaks.check()
