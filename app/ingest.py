@@ -12,9 +12,9 @@ from app.api import VERSION
 from app.clientjson import ClientJSONError
 from app.live import LiveHub
 from app.store import Store
+from pipecore.eventcheck import EventError
 from pipecore.runs import CapacityError, ExternalRun, RunManager, reason
 from pipecore.scenarios import ParamError
-from pipecore.tracing import EventError
 
 router = APIRouter()
 log = logging.getLogger("pipescope.ingest")

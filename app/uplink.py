@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from pipecore.tracing import TERMINAL_STATES
+from pipecore.eventcheck import TERMINAL_STATES
 
 Event = dict[str, Any]
 

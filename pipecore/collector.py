@@ -13,6 +13,7 @@ from operator import itemgetter
 from pipecore.exitwatch import ExitWatch
 from pipecore.ordering import CausalOrder
 from pipecore.preview import describe_pickle
+from pipecore.recorddecoder import Event
 from pipecore.ring import (
     HEADER_BYTES,
     MIN_WINDOW,
@@ -25,7 +26,7 @@ from pipecore.ring import (
     WINDOW_OFFSET,
     ensure_layout,
 )
-from pipecore.ringreader import Event, RingReader
+from pipecore.ringreader import RingReader
 from pipecore.ringstate import Ring
 from pipecore.stepping import StepControl
 

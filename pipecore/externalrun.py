@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from pipecore.baserun import LIVE_EVENTS, MAX_KEPT_VERDICTS, BaseRun, NotControllable
+from pipecore.eventcheck import EventError, check_batch
 from pipecore.outcome import RunState
 from pipecore.reasons import Reason, reason
-from pipecore.tracing import EventError, check_batch
 
 # An external run's summary: the program chose its own start method, unseen by the server.
 EXTERNAL_SCENARIO = "trace"
@@ -20,7 +20,7 @@ class ExternalRun(BaseRun):
     """A program traced elsewhere (`pipescope trace --server`) whose events are streamed in.
 
     The tracer numbers the events and runs the analysis; this run checks each batch
-    (`pipecore.tracing.check_batch`), keeps it and hands it to subscribers. It ends with
+    (`pipecore.eventcheck.check_batch`), keeps it and hands it to subscribers. It ends with
     the tracer's terminal `run` event, or in `failed` when the tracer disconnects first.
     """
 

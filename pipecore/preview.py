@@ -7,24 +7,9 @@ import pickle
 import struct
 from typing import Any
 
-from pipecore.preview_repr import (
-    BYTEARRAY,
-    BYTES,
-    LONG,
-    MISSING,
-    PLAIN,
-    STR,
-    Full,
-    Opaque,
-    Open,
-    Partial,
-    ReprWriter,
-    cut_array,
-    find_global,
-    named,
-    rebuilt,
-    write_open,
-)
+from pipecore.preview_cut import BYTEARRAY, BYTES, LONG, STR, Open, Partial, cut_array, write_open
+from pipecore.preview_repr import PLAIN, Full, ReprWriter
+from pipecore.preview_standins import MISSING, Opaque, find_global, named, rebuilt
 
 PREVIEW_CHARS = 80
 
@@ -45,7 +30,7 @@ def type_name(obj: Any) -> str:
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """Unpickles plain data; any other global becomes an inert stand-in (preview_repr)."""
+    """Unpickles plain data; any other global becomes an inert stand-in (preview_standins)."""
 
     def find_class(self, module: str, name: str) -> Any:
         return find_global(module, name)

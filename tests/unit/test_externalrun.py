@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
+from pipecore.eventcheck import EventError
 from pipecore.runs import CapacityError, NotControllable, RunManager, RunState, reason
 from pipecore.scenarios import ParamError
-from pipecore.tracing import EventError
 from tests.unit.conftest import Event
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from pipecore.tracing import EventError, check_batch, new_run_id, program_name, trace_program
+from pipecore.eventcheck import EventError, check_batch
+from pipecore.tracing import new_run_id, program_name, trace_program
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -276,8 +277,8 @@ def test_a_receive_drained_before_its_send_is_written_with_its_match(
 ) -> None:
     """Threads of one process: a receive can be stamped, and drained, before its send's
     end. The pump holds it (and what follows) until the analysis has matched it."""
-    from pipecore import tracing
-    from pipecore.tracing import EventPump
+    from pipecore import eventpump
+    from pipecore.eventpump import EventPump
 
     pump = EventPump(str(tmp_path / "run"), "t1")
     common = {"run": "t1", "pid": 7, "process": "MainProcess", "pipe": "7.1", "pipe_name": "p"}
@@ -320,6 +321,6 @@ def test_a_receive_drained_before_its_send_is_written_with_its_match(
     drains = iter([[{**alone, "t": time.monotonic_ns()}], []])
     monkeypatch.setattr(pump.collector, "drain", lambda: next(drains))
     assert pump.pump() == []
-    monkeypatch.setattr(tracing, "HOLD_UNMATCHED_NS", 0)
+    monkeypatch.setattr(eventpump, "HOLD_UNMATCHED_NS", 0)
     assert [(e["seq"], "match" in e) for e in pump.pump()] == [(5, False)]
     pump.close()

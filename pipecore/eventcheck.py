@@ -1,0 +1,112 @@
+"""Checking events streamed in from a tracer against the protocol: check_batch, EventError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Event = dict[str, Any]
+
+# What an ingested event must look like (docs/protocol.md); anything else is refused.
+EVENT_KINDS = frozenset({"call", "pipe", "attach", "output", "process", "thread", "verdict", "run"})
+CALL_OPS = frozenset(
+    {"send", "recv", "send_bytes", "recv_bytes", "recv_bytes_into", "poll", "close"}
+)
+CALL_PHASES = frozenset({"begin", "end", "error"})
+RUN_STATES = frozenset(
+    {"starting", "running", "completed", "failed", "stopped", "timeout", "deadlock", "killed"}
+)
+TERMINAL_STATES = RUN_STATES - {"starting", "running"}
+MAX_BATCH_EVENTS = 10_000
+MAX_REASON_KEY = 40
+MAX_REASON_ARGS = 16
+
+
+class EventError(ValueError):
+    """An ingested event does not follow the protocol; the message names field and value."""
+
+
+def _require(event: Event, where: str, field: str, kind: type | tuple[type, ...]) -> Any:
+    value = event.get(field)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise EventError(f"{where}: expected {field!r} to be {names}, got {value!r}")
+    return value
+
+
+def _choice(event: Event, where: str, field: str, allowed: frozenset[str]) -> None:
+    value = event.get(field)
+    if value not in allowed:
+        raise EventError(
+            f"{where}: expected {field!r} to be one of {', '.join(sorted(allowed))}, got {value!r}"
+        )
+
+
+def _check_reason(reason: object, where: str) -> None:
+    """A run outcome's reason: {"key": str, "args": {str: str | int | float}}."""
+    if not isinstance(reason, dict) or set(reason) != {"key", "args"}:
+        raise EventError(
+            f"{where}: expected 'reason' to be an object with 'key' and 'args', got {reason!r}"
+        )
+    key, args = reason["key"], reason["args"]
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_REASON_KEY:
+        raise EventError(
+            f"{where}: expected 'reason.key' to be a string of 1 to {MAX_REASON_KEY} "
+            f"characters, got {key!r}"
+        )
+    if not isinstance(args, dict) or len(args) > MAX_REASON_ARGS:
+        raise EventError(
+            f"{where}: expected 'reason.args' to be an object of at most {MAX_REASON_ARGS} "
+            f"fields, got {args!r}"
+        )
+    for name, value in args.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise EventError(
+                f"{where}: expected 'reason.args.{name}' to be a string or a number, got {value!r}"
+            )
+
+
+def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
+    """Check a batch of events streamed in for run `run_id`; return it, or raise EventError.
+
+    Every event carries the protocol's common fields, belongs to this run, and numbers on
+    from `first_seq` without a gap; nothing may follow a terminal `run` event.
+    """
+    if not isinstance(batch, list):
+        raise EventError(f"expected 'events' to be a list, got {type(batch).__name__}")
+    if len(batch) > MAX_BATCH_EVENTS:
+        raise EventError(f"expected at most {MAX_BATCH_EVENTS} events a frame, got {len(batch)}")
+    events: list[Event] = []
+    for index, event in enumerate(batch):
+        seq = first_seq + index
+        where = f"event {index} (seq {seq})"
+        if not isinstance(event, dict):
+            raise EventError(f"{where}: expected a JSON object, got {type(event).__name__}")
+        if events and events[-1]["kind"] == "run" and events[-1]["state"] in TERMINAL_STATES:
+            raise EventError(f"{where}: expected nothing after the run's terminal state")
+        if event.get("run") != run_id:
+            raise EventError(f"{where}: expected 'run' to be {run_id!r}, got {event.get('run')!r}")
+        if _require(event, where, "seq", int) != seq:
+            raise EventError(f"{where}: expected 'seq' {seq}, got {event['seq']!r}")
+        _choice(event, where, "kind", EVENT_KINDS)
+        _require(event, where, "t", int)
+        if _require(event, where, "pid", int) < 0:
+            raise EventError(f"{where}: expected 'pid' to be 0 or more, got {event['pid']}")
+        _require(event, where, "process", str)
+        kind = event["kind"]
+        if kind == "call":
+            _require(event, where, "pipe", str)
+            _choice(event, where, "end", frozenset({"a", "b"}))
+            _choice(event, where, "op", CALL_OPS)
+            _choice(event, where, "phase", CALL_PHASES)
+        elif kind == "run":
+            _choice(event, where, "state", RUN_STATES)
+            if "reason" in event:
+                _check_reason(event["reason"], where)
+        elif kind == "output":
+            _choice(event, where, "stream", frozenset({"stdout", "stderr"}))
+            _require(event, where, "text", str)
+        elif kind == "verdict":
+            _require(event, where, "verdict", str)
+            _require(event, where, "message", str)
+        events.append(event)
+    return events
