@@ -7,8 +7,9 @@ PORT   ?= 8000
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEVSTAMP := $(VENV)/.dev-$(shell cksum pyproject.toml | cut -d' ' -f1)
 CHROMIUM := /usr/bin/chromium
-# -v lists every test, so a CI log shows the browser and container tests ran
-PYTEST_ARGS ?= -v
+# -v lists every test, so a CI log shows the browser and container tests ran; the 25
+# slowest are listed at the end, so a test that grows slow is seen before it times out
+PYTEST_ARGS ?= -v --durations=25
 
 .PHONY: run install test lint typecheck pytest browser bench bench-quick docker clean
 
