@@ -19,6 +19,7 @@ TERMINAL_STATES = RUN_STATES - {"starting", "running"}
 MAX_BATCH_EVENTS = 10_000
 MAX_REASON_KEY = 40
 MAX_REASON_ARGS = 16
+MAX_CYCLE = 1024  # waits a deadlock names
 
 
 class EventError(ValueError):
@@ -65,6 +66,24 @@ def _check_reason(reason: object, where: str) -> None:
             )
 
 
+def _check_cycle(cycle: object, where: str) -> None:
+    """A deadlock verdict's `cycle`: who waits where, a pid (int) and names (strings)."""
+    if not isinstance(cycle, list) or len(cycle) > MAX_CYCLE:
+        raise EventError(
+            f"{where}: expected 'cycle' to be a list of at most {MAX_CYCLE} waits, got {cycle!r}"
+        )
+    for at, wait in enumerate(cycle):
+        inside = f"{where}, cycle[{at}]"
+        if not isinstance(wait, dict):
+            raise EventError(f"{inside}: expected an object, got {type(wait).__name__}")
+        if _require(wait, inside, "pid", int) < 0:
+            raise EventError(f"{inside}: expected 'pid' to be 0 or more, got {wait['pid']}")
+        for field in ("process", "pipe", "end", "op"):
+            _require(wait, inside, field, str)
+        if "pipe_name" in wait:
+            _require(wait, inside, "pipe_name", str)
+
+
 def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
     """Check a batch of events streamed in for run `run_id`; return it, or raise EventError.
 
@@ -108,5 +127,7 @@ def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
         elif kind == "verdict":
             _require(event, where, "verdict", str)
             _require(event, where, "message", str)
+            if "cycle" in event:
+                _check_cycle(event["cycle"], where)
         events.append(event)
     return events

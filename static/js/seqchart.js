@@ -10,7 +10,8 @@ const COL_W = [56, 170]; // lifelines share the panel's width; below 56 px the c
 const LEFT = 64; // room for the time column
 const HEAD_H = 34;
 
-const esc = (s) => String(s).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+// Text and attribute values put into markup: every character that could end either.
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const cut = (s, n) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 // A name cut in its middle keeps its end, which tells "producer-0" from "producer-1".
 const cutMiddle = (s, n) => (s.length > n
@@ -90,10 +91,14 @@ function render(state, tt, avail) {
     const x = col.get(m.pid);
     if (x == null || !index.has(m.seq)) continue;
     const yy = y(m.seq);
-    const text = `${m.text} ${m.end}`;
-    const left = x + 11 + text.length * 6.5 > width; // told on the left of the last lifeline
-    parts.push(tag('g', { class: `seq-mark seq-${m.kind}` },
-      tag('line', { x1: x - 8, y1: yy, x2: x + 8, y2: yy })
+    // Told on the side with room (left of the last lifeline), cut to it short of the time
+    // column; whole on hover.
+    const full = `${m.text} ${m.end}`;
+    const [right, leftRoom] = [width - x - 11, x - 11 - LEFT];
+    const left = full.length * 6.5 > right && leftRoom > right;
+    const text = cut(full, Math.max(4, Math.floor((left ? leftRoom : right) / 6.5)));
+    parts.push(tag('g', { class: `seq-mark seq-${m.kind}` }, tag('title', {}, esc(full))
+      + tag('line', { x1: x - 8, y1: yy, x2: x + 8, y2: yy })
       + tag('text', { x: left ? x - 11 : x + 11, y: yy + 4, 'text-anchor': left ? 'end' : 'start' },
         esc(text))));
   }
@@ -101,7 +106,7 @@ function render(state, tt, avail) {
   const head = procs.map((p) => tag('g', {}, tag('title', {}, esc(p.name))
     + tag('text', { class: narrow ? 'seq-name seq-name-narrow' : 'seq-name', x: col.get(p.pid), y: 14,
       fill: processColour(p) }, esc(cutMiddle(p.name, Math.floor((colW - 10) / (narrow ? 5 : 6)))))
-    + tag('text', { class: 'seq-pid', x: col.get(p.pid), y: 28 }, `pid ${p.pid}`))).join('');
+    + tag('text', { class: 'seq-pid', x: col.get(p.pid), y: 28 }, esc(`pid ${p.pid}`)))).join('');
   const empty = !tokens.length && !marks.length;
   return { width, height, head, body: parts.join(''), empty, nameRoom: colW - 10 };
 }

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -211,28 +212,62 @@ def test_the_page_has_its_security_headers_and_no_inline_script(live_server: str
 
 
 SCRIPT = "<script>alert(1)</script>"
+# A token that ends the attribute the page hands it on in, then opens a script.
+MARKUP_TOKEN = '"><script>alert(1)</script>'
 
 
-def test_what_a_request_carries_never_reaches_the_page_unescaped(live_server: str) -> None:
-    page = httpx.get(
-        live_server + "/",
-        params={"lang": SCRIPT, "token": SCRIPT, "scenario": SCRIPT},
-        headers={"Host": SCRIPT, "Accept-Language": SCRIPT},
-        timeout=10,
-    )
-    assert page.status_code == 200
-    assert "<script>alert" not in page.text and inline_scripts(page.text) == []
-    # The echo in an error is JSON, which a browser is told never to sniff as a page.
-    for body in (
-        {"scenario": SCRIPT},
-        {"scenario": "custom", "params": {"topology": SCRIPT}},
-        {"scenario": "custom", "params": {SCRIPT: 1}},
-    ):
-        echo: Any = httpx.post(live_server + "/api/runs", json=body, timeout=10)
-        assert echo.status_code == 422
-        assert echo.headers["content-type"] == "application/json"
-        assert echo.headers["x-content-type-options"] == "nosniff"
-        # and the echo itself holds no markup: <, > and & are \u escapes in the JSON
-        assert b"<script>" not in echo.content
-        if body["scenario"] == SCRIPT:  # echoed, as an escape that parses back to the text
-            assert b"\\u003cscript\\u003e" in echo.content and SCRIPT in echo.json()["detail"]
+class BodyAttributes(HTMLParser):
+    """The attributes of a page's <body>, as a browser reads them (entities decoded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, str | None] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "body":
+            self.found = dict(attrs)
+
+
+def test_every_template_of_the_page_is_autoescaped() -> None:
+    env = create_app(Settings(db=":memory:")).state.templates.env
+    names = env.list_templates()
+    assert {"base.html", "index.html", "_partials.html"} <= set(names)
+    for name in names:
+        escapes = env.autoescape(name) if callable(env.autoescape) else env.autoescape
+        assert escapes is True, f"expected {name} to be autoescaped, got {escapes!r}"
+    macro = env.get_template("_partials.html").module.tab(SCRIPT, SCRIPT, SCRIPT)
+    assert "<script>" not in str(macro) and "&lt;script&gt;" in str(macro)
+
+
+def test_what_a_request_carries_never_reaches_the_page_unescaped() -> None:
+    """The page hands the token the request carried on to its scripts (data-token): markup in
+    it stays an attribute's text; the request's other parts never reach the page."""
+    with TestClient(create_app(Settings(db=":memory:", token=MARKUP_TOKEN))) as client:
+        page = client.get(
+            "/",
+            params={"token": MARKUP_TOKEN, "lang": SCRIPT, "scenario": SCRIPT},
+            headers={"Host": SCRIPT, "Accept-Language": SCRIPT},
+        )
+        assert page.status_code == 200
+        assert "<script>alert" not in page.text and inline_scripts(page.text) == []
+        body = BodyAttributes()
+        body.feed(page.text)
+        assert body.found["data-token"] == MARKUP_TOKEN
+        assert body.found["data-lang"] == "en"
+        client.cookies.clear()
+        authorised = {"Authorization": f"Bearer {MARKUP_TOKEN}"}
+        # The echo in an error is JSON, which a browser is told never to sniff as a page.
+        for request in (
+            {"scenario": SCRIPT},
+            {"scenario": "custom", "params": {"topology": SCRIPT}},
+            {"scenario": "custom", "params": {SCRIPT: 1}},
+        ):
+            echo: Any = client.post("/api/runs", json=request, headers=authorised)
+            assert echo.status_code == 422
+            assert echo.headers["content-type"] == "application/json"
+            assert echo.headers["x-content-type-options"] == "nosniff"
+            # and the echo itself holds no markup: <, > and & are \u escapes in the JSON
+            assert b"<script>" not in echo.content
+            if request["scenario"] == SCRIPT:  # echoed, as an escape that parses back to the text
+                assert b"\\u003cscript\\u003e" in echo.content
+                assert SCRIPT in echo.json()["detail"]

@@ -227,7 +227,25 @@ def test_check_batch_accepts_the_protocol_and_names_what_breaks_it() -> None:
     why = {"key": "program_exit", "args": {"program": "prog.py", "code": 0}}
     reasoned = [_event(3, kind="run", state="completed", reason=why)]
     assert check_batch(reasoned, "t1", 3) == reasoned
+    wait = {"pid": 7, "process": "w", "pipe": "7.1", "pipe_name": "p", "end": "a", "op": "recv"}
+    deadlock = [_event(3, kind="verdict", verdict="deadlock", message="m", cycle=[wait])]
+    assert check_batch(deadlock, "t1", 3) == deadlock
+
+    def cycle(*waits: object) -> list[dict[str, object]]:
+        return [_event(3, kind="verdict", verdict="deadlock", message="m", cycle=list(waits))]
+
     refused = {
+        "cycle shape": (
+            [_event(3, kind="verdict", verdict="deadlock", message="m", cycle="x")],
+            "expected 'cycle' to be a list of at most 1024 waits, got 'x'",
+        ),
+        "cycle wait": (cycle(7), "cycle[0]: expected an object, got int"),
+        "cycle pid": (
+            cycle({**wait, "pid": "<img src=x>"}),
+            "cycle[0]: expected 'pid' to be int, got '<img src=x>'",
+        ),
+        "cycle name": (cycle({**wait, "process": 1}), "expected 'process' to be str, got 1"),
+        "cycle pipe name": (cycle({**wait, "pipe_name": None}), "expected 'pipe_name' to be str"),
         "not a list": ({"seq": 3}, "expected 'events' to be a list, got dict"),
         "foreign run": ([_event(3, run="t2")], "expected 'run' to be 't1', got 't2'"),
         "a gap": ([_event(3), _event(5)], "event 1 (seq 4): expected 'seq' 4, got 5"),
