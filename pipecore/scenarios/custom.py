@@ -22,8 +22,18 @@ def pattern(first: int, size: int) -> bytes:
 
 
 def writer(
-    number: int, out: Connection, lock: Lock | None, count: int, size: int, rate: float
+    number: int,
+    out: Connection,
+    lock: Lock | None,
+    count: int,
+    size: int,
+    rate: float,
+    unused: Connection | None = None,
 ) -> None:
+    if unused is not None:
+        # Under fork a writer inherits the readers' end: close it, or the pipe never looks
+        # closed when the readers leave (no BrokenPipeError), and the writer waits for ever.
+        unused.close()
     frame = pattern(65 + number % 26, size)  # A..., B..., one run of bytes per writer
     try:
         for _ in range(count):
@@ -92,7 +102,9 @@ def main(params: Params, ctx: RunContext) -> None:
         wlock = ctx.Lock() if params["lock"] else None
         rlock = ctx.Lock() if params["lock"] else None
         ws = [
-            ctx.Process(target=writer, args=(i, out, wlock, count, size, rate), name=f"writer-{i}")
+            ctx.Process(
+                target=writer, args=(i, out, wlock, count, size, rate, inp), name=f"writer-{i}"
+            )
             for i in range(writers)
         ]
         rs = [
