@@ -36,6 +36,7 @@ def test_scenarios_carry_both_languages_their_parameters_and_source(client: Test
 def test_a_ping_pong_run_completes_with_its_events_and_analysis(client: TestClient) -> None:
     summary = start(client)
     assert summary["scenario"] == "ping-pong"
+    assert summary["start_method"] == "forkserver"  # the default: the server is multi-threaded
     assert summary["state"] in {"starting", "running", "completed"}
 
     detail = wait_for_state(client, summary["id"])

@@ -1,11 +1,13 @@
 """The `pipescope` command: serve's help and option checks, serve itself, and run's exit codes."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -97,9 +99,14 @@ def test_stopping_the_server_tears_down_its_runs(start_server: StartServer) -> N
     assert "Application shutdown complete" in server.log()
 
 
+# The console command the package installs beside this interpreter (its code is app.cli:main).
+PIPESCOPE = Path(sys.executable).with_name("pipescope")
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(PIPESCOPE)] if PIPESCOPE.exists() else [sys.executable, "-m", "app.cli"]
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "run", *args],
+        [*command, "run", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -107,10 +114,62 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def jsonl_events(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """The events a `--format jsonl` run printed: one protocol event per line, seq 1, 2, …"""
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), result.stdout
+    return events
+
+
 def test_run_prints_the_scenario_and_exits_0_when_it_completes() -> None:
     result = run_cli("ping-pong")
     assert result.returncode == 0, result.stderr
     assert "收到 proc1" in result.stdout and "收到 proc2" in result.stdout
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn", "fork"])
+def test_run_ping_pong_jsonl_shows_four_messages_fifo_and_the_two_printed_lines(
+    method: str,
+) -> None:
+    result = run_cli("ping-pong", "--format", "jsonl", "--start-method", method)
+    assert result.returncode == 0, result.stderr
+    events = jsonl_events(result)
+    assert events[-1]["kind"] == "run" and events[-1]["state"] == "completed"
+    messages = [
+        e
+        for e in events
+        if e["kind"] == "call" and e["op"] in ("send", "recv") and e["phase"] == "end"
+    ]
+    # proc1 sends, proc2 receives, then answers, and proc1 receives: a receive never comes
+    # before the end of the send it took (docs/protocol.md), so this is the stream's order.
+    assert [(e["process"], e["op"], e["preview"]) for e in messages] == [
+        ("Process-1", "send", "'proc1'"),
+        ("Process-2", "recv", "'proc1'"),
+        ("Process-2", "send", "'proc2'"),
+        ("Process-1", "recv", "'proc2'"),
+    ]
+    for sent, got in (messages[0:2], messages[2:4]):
+        assert got["match"] == sent["seq"]
+        assert got["hash"] == sent["hash"] and got["nbytes"] == sent["nbytes"]
+        assert got["pipe"] == sent["pipe"] and {got["end"], sent["end"]} == {"a", "b"}
+    main_pid = next(e["pid"] for e in events if e.get("process") == "MainProcess")
+    lines = [e["text"] for e in events if e["kind"] == "output"]
+    # Python 3.11's format of the classic example (parent= names the process that started it).
+    assert len(lines) == 2, lines
+    assert re.fullmatch(
+        rf"进程proc2\(<Process name='Process-2' parent={main_pid} started>\)收到 proc1", lines[0]
+    ), lines
+    assert re.fullmatch(
+        rf"进程proc1\(<Process name='Process-1' parent={main_pid} started>\)收到 proc2", lines[1]
+    ), lines
+
+
+def test_run_exits_1_when_a_worker_was_killed() -> None:
+    result = run_cli("eof", "--format", "jsonl", "--param", "kill_after=0.05")
+    assert result.returncode == 1, result.stderr
+    last = jsonl_events(result)[-1]
+    assert last["kind"] == "run" and last["state"] == "killed", last
+    assert last["reason"]["key"] == "worker_killed"
 
 
 def test_run_exits_2_for_an_unknown_scenario() -> None:

@@ -3,10 +3,12 @@
 import argparse
 import io
 import json
+from typing import Any
 
 import pytest
 
-from pipecore.headless import add_run_arguments, run_command
+from pipecore.headless import add_run_arguments, format_event, run_command
+from pipecore.runs import Run, RunManager
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -23,6 +25,45 @@ def test_jsonl_prints_one_protocol_event_per_line_and_exits_0() -> None:
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["kind"] == "run" and events[-1]["state"] == "completed"
     assert len([e for e in events if e["kind"] == "output"]) == 2
+
+
+def run_keeping_the_run(monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, list[str], Run]:
+    """run_command's exit code and printed lines, and the run it started."""
+    started: list[Run] = []
+    start = RunManager.start
+
+    def keep(self: RunManager, *args: Any, **kwargs: Any) -> Run:
+        started.append(start(self, *args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(RunManager, "start", keep)
+    out = io.StringIO()
+    code = run_command(parse(*argv), out)
+    [run] = started
+    return code, out.getvalue().splitlines(), run
+
+
+@pytest.mark.parametrize(
+    ("options", "method"),
+    [
+        ((), "forkserver"),
+        (("--start-method", "spawn"), "spawn"),
+        (("--start-method", "fork"), "fork"),
+    ],
+    ids=["default", "spawn", "fork"],
+)
+def test_text_prints_one_line_per_event_of_a_run_with_the_chosen_start_method(
+    monkeypatch: pytest.MonkeyPatch, options: tuple[str, ...], method: str
+) -> None:
+    code, lines, run = run_keeping_the_run(monkeypatch, "ping-pong", *options)
+    assert code == 0
+    assert run.start_method == method  # forkserver when none is named
+    events = run.events()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    # Every event of the run, in order, one line each, times from the first event.
+    assert lines == [format_event(e, events[0]["t"]) for e in events]
+    assert len([line for line in lines if " send end " in line]) == 2
+    assert lines[-1].endswith("RUN completed: the scenario ran to completion")
 
 
 def test_text_prints_readable_lines_with_params() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from pipecore.runs import RunManager, RunState
-from tests.unit.conftest import Event
+from tests.unit.conftest import START_METHODS, Event
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,11 @@ def verdicts(events: list[Event], name: str) -> list[Event]:
     return [e for e in events if e["kind"] == "verdict" and e["verdict"] == name]
 
 
-def test_ping_pong_exchanges_two_messages_fifo_and_prints_two_lines(manager: RunManager) -> None:
-    state, events = run_events(manager, "ping-pong")
+@pytest.mark.parametrize("method", START_METHODS)
+def test_ping_pong_exchanges_two_messages_fifo_and_prints_two_lines(
+    manager: RunManager, method: str
+) -> None:
+    state, events = run_events(manager, "ping-pong", start_method=method)
     assert state is RunState.COMPLETED
     sends = calls(events, "send", "end")
     recvs = calls(events, "recv", "end")
@@ -62,8 +65,9 @@ def test_ping_pong_exchanges_two_messages_fifo_and_prints_two_lines(manager: Run
     )
 
 
-def test_one_way_refuses_the_wrong_direction_on_each_end(manager: RunManager) -> None:
-    state, events = run_events(manager, "one-way")
+@pytest.mark.parametrize("method", START_METHODS)
+def test_one_way_refuses_the_wrong_direction_on_each_end(manager: RunManager, method: str) -> None:
+    state, events = run_events(manager, "one-way", start_method=method)
     assert state is RunState.COMPLETED
     errors = {(e["end"], e["op"], e["error_type"]) for e in calls(events, phase="error")}
     assert ("a", "send", "OSError") in errors  # a is the reader
@@ -71,8 +75,11 @@ def test_one_way_refuses_the_wrong_direction_on_each_end(manager: RunManager) ->
     assert len(calls(events, "recv", "end")) == 4  # three messages and the None
 
 
-def test_bytes_shows_offsets_maxlength_and_buffer_too_short(manager: RunManager) -> None:
-    state, events = run_events(manager, "bytes")
+@pytest.mark.parametrize("method", START_METHODS)
+def test_bytes_shows_offsets_maxlength_and_buffer_too_short(
+    manager: RunManager, method: str
+) -> None:
+    state, events = run_events(manager, "bytes", start_method=method)
     assert state is RunState.COMPLETED
     text = "\n".join(e["text"] for e in events if e["kind"] == "output")
     assert "recv_bytes(): b'abcdef'" in text and "recv_bytes(): b'2345'" in text
@@ -107,8 +114,13 @@ def test_race_locked_delivers_every_frame_intact(manager: RunManager) -> None:
     assert len(calls(events, "recv_bytes", "end")) == 4 * 60 + 2
 
 
-def test_backpressure_blocks_the_producer_with_the_pipe_full(manager: RunManager) -> None:
-    state, events = run_events(manager, "backpressure", messages=12, delay=0.05)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_backpressure_blocks_the_producer_with_the_pipe_full(
+    manager: RunManager, method: str
+) -> None:
+    state, events = run_events(
+        manager, "backpressure", start_method=method, messages=12, delay=0.05
+    )
     assert state is RunState.COMPLETED
     pipe = next(e for e in events if e["kind"] == "pipe")
     assert pipe["transport"] == "os.pipe" and pipe["capacity"] == 65536
@@ -127,8 +139,11 @@ def test_backpressure_blocks_the_producer_with_the_pipe_full(manager: RunManager
     assert blocked
 
 
-def test_eof_shows_eoferror_brokenpipe_and_the_killed_worker(manager: RunManager) -> None:
-    state, events = run_events(manager, "eof", kill_after=0.2)
+@pytest.mark.parametrize("method", START_METHODS)
+def test_eof_shows_eoferror_brokenpipe_and_the_killed_worker(
+    manager: RunManager, method: str
+) -> None:
+    state, events = run_events(manager, "eof", start_method=method, kill_after=0.2)
     # The main process carries on without the chatter, but a worker was killed: issue #7.
     assert state is RunState.KILLED
     types = [e["error_type"] for e in calls(events, phase="error")]
@@ -149,9 +164,12 @@ def test_eof_shows_eoferror_brokenpipe_and_the_killed_worker(manager: RunManager
     assert why["args"] == {**why["args"], "process": "chatter", "pid": chatter, "code": 0}
 
 
+@pytest.mark.parametrize("method", START_METHODS)
 @pytest.mark.parametrize("variant", ["recv-recv", "send-send"])
-def test_deadlock_is_detected_and_ends_the_run(manager: RunManager, variant: str) -> None:
-    state, events = run_events(manager, "deadlock", variant=variant)
+def test_deadlock_is_detected_and_ends_the_run(
+    manager: RunManager, variant: str, method: str
+) -> None:
+    state, events = run_events(manager, "deadlock", start_method=method, variant=variant)
     assert state is RunState.DEADLOCK
     found = verdicts(events, "deadlock")
     assert found and {c["process"] for c in found[0]["cycle"]} == {"left", "right"}
@@ -163,9 +181,7 @@ def test_deadlock_is_detected_and_ends_the_run(manager: RunManager, variant: str
     ("scenario_id", "line"),
     [
         ("pipeline", "sink: got the sentinel, pipeline drained"),
-        ("fan-in", "consumer: every producer is done"),
         ("lock-queue", "items from the Queue"),
-        ("poll", "consumer: nothing within"),
     ],
 )
 def test_other_scenarios_complete_and_print_their_point(
@@ -176,8 +192,11 @@ def test_other_scenarios_complete_and_print_their_point(
     assert any(line in e["text"] for e in events if e["kind"] == "output")
 
 
-def test_big_payload_delivers_tens_of_mib_and_refuses_a_lambda(manager: RunManager) -> None:
-    state, events = run_events(manager, "big-payload")
+@pytest.mark.parametrize("method", START_METHODS)
+def test_big_payload_delivers_tens_of_mib_and_refuses_a_lambda(
+    manager: RunManager, method: str
+) -> None:
+    state, events = run_events(manager, "big-payload", start_method=method)
     assert state is RunState.COMPLETED
     received = [e["nbytes"] for e in calls(events, "recv", "end")]
     assert max(received) > 48 * 2**20  # the 48 MiB object's pickle
@@ -204,13 +223,83 @@ def test_lock_queue_shows_the_queues_own_pipe(manager: RunManager) -> None:
     assert len([e for e in calls(events, "send_bytes", "end") if e["pipe"] == queue_pipe]) == 8
 
 
-def test_custom_pair_without_a_lock_still_ends(manager: RunManager) -> None:
-    state, events = run_events(
-        manager, "custom", duplex=False, writers=2, readers=2, lock=False, size=65536,
-        rate=0.0, count=50,
-    )  # fmt: skip
+# Two writers sharing one end of an os.pipe, sending 64 KiB frames as fast as they can: the
+# header and the payload go out in separate writes, and the other writer's bytes land between
+# them. The reader checks each frame in Python (milliseconds for 64 KiB), so 200 frames keep
+# the first writer sending well after the second has started, under spawn too.
+CUSTOM_PAIR: dict[str, object] = {
+    "duplex": False, "writers": 2, "size": 65536, "rate": 0.0, "count": 200,
+}  # fmt: skip
+
+
+def _reader_counts(events: list[Event]) -> list[tuple[int, int]]:
+    """Each reader's (intact, corrupted) frame counts, as it printed them."""
+    found = [
+        re.fullmatch(r"reader \d+: (\d+) intact frames, (\d+) corrupted", e["text"])
+        for e in events
+        if e["kind"] == "output"
+    ]
+    return [(int(m[1]), int(m[2])) for m in found if m]
+
+
+def run_custom(
+    manager: RunManager, params: dict[str, object], method: str = "forkserver"
+) -> tuple[RunState, list[Event]]:
+    return run_events(manager, "custom", start_method=method, **params)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_custom_pair_without_a_lock_corrupts_frames(manager: RunManager, method: str) -> None:
+    state, events = run_custom(manager, {**CUSTOM_PAIR, "readers": 1, "lock": False}, method)
+    # Under fork the writers inherit the readers' end: they close it, so that when the reader
+    # stops at a corrupted frame they get BrokenPipeError, rather than wait to be killed.
+    assert state is RunState.COMPLETED, [e.get("message") for e in events if e["kind"] == "run"]
+    assert verdicts(events, "killed") == []
+    pipe = next(e["pipe"] for e in events if e.get("pipe_name") == "custom pair")
+    flagged = [e for e in calls(events, "recv_bytes", "end") if "corrupt" in e]
+    assert flagged and {e["pipe"] for e in flagged} == {pipe}
+    assert [v for v in verdicts(events, "corrupt") if v["pipe"] == pipe]
+    [(_, corrupted)] = _reader_counts(events)
+    assert corrupted >= 1
+
+
+def test_custom_pair_with_a_lock_delivers_every_frame_intact(manager: RunManager) -> None:
+    state, events = run_custom(manager, {**CUSTOM_PAIR, "count": 50, "readers": 2, "lock": True})
     assert state is RunState.COMPLETED
-    assert {e["process"] for e in calls(events)} >= {"writer-0", "writer-1", "reader-0"}
+    assert verdicts(events, "corrupt") == []
+    assert not any("corrupt" in e for e in calls(events))
+    pipe = next(e["pipe"] for e in events if e.get("pipe_name") == "custom pair")
+    got = _matched_fifo(events, pipe, one_writer=False)
+    assert len(got) == 2 * 50 + 2  # every frame and one end-of-work frame per reader
+    counts = _reader_counts(events)
+    assert len(counts) == 2 and sum(intact for intact, _ in counts) == 2 * 50
+    assert all(corrupted == 0 for _, corrupted in counts)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"topology": "pipeline", "stages": 2},
+        {"topology": "fan-in", "writers": 3},
+        {"topology": "pipeline", "stages": 2, "duplex": False, "size": 65536},
+    ],
+    ids=["pipeline", "fan-in", "one-way pipeline of 64 KiB frames"],
+)
+def test_custom_topologies_end_with_every_message_matched(
+    manager: RunManager, params: dict[str, object]
+) -> None:
+    count = 20
+    state, events = run_custom(manager, {**params, "rate": 0.0, "count": count})
+    assert state is RunState.COMPLETED
+    assert verdicts(events, "corrupt") == []
+    pipes = [e["pipe"] for e in events if e["kind"] == "pipe"]
+    assert len(pipes) == (3 if params["topology"] == "pipeline" else params["writers"])
+    for pipe in pipes:
+        # The source (or writer) sends, then main sends the end-of-work frame after it exits.
+        got = _matched_fifo(events, pipe, one_writer=False)
+        sent = [e for e in calls(events, phase="end") if e["pipe"] == pipe and "send" in e["op"]]
+        assert len(got) == len(sent) == count + 1
+        assert got[-1]["nbytes"] == 0  # the end-of-work frame, last on every pipe
 
 
 def _matched_fifo(events: list[Event], pipe: str, *, one_writer: bool = True) -> list[Event]:
@@ -227,12 +316,16 @@ def _matched_fifo(events: list[Event], pipe: str, *, one_writer: bool = True) ->
     return got
 
 
-def test_poll_times_out_then_finds_a_frame_and_recv_does_not_wait(manager: RunManager) -> None:
-    state, events = run_events(manager, "poll")
+@pytest.mark.parametrize("method", START_METHODS)
+def test_poll_times_out_then_finds_a_frame_and_recv_does_not_wait(
+    manager: RunManager, method: str
+) -> None:
+    state, events = run_events(manager, "poll", start_method=method)
     assert state is RunState.COMPLETED
     polls = [e for e in calls(events, "poll", "end") if e["process"] == "consumer"]
     assert {e["timeout"] for e in polls} == {0.25}
     assert {e["result"] for e in polls} == {True, False}  # timed out, and found a frame
+    assert any("consumer: nothing within" in e["text"] for e in events if e["kind"] == "output")
     # Every receive came right after a poll that said True, and the stream is intact.
     got = _matched_fifo(events, polls[0]["pipe"])
     assert len(got) == 9  # 8 ticks and the None that ends them
@@ -250,8 +343,11 @@ def test_pipeline_passes_the_sentinel_through_every_stage(manager: RunManager) -
         assert all(e["type"] == "int" for e in got[:-1])
 
 
-def test_fan_in_takes_from_every_producer_until_each_is_done(manager: RunManager) -> None:
-    state, events = run_events(manager, "fan-in")
+@pytest.mark.parametrize("method", START_METHODS)
+def test_fan_in_takes_from_every_producer_until_each_is_done(
+    manager: RunManager, method: str
+) -> None:
+    state, events = run_events(manager, "fan-in", start_method=method)
     assert state is RunState.COMPLETED
     pipes = [e["pipe"] for e in events if e["kind"] == "pipe"]
     assert len(pipes) == 3
@@ -259,6 +355,8 @@ def test_fan_in_takes_from_every_producer_until_each_is_done(manager: RunManager
         got = _matched_fifo(events, pipe)
         assert {e["process"] for e in got} == {"consumer"}
         assert [e["type"] for e in got] == ["str"] * 5 + ["NoneType"]
+    printed = [e["text"] for e in events if e["kind"] == "output"]
+    assert "consumer: every producer is done" in printed[-1]
 
 
 def test_lock_queue_delivers_every_item_intact(manager: RunManager) -> None:

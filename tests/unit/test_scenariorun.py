@@ -36,6 +36,58 @@ def test_other_start_methods_run_the_scenario(manager: RunManager, method: str) 
     assert len([e for e in run.events() if e["kind"] == "output"]) == 2
 
 
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("method", [None, "spawn"], ids=["default", "spawn"])
+def test_a_run_starts_its_workers_from_a_fork_server_by_default(
+    manager: RunManager, method: str | None
+) -> None:
+    # Step mode holds every process at its first traced call: the workers are alive.
+    if method is None:
+        run = manager.start("ping-pong", step_mode=True)
+    else:
+        run = manager.start("ping-pong", start_method=method, step_mode=True)
+
+    def started() -> dict[str, int]:
+        return {e["process"]: e["pid"] for e in run.events() if e["kind"] == "process"}
+
+    wait_for(lambda: {"MainProcess", "Process-1", "Process-2"} <= set(started()))
+    pids = started()
+    main = pids["MainProcess"]
+    for worker in (pids["Process-1"], pids["Process-2"]):
+        parent = _parent_of(worker)
+        if method is None:
+            # Forked by the main process's fork server, not by the main process itself.
+            assert parent != main and _parent_of(parent) == main
+            command = Path(f"/proc/{parent}/cmdline").read_bytes()
+            assert b"from multiprocessing.forkserver import main" in command
+        else:
+            assert parent == main
+    run.set_step_mode(False)
+    assert run.wait(30) is RunState.COMPLETED
+    assert run.summary()["start_method"] == (method or "forkserver")
+
+
+def test_subscribers_get_batches_on_the_runs_collector_thread(manager: RunManager) -> None:
+    # Held in step mode, the run publishes its calls' events only after the subscription.
+    run = manager.start("ping-pong", step_mode=True)
+    threads: list[str] = []
+    received: list[Event] = []
+
+    def on_batch(batch: list[Event]) -> None:
+        threads.append(threading.current_thread().name)
+        received.extend(batch)
+
+    _, unsubscribe = run.subscribe(on_batch)
+    run.set_step_mode(False)
+    assert run.wait(30) is RunState.COMPLETED
+    unsubscribe()
+    assert any(e["kind"] == "call" for e in received) and received[-1]["state"] == "completed"
+    assert set(threads) == {f"pipescope-collector-{run.id}"}
+
+
 def test_a_run_over_its_time_limit_times_out(manager: RunManager) -> None:
     run = manager.start("poll", {"messages": 50}, timeout=1.0)
     assert run.wait(15) is RunState.TIMEOUT

@@ -1,8 +1,11 @@
 """TracedConnection against the standard Connection, call by call, in real processes."""
 
 import array
+import contextlib
+import glob
 import multiprocessing
 import os
+import re
 import struct
 import tempfile
 from collections.abc import Callable
@@ -397,6 +400,69 @@ def _line_of(text: str) -> int:
             if text in line:
                 return number
     raise AssertionError(f"Expected {text!r} in {__file__}")
+
+
+def _shared_paths() -> set[str]:
+    """Every path under /dev/shm and under the temporary directory's pipescope-* entries."""
+    tops = glob.glob(os.path.join(tempfile.gettempdir(), "pipescope-*"))
+    found = set(tops)
+    for top in ["/dev/shm", *tops]:
+        for folder, dirs, files in os.walk(top):  # another program's entry may go meanwhile
+            found.update(os.path.join(folder, name) for name in dirs + files)
+    return found
+
+
+def _shared_open() -> set[str]:
+    """What this process holds open or mapped under /dev/shm or a pipescope-* directory."""
+    roots = ("/dev/shm/", os.path.join(tempfile.gettempdir(), "pipescope-"))
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the fd listdir itself held
+            held.add(os.readlink(f"/proc/self/fd/{fd}"))
+    with open("/proc/self/maps") as maps:
+        fields = [line.split(maxsplit=5) for line in maps]
+    held.update(row[5].strip() for row in fields if len(row) == 6)
+    return {path for path in held if path.startswith(roots)}
+
+
+def _child_outside_a_run(end: Connection) -> None:
+    question = end.recv()
+    end.send((question.upper(), type(end).__name__, telemetry.recorder() is None))
+    end.send(_shared_open())
+    end.close()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_outside_a_run_a_child_records_nothing(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No run: telemetry inactive here, and none of the variables a traced program finds
+    # its run by (pipecore.autotrace) in the environment the children inherit.
+    for name in [name for name in os.environ if name.startswith("PIPESCOPE_")]:
+        monkeypatch.delenv(name)
+    assert telemetry.recorder() is None
+    ctx = multiprocessing.get_context(method)
+    open_before = _shared_open()
+    before = _shared_paths()
+    a, b = pipecore.Pipe(name="outside")
+    child = _start(ctx, _child_outside_a_run, b)
+    b.close()
+    a.send("ping")
+    assert a.recv() == ("PING", "TracedConnection", True)  # no recorder in the child
+    child_open = a.recv()
+    _join(child)
+    a.close()
+    assert telemetry.recorder() is None
+    # Nothing held by the child or by this process: no ring mapped, no file open.
+    assert child_open <= open_before, child_open - open_before
+    assert _shared_open() <= open_before
+    # Nothing left behind by either. Other programs on the machine (a server's runs, other
+    # tests) may add entries meanwhile: what this exchange would add names one of its two
+    # processes (a ring is `<pid>.ring`).
+    pids = {str(os.getpid()), str(child.pid)}
+    added = _shared_paths() - before
+    ours = [path for path in added if pids & set(re.split(r"\D+", os.path.basename(path)))]
+    assert ours == [], ours
 
 
 def test_outside_a_run_nothing_is_recorded(tmp_path: Any) -> None:
