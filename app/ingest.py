@@ -15,6 +15,7 @@ from app.store import Store
 from pipecore.eventcheck import EventError
 from pipecore.runs import CapacityError, ExternalRun, RunManager, reason
 from pipecore.scenarios import ParamError
+from pipecore.scenarios.catalogue import shown
 
 router = APIRouter()
 log = logging.getLogger("pipescope.ingest")
@@ -55,7 +56,8 @@ def parse_ingest_frame(text: str, expected: str) -> dict[str, Any]:
         raise IngestRefused(f"expected a JSON object, got {type(data).__name__}", detail=text[:200])
     if data.get("type") != expected:
         raise IngestRefused(
-            f"expected a frame of type {expected!r}, got {data.get('type')!r}", detail=text[:200]
+            f"expected a frame of type {expected!r}, got {shown(data.get('type'))}",
+            detail=text[:200],
         )
     return data
 

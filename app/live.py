@@ -14,6 +14,7 @@ from app.hub import LiveHub
 from app.models import ClientFrame, FrameError, parse_client_frame
 from app.viewer import MAX_OUTBOX, OVERFLOW_REASON, RESYNC_TAIL, Viewer
 from pipecore.runs import NotControllable
+from pipecore.scenarios.catalogue import shown
 
 # Callers that knew the whole of /ws from this module still find its parts here.
 __all__ = [
@@ -118,7 +119,7 @@ async def act(viewer: Viewer, frame: ClientFrame) -> None:
     except KeyError:
         if frame.type == "subscribe" and await replay(viewer, frame.run):
             return
-        refuse(viewer, f"{frame.type}: unknown run {frame.run!r}")
+        refuse(viewer, f"{frame.type}: unknown run {shown(frame.run)}")
         return
     if frame.type == "subscribe":
         viewer.subscribe(run)

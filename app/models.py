@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app import clientjson
 from app.clientjson import ClientJSONError
+from pipecore.scenarios.catalogue import shown
 
 
 class SafeJSONResponse(JSONResponse):
@@ -151,14 +152,16 @@ def parse_client_frame(text: str, max_bytes: int) -> ClientFrame:
         raise FrameError(f"expected a JSON object, got {type(data).__name__}")
     kind = data.get("type")
     if kind not in CLIENT_TYPES:
-        raise FrameError(f"expected 'type' to be one of {', '.join(CLIENT_TYPES)}; got {kind!r}")
+        raise FrameError(
+            f"expected 'type' to be one of {', '.join(CLIENT_TYPES)}; got {shown(kind)}"
+        )
     run = data.get("run")
     if not isinstance(run, str) or not run:
-        raise FrameError(f"{kind}: expected 'run' to be a run id string, got {run!r}")
+        raise FrameError(f"{kind}: expected 'run' to be a run id string, got {shown(run)}")
     on = data.get("on")
     if kind == "step_mode":
         if not isinstance(on, bool):
-            raise FrameError(f"step_mode: expected 'on' to be true or false, got {on!r}")
+            raise FrameError(f"step_mode: expected 'on' to be true or false, got {shown(on)}")
         return ClientFrame(kind, run, on)
     if kind == "thin":
         return ClientFrame(kind, run, keep=_thin_keep(data))
@@ -171,7 +174,7 @@ def _thin_keep(data: dict[str, Any]) -> int | None:
         return None
     if isinstance(keep, int) and not isinstance(keep, bool) and 1 <= keep <= MAX_THIN_KEEP:
         return keep
-    got = "nothing" if keep is ... else repr(keep)
+    got = "nothing" if keep is ... else shown(keep)
     raise FrameError(
         f"thin: expected 'keep' to be null or an integer from 1 to {MAX_THIN_KEEP}, got {got}"
     )

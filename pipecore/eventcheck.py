@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipecore.scenarios.catalogue import shown
+
 Event = dict[str, Any]
 
 # What an ingested event must look like (docs/protocol.md); anything else is refused.
@@ -30,7 +32,7 @@ def _require(event: Event, where: str, field: str, kind: type | tuple[type, ...]
     value = event.get(field)
     if not isinstance(value, kind) or isinstance(value, bool):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise EventError(f"{where}: expected {field!r} to be {names}, got {value!r}")
+        raise EventError(f"{where}: expected {field!r} to be {names}, got {shown(value)}")
     return value
 
 
@@ -38,7 +40,8 @@ def _choice(event: Event, where: str, field: str, allowed: frozenset[str]) -> No
     value = event.get(field)
     if value not in allowed:
         raise EventError(
-            f"{where}: expected {field!r} to be one of {', '.join(sorted(allowed))}, got {value!r}"
+            f"{where}: expected {field!r} to be one of {', '.join(sorted(allowed))}, "
+            f"got {shown(value)}"
         )
 
 
@@ -46,23 +49,24 @@ def _check_reason(reason: object, where: str) -> None:
     """A run outcome's reason: {"key": str, "args": {str: str | int | float}}."""
     if not isinstance(reason, dict) or set(reason) != {"key", "args"}:
         raise EventError(
-            f"{where}: expected 'reason' to be an object with 'key' and 'args', got {reason!r}"
+            f"{where}: expected 'reason' to be an object with 'key' and 'args', got {shown(reason)}"
         )
     key, args = reason["key"], reason["args"]
     if not isinstance(key, str) or not 0 < len(key) <= MAX_REASON_KEY:
         raise EventError(
             f"{where}: expected 'reason.key' to be a string of 1 to {MAX_REASON_KEY} "
-            f"characters, got {key!r}"
+            f"characters, got {shown(key)}"
         )
     if not isinstance(args, dict) or len(args) > MAX_REASON_ARGS:
         raise EventError(
             f"{where}: expected 'reason.args' to be an object of at most {MAX_REASON_ARGS} "
-            f"fields, got {args!r}"
+            f"fields, got {shown(args)}"
         )
     for name, value in args.items():
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise EventError(
-                f"{where}: expected 'reason.args.{name}' to be a string or a number, got {value!r}"
+                f"{where}: expected 'reason.args.{name}' to be a string or a number, "
+                f"got {shown(value)}"
             )
 
 
@@ -70,7 +74,8 @@ def _check_cycle(cycle: object, where: str) -> None:
     """A deadlock verdict's `cycle`: who waits where, a pid (int) and names (strings)."""
     if not isinstance(cycle, list) or len(cycle) > MAX_CYCLE:
         raise EventError(
-            f"{where}: expected 'cycle' to be a list of at most {MAX_CYCLE} waits, got {cycle!r}"
+            f"{where}: expected 'cycle' to be a list of at most {MAX_CYCLE} waits, "
+            f"got {shown(cycle)}"
         )
     for at, wait in enumerate(cycle):
         inside = f"{where}, cycle[{at}]"
@@ -103,9 +108,11 @@ def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
         if events and events[-1]["kind"] == "run" and events[-1]["state"] in TERMINAL_STATES:
             raise EventError(f"{where}: expected nothing after the run's terminal state")
         if event.get("run") != run_id:
-            raise EventError(f"{where}: expected 'run' to be {run_id!r}, got {event.get('run')!r}")
+            raise EventError(
+                f"{where}: expected 'run' to be {run_id!r}, got {shown(event.get('run'))}"
+            )
         if _require(event, where, "seq", int) != seq:
-            raise EventError(f"{where}: expected 'seq' {seq}, got {event['seq']!r}")
+            raise EventError(f"{where}: expected 'seq' {seq}, got {shown(event['seq'])}")
         _choice(event, where, "kind", EVENT_KINDS)
         _require(event, where, "t", int)
         if _require(event, where, "pid", int) < 0:

@@ -60,6 +60,16 @@ def next_of(ws: ClientConnection, wanted: str) -> dict[str, Any]:
         ("null", "expected a JSON object, got NoneType"),
         ('{"type": "subscribe", "run": "r1"', "frame is not JSON"),
         ("\ud7ff" * 30_000, "frame too large: expected at most 65536 bytes, got 90000"),
+        # A long value is named by its first 80 characters, not repeated whole.
+        (
+            json.dumps({"type": "subscribe", "run": "r" * 5000}),
+            f"subscribe: unknown run '{'r' * 78}…",
+        ),
+        (
+            json.dumps({"type": "thin", "run": "r1", "keep": "k" * 5000}),
+            f"thin: expected 'keep' to be null or an integer from 1 to 10000, got '{'k' * 78}…",
+        ),
+        (json.dumps({"type": "x" * 5000, "run": "r1"}), "expected 'type' to be one of"),
     ],
 )
 def test_a_bad_frame_gets_an_error_naming_the_problem(
@@ -70,6 +80,7 @@ def test_a_bad_frame_gets_an_error_naming_the_problem(
         ws.send(sent)
         error = next_of(ws, "error")
         assert error["message"].startswith(expected), error
+        assert len(error["message"]) <= 200, error  # a message, not an echo of the frame
         # The same connection still answers.
         ws.send(json.dumps({"type": "subscribe", "run": "r-none"}))
         assert next_of(ws, "error")["message"] == "subscribe: unknown run 'r-none'"

@@ -248,6 +248,8 @@ def test_check_batch_accepts_the_protocol_and_names_what_breaks_it() -> None:
         "cycle pipe name": (cycle({**wait, "pipe_name": None}), "expected 'pipe_name' to be str"),
         "not a list": ({"seq": 3}, "expected 'events' to be a list, got dict"),
         "foreign run": ([_event(3, run="t2")], "expected 'run' to be 't1', got 't2'"),
+        # a long value is named by its first 80 characters, not repeated whole
+        "long run": ([_event(3, run="t" * 5000)], f"got '{'t' * 78}…"),
         "a gap": ([_event(3), _event(5)], "event 1 (seq 4): expected 'seq' 4, got 5"),
         "bool seq": ([_event(True)], "expected 'seq' to be int, got True"),
         "kind": ([_event(3, kind="x")], "expected 'kind' to be one of attach, call"),
