@@ -22,6 +22,29 @@ MAX_BATCH_EVENTS = 10_000
 MAX_REASON_KEY = 40
 MAX_REASON_ARGS = 16
 MAX_CYCLE = 1024  # waits a deadlock names
+# Fields an event of each kind may carry, and their types (docs/protocol.md): checked when
+# present, so the analysis and the page never meet a pipe id that is a list or a count that
+# is a string. None is allowed only where the protocol says null.
+_OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "call": {
+        "pipe_name": str, "nbytes": int, "hash": str, "preview": str, "type": str,
+        "head": str, "queued": int, "site": str, "result": bool, "error_type": str,
+        "error": str, "match": int, "latency_ns": int, "corrupt": str,
+        "timeout": (int, float, type(None)),
+    },
+    "pipe": {"pipe_name": str, "duplex": bool, "transport": str, "capacity": int, "site": str},
+    "attach": {"pipe_name": str},
+    "thread": {"threads": int},
+    "process": {"exitcode": (int, type(None)), "parent": int, "killed": bool},
+    "verdict": {"pipe": str, "end": str, "events": list},
+    "run": {"message": str},
+}  # fmt: skip
+_REQUIRED: dict[str, dict[str, frozenset[str] | type]] = {
+    "pipe": {"pipe": str},
+    "attach": {"pipe": str, "end": frozenset({"a", "b"})},
+    "thread": {"op": frozenset({"start", "end"})},
+    "process": {"op": frozenset({"start", "exit"})},
+}
 
 
 class EventError(ValueError):
@@ -36,9 +59,20 @@ def _require(event: Event, where: str, field: str, kind: type | tuple[type, ...]
     return value
 
 
+def _typed(event: Event, where: str, field: str, kind: type | tuple[type, ...]) -> None:
+    """`field`, when present, of `kind` (an int is never a bool, a bool only a bool)."""
+    if field not in event:
+        return
+    value = event[field]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        raise EventError(f"{where}: expected {field!r} to be {names}, got {shown(value)}")
+
+
 def _choice(event: Event, where: str, field: str, allowed: frozenset[str]) -> None:
     value = event.get(field)
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:  # a list or an object is unhashable
         raise EventError(
             f"{where}: expected {field!r} to be one of {', '.join(sorted(allowed))}, "
             f"got {shown(value)}"
@@ -119,6 +153,14 @@ def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
             raise EventError(f"{where}: expected 'pid' to be 0 or more, got {event['pid']}")
         _require(event, where, "process", str)
         kind = event["kind"]
+        _typed(event, where, "pseq", int)
+        for field, wanted in _REQUIRED.get(kind, {}).items():
+            if isinstance(wanted, frozenset):
+                _choice(event, where, field, wanted)
+            else:
+                _require(event, where, field, wanted)
+        for field, types in _OPTIONAL.get(kind, {}).items():
+            _typed(event, where, field, types)
         if kind == "call":
             _require(event, where, "pipe", str)
             _choice(event, where, "end", frozenset({"a", "b"}))

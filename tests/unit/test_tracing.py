@@ -230,6 +230,10 @@ def test_check_batch_accepts_the_protocol_and_names_what_breaks_it() -> None:
     wait = {"pid": 7, "process": "w", "pipe": "7.1", "pipe_name": "p", "end": "a", "op": "recv"}
     deadlock = [_event(3, kind="verdict", verdict="deadlock", message="m", cycle=[wait])]
     assert check_batch(deadlock, "t1", 3) == deadlock
+    killed = [_event(3, kind="process", op="exit", exitcode=None, killed=True)]
+    assert check_batch(killed, "t1", 3) == killed
+    polled = [_event(3, kind="call", pipe="1.1", end="a", op="poll", phase="end", timeout=None)]
+    assert check_batch(polled, "t1", 3) == polled
 
     def cycle(*waits: object) -> list[dict[str, object]]:
         return [_event(3, kind="verdict", verdict="deadlock", message="m", cycle=list(waits))]
@@ -250,9 +254,46 @@ def test_check_batch_accepts_the_protocol_and_names_what_breaks_it() -> None:
         "foreign run": ([_event(3, run="t2")], "expected 'run' to be 't1', got 't2'"),
         # a long value is named by its first 80 characters, not repeated whole
         "long run": ([_event(3, run="t" * 5000)], f"got '{'t' * 78}…"),
+        # every field the analysis and the page read has its protocol type
+        "attach without a pipe": (
+            [_event(3, kind="attach", end="a")],
+            "expected 'pipe' to be str, got None",
+        ),
+        "attach end": ([_event(3, kind="attach", pipe="1.1", end="c")], "got 'c'"),
+        "call size": (
+            [_event(3, kind="call", pipe="1.1", end="a", op="send", phase="end", nbytes="9")],
+            "expected 'nbytes' to be int, got '9'",
+        ),
+        "call result": (
+            [_event(3, kind="call", pipe="1.1", end="a", op="poll", phase="end", result=1)],
+            "expected 'result' to be bool, got 1",
+        ),
+        "pipe duplex": (
+            [_event(3, kind="pipe", pipe="1.1", duplex=1)],
+            "expected 'duplex' to be bool, got 1",
+        ),
+        "pipe capacity": (
+            [_event(3, kind="pipe", pipe="1.1", capacity=True)],
+            "expected 'capacity' to be int, got True",
+        ),
+        "thread count": (
+            [_event(3, kind="thread", op="start", threads="2")],
+            "expected 'threads' to be int, got '2'",
+        ),
+        "process op": ([_event(3, kind="process", op="left")], "got 'left'"),
+        "exit code": (
+            [_event(3, kind="process", op="exit", exitcode="x")],
+            "expected 'exitcode' to be int or null, got 'x'",
+        ),
+        "pseq": ([_event(3, pseq=[1])], "expected 'pseq' to be int, got [1]"),
         "a gap": ([_event(3), _event(5)], "event 1 (seq 4): expected 'seq' 4, got 5"),
         "bool seq": ([_event(True)], "expected 'seq' to be int, got True"),
         "kind": ([_event(3, kind="x")], "expected 'kind' to be one of attach, call"),
+        "kind list": ([_event(3, kind=["call"])], "expected 'kind' to be one of attach, call"),
+        "end object": (
+            [_event(3, kind="call", pipe="1.1", end={"a": 1}, op="send", phase="end")],
+            "expected 'end' to be one of a, b, got {'a': 1}",
+        ),
         "pid": ([_event(3, pid=-1)], "expected 'pid' to be 0 or more, got -1"),
         "state": ([_event(3, kind="run", state="asleep")], "got 'asleep'"),
         "stream": ([_event(3, stream="stdin")], "expected 'stream' to be one of stderr, stdout"),
