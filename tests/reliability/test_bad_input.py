@@ -1,7 +1,9 @@
 """Bad input: malformed websocket frames and floods, a fuzzed OpenAPI, refused parameters."""
 
+import contextlib
 import itertools
 import json
+import random
 import re
 import time
 from collections import Counter
@@ -14,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.core.result import Ok
 from schemathesis.generation.modes import GenerationMode
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import serve_pipescope
-from tests.reliability.conftest import figure
+from tests.reliability.conftest import SEED, figure
 
 FLOOD_FRAMES = 2000
 RATE_NOTICE = (
@@ -238,3 +241,77 @@ def test_the_fuzzed_api_never_answers_500_and_every_error_has_a_detail() -> None
     )
     assert operations and sum(statuses.values()) >= len(operations)
     assert problems == []
+
+
+# -- a tracer's stream with random fields -----------------------------------------------
+
+INGEST_STREAMS = 60
+# Values of every JSON type, put into fields of the protocol's events at random.
+ODD_VALUES: list[Any] = [
+    None, True, -1, 2**80, 1.5, "", "x" * 300, [], [1, "a"], {"a": {"b": []}}, "中文\u202e"
+]  # fmt: skip
+ODD_FIELDS = [
+    "nbytes", "hash", "head", "preview", "type", "queued", "capacity", "site", "match",
+    "latency_ns", "corrupt", "pipe_name", "duplex", "transport", "exitcode", "op", "threads",
+    "events", "pipe", "end", "error", "error_type", "parent", "state", "stream", "text",
+    "cycle", "reason", "kind", "timeout", "result", "pseq", "killed",
+]  # fmt: skip
+
+
+def _odd_stream(rng: random.Random, run: str) -> list[dict[str, Any]]:
+    """A run's events as a tracer would send them, but for one field in four of the events
+    holding a value of any type."""
+    events: list[dict[str, Any]] = []
+    for seq in range(1, rng.randint(2, 40)):
+        kind = rng.choice(["call", "pipe", "attach", "output", "process", "thread", "verdict"])
+        event: dict[str, Any] = {
+            "run": run, "seq": seq, "kind": kind, "t": seq * 1000, "pid": rng.choice([1, 2]),
+            "process": rng.choice(["a", "b"]), "pipe": "1.1", "end": rng.choice("ab"),
+        }  # fmt: skip
+        if kind == "call":
+            event.update(op=rng.choice(["send", "recv", "poll", "close"]), phase="end")
+            event.update(nbytes=rng.randint(0, 9), hash="0badf00d", match=rng.randint(1, 40))
+        elif kind == "pipe":
+            event.update(pipe_name="p", duplex=rng.random() < 0.5, capacity=65536)
+        elif kind == "process":
+            event.update(op=rng.choice(["start", "exit"]), exitcode=rng.choice([0, -9, None]))
+        elif kind == "thread":
+            event.update(op=rng.choice(["start", "end"]), threads=rng.randint(1, 3))
+        elif kind == "output":
+            event.update(stream="stdout", text="hi")
+        elif kind == "verdict":
+            event.update(verdict=rng.choice(["eof", "deadlock", "killed"]), message="m")
+        if rng.random() < 0.25:
+            event[rng.choice(ODD_FIELDS)] = rng.choice(ODD_VALUES)
+        events.append(event)
+    end = {"run": run, "seq": len(events) + 1, "kind": "run", "t": 10**8, "pid": 0}
+    return [*events, {**end, "process": "pipescope", "state": "completed"}]
+
+
+def test_a_tracer_stream_with_odd_fields_is_taken_or_refused_never_an_internal_error(
+    live_server: str,
+) -> None:
+    """Every stream ends `ended` (taken: its run completes) or is refused with 1008 and a
+    message naming the field; none makes the server fail (1011), and it keeps answering."""
+    rng = random.Random(SEED)
+    url = live_server.replace("http://", "ws://", 1) + "/ws/ingest"
+    outcomes: Counter[str] = Counter()
+    for n in range(INGEST_STREAMS):
+        with connect(url, open_timeout=10, max_size=None) as ws:
+            ws.send(json.dumps({"type": "start", "name": f"odd {n}"}))
+            run = json.loads(ws.recv(timeout=10))["run"]["id"]
+            ws.send(json.dumps({"type": "events", "events": _odd_stream(rng, run)}))
+            reply = json.loads(ws.recv(timeout=10))
+            with contextlib.suppress(ConnectionClosed):
+                ws.recv(timeout=10)
+            code = ws.protocol.close_code
+        if reply["type"] == "error":
+            assert code == 1008, (reply, code)
+            assert re.match(r"events: event \d+ \(seq \d+\): expected '\w+", reply["message"])
+            outcomes["refused"] += 1
+        else:
+            assert (reply["type"], reply["run"]["state"], code) == ("ended", "completed", 1000)
+            outcomes["taken"] += 1
+        assert httpx.get(f"{live_server}/api/runs/{run}", timeout=10).status_code == 200
+    assert outcomes["refused"] and outcomes["taken"], outcomes
+    figure("odd tracer streams", f"{INGEST_STREAMS} streams, seed {SEED}: {dict(outcomes)}")
