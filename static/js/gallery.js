@@ -61,6 +61,11 @@ export function createGallery(root, { i18n, onRun, onSelect, onCheck }) {
     }));
   }
 
+  // A field whose values run long (eight digits, a choice of eight letters) gets a wider input.
+  const wide = (p) => (p.type === 'choice'
+    ? Math.max(...p.choices.map((c) => String(c).length)) > 7
+    : String(Math.trunc(Math.abs(p.max ?? 0))).length > 7);
+
   function renderForm() {
     form.hidden = !selected;
     if (!selected) return;
@@ -68,7 +73,8 @@ export function createGallery(root, { i18n, onRun, onSelect, onCheck }) {
     form.querySelector('[data-params-teaching]').textContent = i18n.pick(selected.teaching);
     fields.replaceChildren(...(params.length ? params.map((p) => {
       const id = `param-${p.name}`;
-      const wrap = el('div', { class: `field field-${p.type}`, 'data-field': p.name });
+      const wrap = el('div', { class: `field field-${p.type}${wide(p) ? ' field-wide' : ''}`,
+        'data-field': p.name });
       const input = inputFor(p, id, wrapOf(p.name)?.querySelector('input, select'));
       const label = el('label', { for: id }, i18n.pick(p.label));
       const help = el('small', { class: 'field-help', id: `${id}-help` }, i18n.pick(p.help));

@@ -230,6 +230,45 @@ def test_the_custom_form_shows_all_its_fields_on_a_laptop(page: Any, lang: str) 
     assert form["cards"] >= 90, "a card still shows above the form"
 
 
+# The parameter inputs whose value does not fit them: a number's digits past its box, a
+# choice's text past the room its select leaves beside the arrow. With `atBound`, each
+# number is first set to its bound and each select to its longest choice.
+CUT_FIELDS = """(atBound) => [...document.querySelectorAll('[data-params-form] [data-field]')]
+  .map((f) => {
+    const el = f.querySelector('input, select');
+    if (!el || el.type === 'checkbox') return null;
+    if (el.tagName === 'SELECT') {
+      if (atBound) {
+        el.selectedIndex = [...el.options].reduce(
+          (best, o, i) => (o.text.length > el.options[best].text.length ? i : best), 0);
+      }
+      const probe = document.createElement('span');
+      probe.style.cssText = 'position:absolute;white-space:pre;font:' + getComputedStyle(el).font;
+      probe.textContent = el.options[el.selectedIndex].text;
+      document.body.append(probe);
+      const need = probe.getBoundingClientRect().width + 26; // the arrow and the padding
+      probe.remove();
+      return { name: f.dataset.field, value: probe.textContent, need, have: el.clientWidth };
+    }
+    if (atBound && el.max) el.value = el.max;
+    return { name: f.dataset.field, value: el.value, need: el.scrollWidth, have: el.clientWidth };
+  }).filter((x) => x && x.need > x.have + 0.5)"""
+
+
+@pytest.mark.parametrize("at_bound", [False, True], ids=["defaults", "bounds"])
+def test_every_parameter_shows_its_whole_value_on_a_laptop(page: Any, at_bound: bool) -> None:
+    """Deadlock's size read "104857" for 1,048,576 in a box 82 px wide."""
+    picks = page.evaluate(
+        "[...document.querySelectorAll('[data-pick]')].map((n) => n.dataset.pick)"
+    )
+    assert {"deadlock", "custom", "flood"} <= set(picks), picks
+    cut = {}
+    for pick in picks:
+        page.click(f'[data-pick="{pick}"]')  # the form is built as the card is picked
+        cut[pick] = page.evaluate(CUT_FIELDS, at_bound)
+    assert {pick: fields for pick, fields in cut.items() if fields} == {}
+
+
 SOURCE = """() => {
   const panel = document.getElementById('panel-source');
   const right = panel.getBoundingClientRect().right;
