@@ -30,7 +30,7 @@ _OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
         "pipe_name": str, "nbytes": int, "hash": str, "preview": str, "type": str,
         "head": str, "queued": int, "site": str, "result": bool, "error_type": str,
         "error": str, "match": int, "latency_ns": int, "corrupt": str,
-        "timeout": (int, float, type(None)),
+        "timeout": (int, float, type(None)), "capacity": int,
     },
     "pipe": {"pipe_name": str, "duplex": bool, "transport": str, "capacity": int, "site": str},
     "attach": {"pipe_name": str},

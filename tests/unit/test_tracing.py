@@ -264,6 +264,10 @@ def test_check_batch_accepts_the_protocol_and_names_what_breaks_it() -> None:
             [_event(3, kind="call", pipe="1.1", end="a", op="send", phase="end", nbytes="9")],
             "expected 'nbytes' to be int, got '9'",
         ),
+        "call capacity": (
+            [_event(3, kind="call", pipe="1.1", end="a", op="send", phase="end", capacity="x")],
+            "expected 'capacity' to be int, got 'x'",
+        ),
         "call result": (
             [_event(3, kind="call", pipe="1.1", end="a", op="poll", phase="end", result=1)],
             "expected 'result' to be bool, got 1",
