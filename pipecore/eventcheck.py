@@ -39,11 +39,16 @@ _OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
     "verdict": {"pipe": str, "end": str, "events": list},
     "run": {"message": str},
 }  # fmt: skip
+# Fields an event of each kind must carry: a type, or the strings it may be.
 _REQUIRED: dict[str, dict[str, frozenset[str] | type]] = {
+    "call": {"pipe": str, "end": frozenset({"a", "b"}), "op": CALL_OPS, "phase": CALL_PHASES},
     "pipe": {"pipe": str},
     "attach": {"pipe": str, "end": frozenset({"a", "b"})},
     "thread": {"op": frozenset({"start", "end"})},
     "process": {"op": frozenset({"start", "exit"})},
+    "output": {"stream": frozenset({"stdout", "stderr"}), "text": str},
+    "verdict": {"verdict": str, "message": str},
+    "run": {"state": RUN_STATES},
 }
 
 
@@ -51,23 +56,23 @@ class EventError(ValueError):
     """An ingested event does not follow the protocol; the message names field and value."""
 
 
-def _require(event: Event, where: str, field: str, kind: type | tuple[type, ...]) -> Any:
+def _typed(
+    event: Event, where: str, field: str, kind: type | tuple[type, ...], *, required: bool = False
+) -> Any:
+    """`field` of `kind`, when present or `required` (an int is never a bool, a bool only a
+    bool); its value."""
+    if not required and field not in event:
+        return None
     value = event.get(field)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise EventError(f"{where}: expected {field!r} to be {names}, got {shown(value)}")
-    return value
-
-
-def _typed(event: Event, where: str, field: str, kind: type | tuple[type, ...]) -> None:
-    """`field`, when present, of `kind` (an int is never a bool, a bool only a bool)."""
-    if field not in event:
-        return
-    value = event[field]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
         raise EventError(f"{where}: expected {field!r} to be {names}, got {shown(value)}")
+    return value
+
+
+def _require(event: Event, where: str, field: str, kind: type | tuple[type, ...]) -> Any:
+    return _typed(event, where, field, kind, required=True)
 
 
 def _choice(event: Event, where: str, field: str, allowed: frozenset[str]) -> None:
@@ -119,8 +124,7 @@ def _check_cycle(cycle: object, where: str) -> None:
             raise EventError(f"{inside}: expected 'pid' to be 0 or more, got {wait['pid']}")
         for field in ("process", "pipe", "end", "op"):
             _require(wait, inside, field, str)
-        if "pipe_name" in wait:
-            _require(wait, inside, "pipe_name", str)
+        _typed(wait, inside, "pipe_name", str)
 
 
 def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
@@ -161,22 +165,9 @@ def check_batch(batch: object, run_id: str, first_seq: int) -> list[Event]:
                 _require(event, where, field, wanted)
         for field, types in _OPTIONAL.get(kind, {}).items():
             _typed(event, where, field, types)
-        if kind == "call":
-            _require(event, where, "pipe", str)
-            _choice(event, where, "end", frozenset({"a", "b"}))
-            _choice(event, where, "op", CALL_OPS)
-            _choice(event, where, "phase", CALL_PHASES)
-        elif kind == "run":
-            _choice(event, where, "state", RUN_STATES)
-            if "reason" in event:
-                _check_reason(event["reason"], where)
-        elif kind == "output":
-            _choice(event, where, "stream", frozenset({"stdout", "stderr"}))
-            _require(event, where, "text", str)
-        elif kind == "verdict":
-            _require(event, where, "verdict", str)
-            _require(event, where, "message", str)
-            if "cycle" in event:
-                _check_cycle(event["cycle"], where)
+        if kind == "run" and "reason" in event:
+            _check_reason(event["reason"], where)
+        elif kind == "verdict" and "cycle" in event:
+            _check_cycle(event["cycle"], where)
         events.append(event)
     return events
