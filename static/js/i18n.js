@@ -5,7 +5,7 @@ import { RUN_MESSAGES } from './i18n_run.js';
 import { STATS_MESSAGES } from './i18n_stats.js';
 import { MESSAGES as PAGE_MESSAGES } from './i18n_text.js';
 import { VERDICT_MESSAGES } from './i18n_verdicts.js';
-import { LIVEVIEW_TEXT_ZH } from './liveview_text.js';
+import { LIVEVIEW_TEXT_ZH, fill } from './liveview_text.js';
 
 const MESSAGES = Object.fromEntries(Object.entries(PAGE_MESSAGES)
   .map(([lang, texts]) => [lang,
@@ -40,8 +40,7 @@ export function createI18n(lang = 'en') {
   const listeners = new Set();
   let current = LANGUAGES.includes(lang) ? lang : 'en';
   const t = (key, vars = {}) => {
-    const text = MESSAGES[current][key] ?? MESSAGES.en[key] ?? key;
-    return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+    return fill(MESSAGES[current][key] ?? MESSAGES.en[key] ?? key, vars);
   };
   // Scenario texts are {en, zh} objects (or plain strings) from the API.
   const pick = (texts) => {

@@ -86,14 +86,11 @@ export function verdictCounts(verdicts, t) {
   return [...counts].map(([kind, n]) => (n > 1 ? `${name(kind)} ×${n}` : name(kind))).join(' · ');
 }
 
-// The live view's lookup passes no arguments on: fill the {name}s here.
-const fill = (text, vars) => text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
-
 /** Who waits where in a deadlock verdict: a line for each call of its cycle, in the page's
  *  language ('banner.waits'); `pipeName(id)` names a pipe its `pipe_name` does not (records
  *  made before 2026-11-27). */
 export function deadlockWaits(verdict, t, pipeName = (id) => id) {
-  return (verdict?.cycle ?? []).map((w) => fill(t('banner.waits'), {
+  return (verdict?.cycle ?? []).map((w) => t('banner.waits', {
     process: w.process, pid: w.pid, op: w.op, pipe: w.pipe_name ?? pipeName(w.pipe), end: w.end }));
 }
 
@@ -101,10 +98,10 @@ export function deadlockWaits(verdict, t, pipeName = (id) => id) {
  *  language; the server's English `message` when `t` knows no text for it. */
 export function deadlockText(verdict, t) {
   const waits = deadlockWaits(verdict, t);
-  const bar = t('verdict.deadlock.bar');
+  const bar = t('verdict.deadlock.bar', { waits: waits.join(t('verdict.deadlock.join')) });
   if (!waits.length || bar === 'verdict.deadlock.bar' || waits[0] === 'banner.waits') {
     // Records made before 2026-11-27 begin their message with the word itself.
     return `${t('deadlock')}: ${(verdict.message || '').replace(/^deadlock: /, '')}`;
   }
-  return fill(bar, { waits: waits.join(t('verdict.deadlock.join')) });
+  return bar;
 }

@@ -29,6 +29,8 @@ export const LIVEVIEW_TEXT = {
   seq_clock: 'stamped before the row above by its own process\'s clock: rows follow cause, a send above its receive',
   sent: 'sent',
   received: 'received',
+  'gauge.partial': '{capacity} full of the frame being sent',
+  'gauge.partial.queued': '{capacity} full: {queued} queued + the frame being sent',
 };
 
 // The same keys in 中文 (i18n.js adds them to the page's labels).
@@ -42,13 +44,21 @@ export const LIVEVIEW_TEXT_ZH = {
   liveview_label: '管道实时视图', seq_title: '时序图', seq_empty: '尚无消息。',
   seq_queued: '已排队，尚未接收', sent: '已发送', received: '已接收',
   seq_clock: '按其进程自己的时钟，早于上一行：各行按因果排列，发送在接收之上',
+  'gauge.partial': '{capacity} 已满：正在发送的帧',
+  'gauge.partial.queued': '{capacity} 已满：{queued} 排队 + 正在发送的帧',
 };
 
-/** Wrap a lookup `t(key)` (which returns the key when unknown) with the English defaults. */
+/** `text` with each {name} that `vars` has replaced by its value. */
+export function fill(text, vars) {
+  return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+}
+
+/** Wrap a lookup `t(key, vars)` (which returns the key when unknown) with the English
+ *  defaults, filled with `vars` as the lookup fills its own. */
 export function withDefaults(t) {
   const lookup = typeof t === 'function' ? t : (k) => k;
-  return (key) => {
-    const v = lookup(key);
-    return v === key || v == null ? LIVEVIEW_TEXT[key] ?? key : v;
+  return (key, vars = {}) => {
+    const v = lookup(key, vars);
+    return v === key || v == null ? fill(LIVEVIEW_TEXT[key] ?? key, vars) : v;
   };
 }

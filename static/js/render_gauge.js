@@ -28,22 +28,13 @@ export function drawGauge(ctx, geom, dir, pipe, t, pad) {
   }
 }
 
-// English when the lookup does not know them (the live view's own texts have no such keys).
-const PARTIAL = {
-  'gauge.partial': '{capacity} full of the frame being sent',
-  'gauge.partial.queued': '{capacity} full: {queued} queued + the frame being sent',
-};
-
 /** The gauge's label: "queued 1.0 KiB / 64 KiB", "… · full: send waits" once a send waits; and
  *  when the frames sent leave room that the waiting send's frame fills (`partial`), that this
  *  frame fills it: "64 KiB full of the frame being sent" (no "queued 0 B" beside a full bar). */
 export function gaugeLabel(gauge, t) {
   const [queued, capacity] = [formatBytes(gauge.queued), formatBytes(gauge.capacity)];
   if (gauge.partial) {
-    const key = gauge.queued > 0 ? 'gauge.partial.queued' : 'gauge.partial';
-    const said = t(key);
-    const text = said === key ? PARTIAL[key] : said;
-    return text.replace('{capacity}', capacity).replace('{queued}', queued);
+    return t(gauge.queued > 0 ? 'gauge.partial.queued' : 'gauge.partial', { capacity, queued });
   }
   const counted = gauge.counted > gauge.queued ? ` · ${t('kernel_counts')} ≥ ${formatBytes(gauge.counted)}` : '';
   const full = gauge.waits ? ` · ${t('full_send_waits')}` : '';
