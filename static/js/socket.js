@@ -68,12 +68,6 @@ export class WorkerSocket {
 }
 
 /**
- * Connect and stay connected.
- * onFrame(frame) gets every parsed server frame; onStatus('connecting'|'open'|'closed') every
- * change. The subscribed run is re-subscribed after each reconnect, so the server sends a
- * fresh snapshot and the page resynchronises.
- */
-/**
  * Frames on to `deliver`, but the slices of a snapshot the worker cut up (socket_worker.js
  * `slices`) as one snapshot, once its last slice is in: a run is never shown part of the way
  * through the snapshot that brings it (a finished run would read "running" meanwhile).
@@ -95,6 +89,12 @@ export function gatherSnapshots(deliver) {
   };
 }
 
+/**
+ * Connect and stay connected.
+ * onFrame(frame) gets every parsed server frame; onStatus('connecting'|'open'|'closed') every
+ * change. The subscribed run is re-subscribed after each reconnect, so the server sends a
+ * fresh snapshot and the page resynchronises.
+ */
 export function createSocket(url, { onFrame, onStatus, WebSocketImpl = WebSocket, timers = globalThis } = {}) {
   let ws = null;
   let status = 'connecting';
