@@ -41,8 +41,8 @@ def _reduce_end(conn: TracedConnection) -> tuple[Any, tuple[Any, ...]]:
         return _reduce_traced(conn)
     # After the trace, an end passed to a new process goes as multiprocessing's own: that
     # process records nothing, and may not find pipecore (its path was the run's).
-    rebuild = multiprocessing.connection.rebuild_connection  # type: ignore[attr-defined]
-    return rebuild, (reduction.DupFd(conn.fileno()), conn.readable, conn.writable)
+    reduce: Any = multiprocessing.connection.reduce_connection  # type: ignore[attr-defined]
+    return reduce(conn)  # type: ignore[no-any-return]
 
 
 def _run_id() -> str:
