@@ -43,15 +43,20 @@ def set_session_nice(pid: int, nice: int) -> bool:
     return True
 
 
-def stat_of(pid: int) -> tuple[str, int, int] | None:
-    """State, parent pid and start time of `pid`, or None when it is gone."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of `/proc/PID/stat` after the command name, or None when `pid` is gone:
+    [0] state, [1] parent pid, [2] process group, [11] utime, [12] stime, [19] start time."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
+            return stat.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    # After the command name: state (3rd field), ppid (4th), ..., starttime (22nd).
-    return fields[0].decode(), int(fields[1]), int(fields[19])
+
+
+def stat_of(pid: int) -> tuple[str, int, int] | None:
+    """State, parent pid and start time of `pid`, or None when it is gone."""
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0].decode(), int(fields[1]), int(fields[19]))
 
 
 def _carries(pid: int, needle: bytes) -> bool:
@@ -118,13 +123,8 @@ def groups(procs: Iterable[Proc]) -> set[int]:
     """The process groups of those of `procs` still running."""
     found: set[int] = set()
     for proc in procs:
-        try:
-            with open(f"/proc/{proc.pid}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # After the command name: state, ppid, pgrp (5th field), ..., starttime (22nd).
-        if int(fields[19]) == proc.start:
+        fields = stat_fields(proc.pid)
+        if fields is not None and int(fields[19]) == proc.start:
             found.add(int(fields[2]))
     return found
 
@@ -157,13 +157,9 @@ def semaphores(pids: Iterable[int]) -> set[str]:
 
 
 def _cpu_ticks(pid: int) -> tuple[str, int] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-    # Fields after the command name: state, ..., utime (12th), stime (13th).
-    return fields[0].decode(), int(fields[11]) + int(fields[12])
+    """State and CPU time (user and system, in clock ticks) of `pid`."""
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0].decode(), int(fields[11]) + int(fields[12]))
 
 
 def stalled(pids: set[int], samples: int = 3, interval: float = 0.05) -> bool:
@@ -195,5 +191,6 @@ __all__ = [
     "groups",
     "semaphores",
     "stalled",
+    "stat_fields",
     "stat_of",
 ]

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any
 
+from pipecore.runprocs import stat_fields
+
 # Signals of a terminal or of a job (Ctrl-C, Ctrl-\, a hangup, a resize, Ctrl-Z) sent to
 # the tracer go to the program's whole process group, as they went to the tracer's group.
 GROUP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGWINCH, signal.SIGTSTP)
@@ -176,13 +178,8 @@ def _alone_in_group() -> bool:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # After the command name: state, parent pid, process group.
-        if int(fields[2]) == group and fields[0] != b"Z":
+        fields = stat_fields(int(entry))
+        if fields is not None and int(fields[2]) == group and fields[0] != b"Z":
             return False
     return True
 
