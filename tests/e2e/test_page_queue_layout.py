@@ -258,6 +258,7 @@ CUT_FIELDS = """(atBound) => [...document.querySelectorAll('[data-params-form] [
 @pytest.mark.parametrize("at_bound", [False, True], ids=["defaults", "bounds"])
 def test_every_parameter_shows_its_whole_value_on_a_laptop(page: Any, at_bound: bool) -> None:
     """Deadlock's size read "104857" for 1,048,576 in a box 82 px wide."""
+    page.wait_for_selector('[data-pick="custom"]')  # the cards come with the catalogue
     picks = page.evaluate(
         "[...document.querySelectorAll('[data-pick]')].map((n) => n.dataset.pick)"
     )
