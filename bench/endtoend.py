@@ -18,7 +18,9 @@ from websockets.sync.client import ClientConnection, connect
 from bench.server import TERMINAL, Server, serve
 
 EVENTS_PER_FRAME = 4  # send_bytes begin/end on the writer, recv_bytes begin/end on the reader
-WRITER_LINE = re.compile(r"writer: (\d+) frames in ([\d.]+) s")
+# The flood writer's line: the frames after its first (which may wait for a step) and
+# how long they took.
+WRITER_LINE = re.compile(r"after the first, (\d+) in ([\d.]+) s")
 # Past this the run is stopped: the benchmark must not take the shared machine's memory.
 RSS_CAP_KIB = 4 * 1024 * 1024
 
