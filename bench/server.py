@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipecore.runprocs import stat_fields
+
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = frozenset({"completed", "failed", "stopped", "timeout", "deadlock", "killed"})
 
@@ -80,6 +82,21 @@ class Server:
         run_id: str = summary["id"]
         return run_id
 
+    def settle(self, quiet: float = 0.2, timeout: float = 15.0) -> float:
+        """Wait until the server and every process under it used under 5% of a CPU over
+        `quiet` seconds (the spare processes it started are ready, a run in step mode
+        waits), at most `timeout` seconds; the seconds waited. Both arms of a comparison
+        then start from the same quiet machine, whatever their set-up cost before."""
+        started = time.monotonic()
+        before = _tree_cpu_s(self.pid)
+        while time.monotonic() - started < timeout:
+            time.sleep(quiet)
+            now = _tree_cpu_s(self.pid)
+            if now - before < 0.05 * quiet:
+                break
+            before = now
+        return time.monotonic() - started
+
     def wait_run(self, run_id: str, timeout: float) -> dict[str, Any]:
         """Poll the run's summary until it reaches a terminal state."""
         deadline = time.monotonic() + timeout
@@ -90,6 +107,25 @@ class Server:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"expected run {run_id} to end within {timeout}s: {summary}")
             time.sleep(0.1)
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds (user and system) used so far by `root` and every process under it."""
+    stats: dict[int, list[bytes]] = {}
+    for entry in Path("/proc").iterdir():
+        fields = stat_fields(int(entry.name)) if entry.name.isdigit() else None
+        if fields is not None:
+            stats[int(entry.name)] = fields
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    ticks, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            ticks += int(stats[pid][11]) + int(stats[pid][12])
+        todo += children.get(pid, [])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _status_kib(pid: int, field: str) -> int:

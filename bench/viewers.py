@@ -64,6 +64,7 @@ def _watched_flood(messages: int, viewers: int) -> dict[str, Any]:
         try:
             if not (mine.poll(120) and mine.recv() == "subscribed"):
                 raise RuntimeError("expected the reading viewers to subscribe within 120 s")
+            settled = server.settle()
             server.request("POST", f"/api/runs/{run_id}/step-mode", {"on": False})
             summary = server.wait_run(run_id, 900)
             report: dict[str, Any] = mine.recv() if mine.poll(300) else {}
@@ -83,6 +84,7 @@ def _watched_flood(messages: int, viewers: int) -> dict[str, Any]:
             "readers_to_the_end": report.get("ended", 0),
             "readers_resynchronised": report.get("resynchronised", 0),
             "rss_peak_mib": server.peak_kib() / 1024,
+            "settled_s": round(settled, 2),
         }
 
 
