@@ -109,6 +109,11 @@ class BaseRun:
                 "events_held": len(self._kept) + min(self._recent_others, self._live_events),
             }
 
+    @property
+    def published(self) -> int:
+        """How many events the run has published so far."""
+        return self._published
+
     def events(self) -> list[Event]:
         """The events the run holds, in `seq` order (a new list).
 

@@ -35,6 +35,12 @@ SPARE_DELAY = 0.1
 # The server's first spares start at once, the others this much later: a run started
 # right after the server does not wait behind them.
 FILL_DELAY = 1.0
+# While the runs publish events faster than this, a spare waits to start, at most
+# SPARE_PATIENCE seconds after it was due: a collector and a main process starting (their
+# interpreters, imports and helpers) took 0.3-0.45 CPU-seconds out of a 60,000-frame flood
+# of about one second on 2 CPUs, even at the least weight.
+BUSY_EVENTS_PER_S = 20_000
+SPARE_PATIENCE = 5.0
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -93,6 +99,10 @@ class RunManager:
         self._mains = [runmain.start_spare()] if self._keep_mains else []
         self._refill_timer: threading.Timer | None = None
         self._refill_due = 0.0
+        # The last look at the runs (monotonic time, events published by then), and when
+        # the spare that waits for them (BUSY_EVENTS_PER_S) was first due.
+        self._refill_seen = (0.0, 0)
+        self._refill_since: float | None = None
         self._schedule_refill(FILL_DELAY)
         # Daemon collector threads die with the interpreter; tear the runs down first.
         atexit.register(self.shutdown)
@@ -192,7 +202,23 @@ class RunManager:
         self._refill_timer = threading.Timer(delay, self._refill)
         self._refill_timer.daemon = True
         self._refill_due = due
+        self._refill_seen = (time.monotonic(), self._published())
         self._refill_timer.start()
+
+    def _published(self) -> int:
+        return sum(run.published for run in self._runs.values() if not run.state.terminal)
+
+    def _busy(self) -> bool:
+        """Whether the runs published more than BUSY_EVENTS_PER_S since the last look
+        (call under the lock); a spare waits no longer than SPARE_PATIENCE for them."""
+        now, published = time.monotonic(), self._published()
+        then, before = self._refill_seen
+        self._refill_seen = (now, published)
+        if self._refill_since is None:
+            self._refill_since = then
+        if now - self._refill_since >= SPARE_PATIENCE or now <= then:
+            return False
+        return (published - before) / (now - then) > BUSY_EVENTS_PER_S
 
     def _refill(self) -> None:
         with self._lock:
@@ -200,6 +226,10 @@ class RunManager:
                 self._refill_timer = None
             if self._closed:
                 return
+            if self._busy():
+                self._schedule_refill()
+                return
+            self._refill_since = None
             nice = runprocs.SPARE_NICE
             if len(self._spares) < self._keep_spares:
                 self._spares.append(collectmain.start_spare(nice))
