@@ -7,9 +7,9 @@ import os
 import re
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any
 
-from pipecore.export import to_jsonl
+from pipecore.export import jsonl_lines
 
 if TYPE_CHECKING:
     from app.uplink import Uplink
@@ -91,7 +91,7 @@ class _EventFile(contextlib.AbstractContextManager["_EventFile"]):
     def __init__(self, path: str) -> None:
         self.path = path
         self.created = not os.path.lexists(path)
-        self.file: TextIO | None = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        self.file: IO[bytes] | None = open(path, "wb")  # noqa: SIM115
         self.written = 0
         self.problem: str | None = None
 
@@ -99,7 +99,7 @@ class _EventFile(contextlib.AbstractContextManager["_EventFile"]):
         if self.file is None:
             return
         try:
-            self.file.writelines(to_jsonl(batch))
+            self.file.writelines(jsonl_lines(batch))
             self.file.flush()
         except OSError as exc:
             self._fail(exc)

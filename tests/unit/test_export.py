@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from pipecore.export import to_chrome_trace, to_jsonl
+from pipecore.export import jsonl_lines, to_chrome_trace, to_jsonl
 
 T0 = 5_000_000_000
 
@@ -63,6 +63,18 @@ def test_jsonl_is_one_event_per_line_and_round_trips() -> None:
     assert len(lines) == len(events)
     assert all(line.endswith("\n") and "\n" not in line[:-1] for line in lines)
     assert [json.loads(line) for line in lines] == events
+
+
+def test_jsonl_writes_what_orjson_refuses_with_the_standard_library() -> None:
+    """orjson writes the lines (about 8 times faster); an integer past 64 bits, which a
+    traced program's preview or an ingested event may hold, still makes a valid line."""
+    events = [{"kind": "output", "seq": 1, "value": 2**70}, {"kind": "output", "seq": 2}]
+    lines = list(to_jsonl(events))
+    assert lines == [
+        '{"kind":"output","seq":1,"value":1180591620717411303424}\n',
+        '{"kind":"output","seq":2}\n',
+    ]
+    assert b"".join(jsonl_lines(events)) == "".join(lines).encode()
 
 
 def test_jsonl_keeps_chinese_text_readable() -> None:
