@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from pipecore import telemetry
 from pipecore.collector import Collector
+from pipecore.eventpump import drain_again
 
 # The CPUs the collector threads should keep to (None: any); `collector_off` sets it,
 # and each thread applies it after each drain.
@@ -63,13 +64,15 @@ def traced_run() -> Iterator[Callable[[], int]]:
                 # The other CPUs are too busy for it: from now until the next
                 # measurement it may run anywhere, on the waiting writers' CPU too.
                 _preferred[0] = None
-            drained[0] += len(collector.drain())
+            got = len(collector.drain())
+            drained[0] += got
             if place:
                 wanted = _preferred[0] or everywhere
                 if wanted != current:
                     os.sched_setaffinity(0, wanted)  # 0: this thread
                     current = wanted
-            stop.wait(0.01)
+            if not drain_again(collector, got):  # as a run's collector process does
+                stop.wait(0.01)
         drained[0] += len(collector.drain())
 
     thread = threading.Thread(target=loop, name="pipescope-bench-collector", daemon=True)

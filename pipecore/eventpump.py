@@ -12,6 +12,16 @@ from pipecore.matching import RECV_OPS
 Event = dict[str, Any]
 # How long a receive waits for the analysis to see its send before it is written anyway.
 HOLD_UNMATCHED_NS = 500_000_000
+# After a drain this large the next one starts without waiting.
+BUSY_EVENTS = 1000
+
+
+def drain_again(collector: Collector, drained: int) -> bool:
+    """Whether to drain again at once after a drain that released `drained` events: it
+    left records unread, or was large, or a process waits for room in its ring. A
+    collector that waited its interval regardless fell behind a fast program for good:
+    a pinned 100 B ping-pong, traced, ran at 1.40 times its raw time instead of 1.05."""
+    return collector.behind or drained >= BUSY_EVENTS or collector.writers_waiting()
 
 
 def _unmatched(event: Event) -> bool:
@@ -35,6 +45,7 @@ class EventPump:
         self._seq = 0
         self._held: list[Event] = []  # from the first receive still waiting for its send
         self._since: dict[int, int] = {}  # seq of such a receive -> when it was first held
+        self.busy = False  # the last drain left work: drain again at once
 
     def pump(self, *, final: bool = False) -> list[Event]:
         """Drain the rings once; return the new events and any verdicts, numbered.
@@ -44,6 +55,7 @@ class EventPump:
         comes; it is held back, with everything after it, until then or for at most
         HOLD_UNMATCHED_NS, so that what is written out carries it."""
         events = drain_last(self.collector) if final else self.collector.drain()
+        self.busy = not final and drain_again(self.collector, len(events))
         self._number(events)  # before the analysis, whose `match` names these numbers
         verdicts = self.analysis.feed(events)
         if not final:

@@ -10,13 +10,12 @@ from pipecore import collectwire, runprocs
 from pipecore.analysis import Analysis
 from pipecore.baserun import MAX_UNSETTLED
 from pipecore.collector import Collector, drain_last
+from pipecore.eventpump import BUSY_EVENTS
 from pipecore.parts import PART_EVENTS, encode_events, is_kept
 
 Event = dict[str, Any]
 # a drain this large means the collector is behind the run's processes
 LAG_EVENTS = 5000
-# after a drain this large the next one starts without waiting
-BUSY_EVENTS = 1000
 # A drain reads at most this much of each ring, so that the first of its events is sent
 # before long, and the writer gets its space back a piece at a time.
 DRAIN_BYTES = 32 * 1024

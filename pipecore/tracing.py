@@ -113,14 +113,16 @@ def trace_program(
         pump.collector.await_exit(job.pid)
         while (code := job.poll()) is None:
             _pass_on(pump, sink)
-            time.sleep(DRAIN_SECONDS)
+            if not pump.busy:
+                time.sleep(DRAIN_SECONDS)
         pump.collector.exited(job.pid, code)
         # What the program leaves running goes on, as it would from a shell: a moment for
         # what is ending anyway (its workers, its fork server) to end and be recorded.
         deadline = time.monotonic() + LEFT_GRACE
         while runprocs.find(mark) and time.monotonic() < deadline:
             _pass_on(pump, sink)
-            time.sleep(DRAIN_SECONDS)
+            if not pump.busy:
+                time.sleep(DRAIN_SECONDS)
         batch = pump.pump(final=True)
         state = "completed" if code == 0 else ("killed" if code < 0 else "failed")
         why = {"key": "program_exit", "args": {"program": label, "code": code}}

@@ -389,3 +389,39 @@ def test_a_receive_drained_before_its_send_is_written_with_its_match(
     monkeypatch.setattr(eventpump, "HOLD_UNMATCHED_NS", 0)
     assert [(e["seq"], "match" in e) for e in pump.pump()] == [(5, False)]
     pump.close()
+
+
+def test_a_tracer_drains_again_at_once_while_it_has_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tracer that waited its interval after every drain fell behind a fast program for
+    good: the program then waited for room in its rings (a pinned 100 B ping-pong at 1.40
+    times its raw time instead of 1.05)."""
+    from pipecore.eventpump import BUSY_EVENTS, EventPump
+
+    pump = EventPump(str(tmp_path / "run"), "t1")
+    t0 = time.monotonic_ns()
+
+    def lines(n: int) -> list[dict[str, object]]:
+        return [
+            {"kind": "output", "run": "t1", "t": t0 + i, "pid": 7, "stream": "stdout", "text": "x"}
+            for i in range(n)
+        ]
+
+    waiting = [False]
+    drains = iter([lines(BUSY_EVENTS), lines(10), lines(10), []])
+    monkeypatch.setattr(pump.collector, "drain", lambda: next(drains))
+    monkeypatch.setattr(pump.collector, "writers_waiting", lambda: waiting[0])
+    try:
+        pump.pump()
+        assert pump.busy, f"a drain of {BUSY_EVENTS} events: drain again at once"
+        pump.pump()
+        assert not pump.busy, "a drain of 10 events, nobody waiting: wait the interval"
+        waiting[0] = True
+        pump.pump()
+        assert pump.busy, "a process waits for room in its ring: drain again at once"
+        waiting[0] = False
+        pump.pump()
+        assert not pump.busy
+    finally:
+        pump.close()
