@@ -49,13 +49,19 @@ def test_hello_snapshot_then_events_until_the_run_completes(live_server: str) ->
 def test_events_frames_are_binary_utf8_json_and_the_others_text(live_server: str) -> None:
     kinds: dict[str, set[type]] = {}
     with viewer(live_server) as ws:
-        run_id = start_run(live_server)
+        # Held at its first call until the viewer has its snapshot: a run that ended before
+        # the subscription would send no `events` frame at all.
+        run_id = start_run(live_server, step_mode=True)
         ws.send(json.dumps({"type": "subscribe", "run": run_id}))
         ended = False
+        released = False
         while not ended:
             message = ws.recv(timeout=30)
             frame = json.loads(message)
             kinds.setdefault(frame["type"], set()).add(type(message))
+            if frame["type"] == "snapshot" and not released:
+                ws.send(json.dumps({"type": "step_mode", "run": run_id, "on": False}))
+                released = True
             if frame["type"] == "events" and frame["run"] == run_id:
                 ended = any(
                     e["kind"] == "run" and e["state"] == "completed" for e in frame["events"]
