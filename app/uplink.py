@@ -11,6 +11,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import ClientConnection, connect
 
 from pipecore.eventcheck import TERMINAL_STATES
+from pipecore.export import event_json
 
 Event = dict[str, Any]
 
@@ -35,18 +36,22 @@ def ingest_url(server: str) -> str:
 
 
 def event_frames(batch: list[Event]) -> Iterator[str]:
-    """`events` frames holding `batch` in order, each within the frame budget."""
-    texts: list[str] = []
+    """`events` frames holding `batch` in order, each within the frame budget (bytes)."""
+    texts: list[bytes] = []
     size = 0
     for event in batch:
-        text = json.dumps(event)  # ASCII only: characters are bytes
+        text = event_json(event)
         if texts and (size + len(text) > FRAME_BUDGET or len(texts) >= FRAME_EVENTS):
-            yield '{"type": "events", "events": [' + ", ".join(texts) + "]}"
+            yield _events_frame(texts)
             texts, size = [], 0
         texts.append(text)
-        size += len(text) + 2
+        size += len(text) + 1
     if texts:
-        yield '{"type": "events", "events": [' + ", ".join(texts) + "]}"
+        yield _events_frame(texts)
+
+
+def _events_frame(texts: list[bytes]) -> str:
+    return (b'{"type":"events","events":[' + b",".join(texts) + b"]}").decode()
 
 
 class Uplink:

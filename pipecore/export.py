@@ -22,13 +22,18 @@ def to_jsonl(events: Iterable[Event]) -> Iterator[str]:
 
 
 def jsonl_lines(events: Iterable[Event]) -> Iterator[bytes]:
-    """to_jsonl's lines as UTF-8 (orjson, about 8 times faster than the standard library,
-    which makes what orjson refuses, such as an integer past 64 bits)."""
+    """to_jsonl's lines as UTF-8."""
     for event in events:
-        try:
-            yield orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError:
-            yield (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        yield event_json(event) + b"\n"
+
+
+def event_json(event: Event) -> bytes:
+    """An event's compact JSON as UTF-8: orjson, about 8 times faster than the standard
+    library, which makes what orjson refuses (such as an integer past 64 bits)."""
+    try:
+        return orjson.dumps(event)
+    except TypeError:
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _us(t: int, t0: int) -> float:
