@@ -189,7 +189,7 @@ def run(quick: bool) -> dict[str, Any]:
     # Quick: one pair of shorter floods (about 5 s), so that the target is marked too.
     result["viewers"] = _timed(
         "fifty viewers on one flood, one never reading",
-        lambda: many_viewers(15_000, 50, 1) if quick else many_viewers(60_000, 50, 3),
+        lambda: many_viewers(15_000, 50, 1) if quick else many_viewers(60_000, 50, 5),
     )
     print(f"  viewers {json.dumps(result['viewers'])}", flush=True)
     result["page"] = _timed(
