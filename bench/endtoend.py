@@ -110,6 +110,7 @@ def flood(messages: int, viewer: bool, ws_compression: bool | None = None) -> Fl
     """Run the flood scenario on a fresh server, with or without a subscribed viewer."""
     result = Flood(viewer, messages)
     with serve(ws_compression=ws_compression) as server:
+        server.settle()  # the spares a new server starts are ready before the flood
         result.rss_start_kib = server.rss_kib()
         if viewer:
             # Compressed `events` frames, as the page asks for them.
