@@ -19,7 +19,7 @@ from app.models import (
     StepMode,
 )
 from app.store import Store
-from pipecore.export import to_chrome_trace, to_jsonl
+from pipecore.export import jsonl_lines, to_chrome_trace
 from pipecore.runs import BaseRun, CapacityError, NotControllable, RunManager
 from pipecore.scenarios import SCENARIOS
 from pipecore.scenarios.catalogue import ParamError, shown
@@ -229,7 +229,7 @@ def export_run(
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
     return Response(
-        "".join(to_jsonl(events)),
+        b"".join(jsonl_lines(events)),
         media_type="application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="pipescope-{run_id}.jsonl"'},
     )
