@@ -113,16 +113,12 @@ def trace_program(
         pump.collector.await_exit(job.pid)
         while (code := job.poll()) is None:
             _pass_on(pump, sink)
-            if not pump.busy:
-                time.sleep(DRAIN_SECONDS)
         pump.collector.exited(job.pid, code)
         # What the program leaves running goes on, as it would from a shell: a moment for
         # what is ending anyway (its workers, its fork server) to end and be recorded.
         deadline = time.monotonic() + LEFT_GRACE
         while runprocs.find(mark) and time.monotonic() < deadline:
             _pass_on(pump, sink)
-            if not pump.busy:
-                time.sleep(DRAIN_SECONDS)
         batch = pump.pump(final=True)
         state = "completed" if code == 0 else ("killed" if code < 0 else "failed")
         why = {"key": "program_exit", "args": {"program": label, "code": code}}
@@ -143,9 +139,13 @@ def trace_program(
 
 
 def _pass_on(pump: EventPump, sink: Callable[[list[Event]], None]) -> None:
+    """Drain once and pass the events on; then wait DRAIN_SECONDS, unless the drain left
+    work (`pump.busy`)."""
     batch = pump.pump()
     if batch:
         sink(batch)
+    if not pump.busy:
+        time.sleep(DRAIN_SECONDS)
 
 
 def _remove_run_dir(run_dir: str) -> None:
