@@ -45,12 +45,10 @@ class Server:
         busy run's, not the spares started ahead of the next runs (about 18 MiB each)."""
         largest = 0
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
+            fields = stat_fields(int(entry.name)) if entry.name.isdigit() else None
+            if fields is None or int(fields[1]) != self.pid:
                 continue
             try:
-                stat = (entry / "stat").read_bytes()
-                if int(stat.rsplit(b")", 1)[1].split()[1]) != self.pid:
-                    continue
                 if b"pipecore.collectmain" in (entry / "cmdline").read_bytes():
                     largest = max(largest, _status_kib(int(entry.name), "VmRSS"))
             except (OSError, ValueError):
