@@ -2,13 +2,16 @@
 `events` frame made once."""
 
 import json
+import threading
 import zlib
 
 import httpx
+import pytest
 from websockets.sync.client import ClientConnection
 
 from app.frames import FrameBytes, Slice
 from app.storewriter import packed
+from pipecore import parts
 from pipecore.parts import part_of
 from tests.integration.wsclient import (
     TERMINAL,
@@ -157,3 +160,34 @@ def test_the_store_and_the_compressed_frames_share_each_parts_compression() -> N
     assert parts[0].deflated() in record and parts[0].deflated() in frame
     assert parts[1].deflated() in frame
     assert json.loads(zlib.decompress(frame, -15))["events"] == events
+
+
+def test_a_part_asked_for_by_two_threads_at_once_is_deflated_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The store's thread and the loop ask for a new part's compression at the same time:
+    # the second waits for the first one's piece instead of making it a second time.
+    made: list[bytes] = []
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_deflated(data: bytes) -> bytes:
+        made.append(data)
+        if len(made) == 1:
+            inside.set()
+            release.wait(30)
+        return zlib.compress(data)
+
+    monkeypatch.setattr(parts, "deflated", slow_deflated)
+    part = part_of([{"seq": s, "kind": "output", "text": f"line {s}"} for s in range(1, 11)])
+    got: list[bytes] = []
+    first = threading.Thread(target=lambda: got.append(part.deflated()))
+    second = threading.Thread(target=lambda: got.append(part.deflated()))
+    first.start()
+    assert inside.wait(30)
+    second.start()
+    second.join(0.2)  # without the lock it makes its own piece now, and returns
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert len(made) == 1
+    assert len(got) == 2 and got[0] is got[1]
