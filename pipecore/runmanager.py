@@ -6,41 +6,20 @@ import atexit
 import contextlib
 import ctypes
 import secrets
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Mapping
 
-from pipecore import collectmain, runmain, runprocs
 from pipecore.baserun import LIVE_EVENTS, BaseRun, CapacityError, check_live_events
 from pipecore.externalrun import ExternalRun
 from pipecore.runsweep import Swept, sweep
 from pipecore.scenariorun import Run
 from pipecore.scenarios import ParamError, get_scenario
 from pipecore.scenarios.catalogue import shown
+from pipecore.spares import SPARES, Spares
 
 START_METHODS = ("forkserver", "spawn", "fork")
 MAX_NAME_CHARS = 120
-# Spare processes kept of each kind (collector, main) by default: runs started one right
-# after the other each find one whose interpreter, imports and helpers are ready.
-SPARES = 2
-# A spare starts with the least CPU weight (runprocs.SPARE_NICE): three interpreters
-# starting amid a flood on 2 CPUs at normal weight raised its send -> frame p99 from
-# 73-90 to 102-147 ms. When a run takes a spare, those left, the next to be taken, get
-# their normal weight back, so that back-to-back starts find the next one ready.
-# A spare starts this long after a run took one (once the run's own processes run), and
-# one at a time, so that starting spares does not slow the runs down.
-SPARE_DELAY = 0.1
-# The server's first spares start at once, the others this much later: a run started
-# right after the server does not wait behind them.
-FILL_DELAY = 1.0
-# While the runs publish events faster than this, a spare waits to start, at most
-# SPARE_PATIENCE seconds after it was due: a collector and a main process starting (their
-# interpreters, imports and helpers) took 0.3-0.45 CPU-seconds out of a 60,000-frame flood
-# of about one second on 2 CPUs, even at the least weight.
-BUSY_EVENTS_PER_S = 20_000
-SPARE_PATIENCE = 5.0
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -89,21 +68,15 @@ class RunManager:
         # A server killed (SIGKILL, a crash) never tore its runs down: end their processes
         # and remove their directories (shared memory under /dev/shm) now.
         self.swept: Swept = sweep(run_root)
-        # Collector processes started ahead of the next runs (`spares` of them, the first now,
-        # the others one by one): a run starts without waiting for the collector's interpreter.
-        self._keep_spares = spares if spare_collector else 0
-        self._spares = [collectmain.start_spare()] if self._keep_spares else []
-        # A run's main process started ahead the same way, its imports and (for forkserver)
-        # its fork server ready: the run starts without waiting for either.
-        self._keep_mains = spares if spare_main else 0
-        self._mains = [runmain.start_spare()] if self._keep_mains else []
-        self._refill_timer: threading.Timer | None = None
-        self._refill_due = 0.0
-        # The last look at the runs (monotonic time, events published by then), and when
-        # the spare that waits for them (BUSY_EVENTS_PER_S) was first due.
-        self._refill_seen = (0.0, 0)
-        self._refill_since: float | None = None
-        self._schedule_refill(FILL_DELAY)
+        # Collector and main processes started ahead of the next runs: a run starts without
+        # waiting for its collector's interpreter, nor for its main process's imports and
+        # (for forkserver) fork server.
+        self._spares = Spares(
+            self._lock,
+            self._published,
+            collectors=spares if spare_collector else 0,
+            mains=spares if spare_main else 0,
+        )
         # Daemon collector threads die with the interpreter; tear the runs down first.
         atexit.register(self.shutdown)
 
@@ -160,83 +133,17 @@ class RunManager:
                 run_root=self.run_root,
                 deadlock_after_ns=self.deadlock_after_ns,
                 live_events=self.live_events,
-                spares=self._take_spare,
-                mains=self._take_main,
+                spares=self._spares.take_collector,
+                mains=self._spares.take_main,
             )
             self._forget_old()
             run.launch()
             self._runs[run_id] = run
         return run
 
-    def _take_spare(self) -> subprocess.Popen[bytes] | None:
-        """The spare collector process for a run that starts now (call under the lock);
-        the next one starts a little later, not while this run's processes start."""
-        spare = self._spares.pop(0) if self._spares else None
-        for waiting in self._spares:  # the next to be taken: see SPARE_NICE
-            runprocs.set_session_nice(waiting.pid, 0)
-        self._schedule_refill()
-        return spare
-
-    def _take_main(self) -> runmain.MainProcess | None:
-        """The spare main process for a run that starts now, the one started first (call
-        under the lock)."""
-        # The oldest ready one; one still starting only when none is ready.
-        main = next((m for m in self._mains if m.ready()), self._mains[0] if self._mains else None)
-        if main is not None:
-            self._mains.remove(main)
-        for waiting in self._mains:  # the next to be taken: see SPARE_NICE
-            runprocs.set_session_nice(waiting.proc.pid, 0)
-        self._schedule_refill()
-        return main
-
-    def _schedule_refill(self, delay: float = SPARE_DELAY) -> None:
-        """Start the next spare in `delay` seconds, or sooner if it was due sooner (call
-        under the lock)."""
-        if not (self._keep_spares or self._keep_mains) or self._closed:
-            return
-        due = time.monotonic() + delay
-        if self._refill_timer is not None:
-            if self._refill_due <= due:
-                return
-            self._refill_timer.cancel()
-        self._refill_timer = threading.Timer(delay, self._refill)
-        self._refill_timer.daemon = True
-        self._refill_due = due
-        self._refill_seen = (time.monotonic(), self._published())
-        self._refill_timer.start()
-
     def _published(self) -> int:
+        """The events the live runs published so far (call under the lock)."""
         return sum(run.published for run in self._runs.values() if not run.state.terminal)
-
-    def _busy(self) -> bool:
-        """Whether the runs published more than BUSY_EVENTS_PER_S since the last look
-        (call under the lock); a spare waits no longer than SPARE_PATIENCE for them."""
-        now, published = time.monotonic(), self._published()
-        then, before = self._refill_seen
-        self._refill_seen = (now, published)
-        if self._refill_since is None:
-            self._refill_since = then
-        if now - self._refill_since >= SPARE_PATIENCE or now <= then:
-            return False
-        return (published - before) / (now - then) > BUSY_EVENTS_PER_S
-
-    def _refill(self) -> None:
-        with self._lock:
-            if self._refill_timer is threading.current_thread():
-                self._refill_timer = None
-            if self._closed:
-                return
-            if self._busy():
-                self._schedule_refill()
-                return
-            self._refill_since = None
-            nice = runprocs.SPARE_NICE
-            if len(self._spares) < self._keep_spares:
-                self._spares.append(collectmain.start_spare(nice))
-            if len(self._mains) < self._keep_mains:
-                self._mains.append(runmain.start_spare(nice))
-            if len(self._spares) < self._keep_spares or len(self._mains) < self._keep_mains:
-                self._schedule_refill()
 
     def open_external(self, name: object) -> ExternalRun:
         """Register a program traced elsewhere as a run; it counts against the run cap.
@@ -290,14 +197,7 @@ class RunManager:
         with self._lock:
             self._closed = True
             runs = list(self._runs.values())
-            spares, self._spares = self._spares, []
-            mains, self._mains = self._mains, []
-            if self._refill_timer is not None:
-                self._refill_timer.cancel()
-        for spare in spares:
-            collectmain.end(spare)
-        for main in mains:
-            runmain.end_spare(main)
+        self._spares.close()
         for run in runs:
             if isinstance(run, ExternalRun):
                 run.disconnect("the server shut down while the program was being traced")

@@ -24,7 +24,7 @@ class Proc:
 
 
 # The CPU weight a process started ahead of its run (a spare) boots with: the least, so
-# that starting it takes almost nothing from a run that goes (RunManager).
+# that starting it takes almost nothing from a run that goes (pipecore.spares).
 SPARE_NICE = 19
 
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from pipecore import runmarks
-from pipecore.runmanager import FILL_DELAY, SPARE_DELAY
+from pipecore.spares import FILL_DELAY, SPARE_DELAY
 
 from .conftest import TERMINAL, Leaks, wait_for
 

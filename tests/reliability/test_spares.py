@@ -12,10 +12,10 @@ import pytest
 
 from pipecore import runmarks, runprocs
 from pipecore.outcome import RunState
-from pipecore.runmanager import SPARES
 from pipecore.runprocs import SPARE_NICE
 from pipecore.runs import RunManager
 from pipecore.runsweep import sweep
+from pipecore.spares import SPARES
 
 from .conftest import Leaks, alive, descendants, python_program, started_pids, wait_for
 
@@ -23,7 +23,7 @@ from .conftest import Leaks, alive, descendants, python_program, started_pids, w
 # the spare's fork server runs, then waits to be killed.
 SERVER = """
 import os, sys, time
-from pipecore.runmanager import SPARES
+from pipecore.spares import SPARES
 from pipecore.runs import RunManager
 from pipecore.runsweep import sweep
 runs = RunManager(run_root=sys.argv[1], spare_main=True, spare_collector=True)

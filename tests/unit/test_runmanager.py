@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipecore import runmanager, runmarks, runprocs
+from pipecore import runmarks, runprocs
 from pipecore.runs import CapacityError, RunManager
 from pipecore.scenarios import ParamError
 from tests.unit.conftest import group_exists
@@ -70,70 +70,22 @@ def test_live_events_and_tail_must_be_counts() -> None:
         runs.shutdown()
 
 
-class _NoTimer:
-    """A refill timer that never fires by itself."""
+class _Run:
+    """A run as the spares see it: how many events it published, and whether it ended."""
 
-    def __init__(self, delay: float, function: object) -> None:
-        self.daemon = False
-
-    def start(self) -> None:
-        pass
-
-    def cancel(self) -> None:
-        pass
+    def __init__(self, published: int, terminal: bool) -> None:
+        self.published = published
+        self.state = SimpleNamespace(terminal=terminal)
 
 
-class _Busy:
-    """A run as the spare refill sees it: how many events it published, and whether it ended."""
-
-    def __init__(self) -> None:
-        self.published = 0
-        self.state = SimpleNamespace(terminal=False)
-
-
-def test_a_spare_waits_while_the_runs_flood_and_starts_once_they_calm(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Starting a spare's interpreters took 0.3-0.45 CPU-seconds out of a one-second flood."""
-    clock = [1000.0]
-    started: list[str] = []
-    monkeypatch.setattr("pipecore.runmanager.time", SimpleNamespace(monotonic=lambda: clock[0]))
-    monkeypatch.setattr("pipecore.collectmain.start_spare", lambda nice=0: started.append("c"))
-    monkeypatch.setattr("threading.Timer", _NoTimer)  # the test calls _refill itself
+def test_the_spares_weigh_only_the_events_of_runs_that_still_go() -> None:
+    # A spare waits while the runs flood (pipecore.spares); an ended run, however fast
+    # it went, holds none back.
     runs = RunManager()
     try:
-        runs._keep_spares = 1  # keeps one collector spare; none is started yet
-        flood = _Busy()
-        runs._runs["r1"] = flood  # type: ignore[assignment]
-
-        def look(seconds: float, events: int) -> None:
-            clock[0] += seconds
-            flood.published += events
-            runs._refill()
-
-        runs._schedule_refill()
-        look(0.1, 30_000)  # 300,000 events/s
-        assert started == [], "a spare started amid a flood"
-        look(0.1, 3_000)  # 30,000 events/s: still above BUSY_EVENTS_PER_S
-        assert started == []
-        look(0.1, 1_000)  # 10,000 events/s: calm
-        assert started == ["c"]
-        # Patience: a flood that does not end delays a spare at most SPARE_PATIENCE.
-        runs._spares.clear()
-        runs._schedule_refill()
-        waited = 0.0
-        while not started[1:]:
-            look(0.1, 100_000)
-            waited += 0.1
-            assert waited <= runmanager.SPARE_PATIENCE + 0.15, "the spare waited forever"
-        assert waited >= runmanager.SPARE_PATIENCE - 0.05
-        # A run that ended counts no more, however fast it went.
-        runs._spares.clear()
-        flood.state.terminal = True
-        runs._schedule_refill()
-        look(0.1, 100_000)
-        assert started == ["c", "c", "c"]
+        runs._runs["r1"] = _Run(1_000, terminal=False)  # type: ignore[assignment]
+        runs._runs["r2"] = _Run(500_000, terminal=True)  # type: ignore[assignment]
+        assert runs._published() == 1_000
     finally:
-        runs._spares.clear()
         runs._runs.clear()
         runs.shutdown()
