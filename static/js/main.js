@@ -6,6 +6,7 @@ import { createFeed, orderSnapshot } from './feed.js';
 import { createGallery } from './gallery.js';
 import { createI18n, pageLanguage, rememberLanguage, translateTree } from './i18n.js';
 import { createRunModel } from './model.js';
+import { createAckPacer } from './pacing.js';
 import { createPanels } from './panels.js';
 import { createPlayback } from './playback.js';
 import { createRecords } from './records.js';
@@ -15,12 +16,6 @@ import { WorkerSocket, createSocket, socketUrl } from './socket.js';
 import { createCallCounter, summarise } from './statehook.js';
 
 const PANEL_INTERVAL_MS = 150; // panels redraw a few times a second; the live view every frame
-const ACK_BELOW = 1000; // events waiting in the page under which the socket may send more
-// A frame this late after the one before means the page is short of time: it takes no new
-// events then (the socket's worker thins what waits, and the page says how many it skipped),
-// but still some at least every ACK_EVERY_MS, so the view never stands still.
-const LATE_MS = 25;
-const ACK_EVERY_MS = 100;
 const body = document.body;
 const $ = (selector) => document.querySelector(selector);
 const i18n = createI18n(pageLanguage(location, body.dataset.lang));
@@ -33,10 +28,9 @@ const run = { id: null, scenario: null, summary: null };
 // goes on, Run waits; `refused` when R was pressed then, so the status line says why.
 const own = { id: null, state: null, refused: false };
 const callCounter = createCallCounter();
+const pacer = createAckPacer();
 let dirty = true;
 let lastPanels = -Infinity;
-let lastFrame = -Infinity;
-let lastAck = -Infinity;
 
 const panels = createPanels({ $, i18n, api, model,
   onTabChange: () => { dirty = true; lastPanels = -Infinity; } });
@@ -166,12 +160,7 @@ const records = createRecords({ root: body, i18n, api, gallery, playback, contro
 
 function frame(now) {
   if (feed.pump(now)) dirty = true;
-  const onTime = now - lastFrame <= LATE_MS || now - lastAck >= ACK_EVERY_MS;
-  lastFrame = now;
-  if ((feed.backlog <= ACK_BELOW && onTime) || records.replaying) {
-    socket.ack();
-    lastAck = now;
-  }
+  if (pacer.due(now, feed.backlog, records.replaying)) socket.ack();
   records.tick(now);
   panels.draw(model.state, now, playback.clockNs);
   if (dirty && now - lastPanels >= PANEL_INTERVAL_MS) {
