@@ -1,6 +1,6 @@
 // Pure layout: where process boxes and pipe tubes go, in columns for pipelines, else on a circle.
 
-import { edgesOf, endPid, ranksOf } from './topology.js';
+import { edgesOf, endPid, processOrder, ranksOf } from './topology.js';
 
 const MAX_COLUMNS = 6;
 const MAX_PER_COLUMN = 8;
@@ -15,8 +15,8 @@ export { endPid, processOrder } from './topology.js';
  * Parallel pipes between one pair of processes get slots so they can be drawn side by side.
  */
 export function layoutRun(state, width, height) {
-  const pids = Object.values(state.processes)
-    .sort((p, q) => p.order - q.order).map((p) => p.pid);
+  // As the sequence chart has them: along the pipes, and by name within a column.
+  const pids = processOrder(state).map((p) => p.pid);
   const edges = edgesOf(state);
   const linked = new Set(edges.flat());
   // Processes with no pipe to another process (a parent that only starts and joins) go in a

@@ -374,3 +374,42 @@ def test_the_time_column_never_runs_backwards(page: Any) -> None:
         "348.1 ms · stamped before the row above by its own process's clock: rows follow "
         "cause, a send above its receive"
     ], "its own time, and why it is not shown, are a hover away"
+
+
+FAN_IN = """async (events) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const { layoutRun, processOrder } = await import('/static/js/layout.js');
+  const model = createRunModel();
+  model.apply(events);
+  const { boxes } = layoutRun(model.state, 800, 500);
+  const named = Object.values(model.state.processes).map((p) => [p.name, boxes[p.pid]]);
+  return { boxes: Object.fromEntries(named), chart: processOrder(model.state).map((p) => p.name) };
+}"""
+
+
+def test_a_column_lists_its_processes_by_name_as_the_sequence_chart_does(page: Any) -> None:
+    # Three producers, each writing into a pipe of its own that one consumer reads; they
+    # boot out of order (producer-2 first), as a fork server's children may.
+    events: list[dict[str, Any]] = []
+
+    def add(kind: str, pid: int, process: str, **fields: Any) -> None:
+        seq = len(events) + 1
+        events.append({"run": "r1", "seq": seq, "kind": kind, "t": seq * 1000, "pid": pid})
+        events[-1] |= {"process": process, **fields}
+
+    for number in range(3):
+        add("pipe", 1, "MainProcess", pipe=f"1.{number}", pipe_name=f"p{number}", duplex=False)
+    for number in (2, 0, 1):
+        add("attach", 10 + number, f"producer-{number}", pipe=f"1.{number}", end="b")
+    for number in range(3):
+        add("attach", 20, "consumer", pipe=f"1.{number}", end="a")
+        for end in ("a", "b"):
+            add("call", 1, "MainProcess", pipe=f"1.{number}", end=end, op="close", phase="end")
+    out = page.evaluate(FAN_IN, events)
+    boxes = out["boxes"]
+    producers = [f"producer-{number}" for number in range(3)]
+    assert len({boxes[name]["x"] for name in producers}) == 1, "the producers share a column"
+    assert boxes["consumer"]["x"] > boxes["producer-0"]["x"]
+    tops = [boxes[name]["y"] for name in producers]
+    assert tops == sorted(tops), f"expected producer-0, -1, -2 from the top, got y {tops}"
+    assert [name for name in out["chart"] if name in producers] == producers
