@@ -64,7 +64,8 @@ class Analysis:
         self._dirs: dict[tuple[str, str], DirectionState] = {}
         self._last_t: dict[int, int] = {}
         self._exited: set[int] = set()
-        # pid -> its live threads, as its last `thread` event said (1 when none came)
+        # pid -> its live threads but Queue feeders, as its last `thread` event said (1 when
+        # none came)
         self._threads: dict[int, int] = {}
         self._verdicts = Verdicts(run_id, self._names)
         # Processes a signal ended, oldest first (the newest MAX_KILLED).
@@ -96,7 +97,9 @@ class Analysis:
             elif kind == "process" and ev.get("op") == "exit":
                 self._on_exit(ev)
             elif kind == "thread":
-                self._threads[pid] = int(ev.get("threads", 1))
+                # Queue feeder threads end no wait of their process (pipecore.telemetry).
+                threads = int(ev.get("threads", 1)) - int(ev.get("helpers", 0))
+                self._threads[pid] = max(1, threads)
         return self._verdicts.take_new()
 
     def tick(self, now_ns: int) -> list[Event]:

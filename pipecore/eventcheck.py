@@ -34,7 +34,7 @@ _OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "pipe": {"pipe_name": str, "duplex": bool, "transport": str, "capacity": int, "site": str},
     "attach": {"pipe_name": str},
-    "thread": {"threads": int},
+    "thread": {"threads": int, "helpers": int},
     "process": {"exitcode": (int, type(None)), "parent": int, "killed": bool},
     "verdict": {"pipe": str, "end": str, "events": list},
     "run": {"message": str},

@@ -21,6 +21,9 @@ from pipecore.ring import frame_hash as frame_hash
 from pipecore.stepping import StepControl as StepControl
 from pipecore.tee import flush_tees, install_tees, remove_tees, reset_tees_after_fork
 
+# The name multiprocessing.Queue gives the thread that feeds its pipe (multiprocessing.queues).
+QUEUE_FEEDER = "QueueFeederThread"
+
 _recorder: Recorder | None = None
 _activate_lock = threading.Lock()
 
@@ -147,7 +150,11 @@ def _install_hooks() -> None:
 def _record_threads(op: str) -> None:
     rec = _recorder
     if rec is not None and rec.pid == os.getpid():
-        rec.event({"kind": "thread", "op": op, "threads": threading.active_count()})
+        # A multiprocessing.Queue's feeder thread only moves what this process's own
+        # threads put into the queue's pipe: it can end no wait when they all wait.
+        helpers = sum(1 for t in threading.enumerate() if t.name == QUEUE_FEEDER)
+        rec.event({"kind": "thread", "op": op, "threads": threading.active_count(),
+                   "helpers": helpers})  # fmt: skip
 
 
 def _forking_process_name() -> str:

@@ -247,6 +247,44 @@ def test_threads_of_one_traced_process_talk_over_a_pipe(tmp_path: Path) -> None:
     assert events[-1]["state"] == "completed"
 
 
+QUEUE_DEADLOCK_PROGRAM = """
+import multiprocessing as mp
+
+def polite(conn, ready, name):
+    ready.put(name)  # starts this process's queue feeder thread, idle from then on
+    conn.recv()  # waits for the other side to speak first, as the other side does
+
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    ready = mp.Queue()
+    a, b = mp.Pipe()
+    workers = [mp.Process(target=polite, args=(end, ready, name), name=name)
+               for end, name in ((a, "left"), (b, "right"))]
+    for worker in workers:
+        worker.start()
+    print(sorted(ready.get(timeout=30) for _ in workers), flush=True)
+    for worker in workers:
+        worker.join(6)  # long past the deadlock's second of silence
+        worker.terminate()
+        worker.join()
+"""
+
+
+def test_a_deadlock_is_told_in_processes_whose_queue_feeder_thread_idles(tmp_path: Path) -> None:
+    # Each worker's Queue put leaves a feeder thread alive: a second thread, which used to
+    # keep the wait from counting as a deadlock although it can end no wait.
+    program = tmp_path / "queue_deadlock.py"
+    program.write_text(QUEUE_DEADLOCK_PROGRAM)
+    done, events = traced_to(tmp_path / "events.jsonl", [sys.executable, str(program)])
+    assert done.stdout == "['left', 'right']\n", done.stderr
+    helpers = {e["process"]: e["helpers"] for e in events if e["kind"] == "thread"}
+    assert helpers == {"left": 1, "right": 1}
+    verdicts = [e for e in events if e["kind"] == "verdict" and e["verdict"] == "deadlock"]
+    assert len(verdicts) == 1, [e for e in events if e["kind"] == "verdict"]
+    cycle = verdicts[0]["cycle"]
+    assert sorted((w["process"], w["op"]) for w in cycle) == [("left", "recv"), ("right", "recv")]
+
+
 def test_trace_without_a_command_is_a_usage_error() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "trace", "--"],

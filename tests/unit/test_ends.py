@@ -106,6 +106,21 @@ def test_a_wait_is_no_deadlock_while_another_thread_of_its_process_may_end_it() 
     assert kinds(an.tick(12 * SECOND)) == ["deadlock"]
 
 
+def test_a_queues_feeder_thread_does_not_keep_a_wait_from_being_a_deadlock() -> None:
+    # Process-1 put into a multiprocessing.Queue (its feeder thread lives on, idle), then
+    # waits in recv: the feeder only moves what Process-1's own threads put, so nothing
+    # of Process-1 is left to end the wait.
+    s, an = recv_recv_deadlock(SECOND)
+    s.add(50, 11, "thread", op="start", threads=2, helpers=1)
+    s.feed(an)
+    assert kinds(an.tick(10 * SECOND)) == ["deadlock"]
+    # A thread of its own besides the feeder may still send: no deadlock then.
+    s, an = recv_recv_deadlock(SECOND)
+    s.add(50, 11, "thread", op="start", threads=3, helpers=1)
+    s.feed(an)
+    assert an.tick(10 * SECOND) == []
+
+
 def test_recv_recv_deadlock_is_reported_after_the_threshold_and_once() -> None:
     _, an = recv_recv_deadlock(SECOND)
     assert an.tick(110 + SECOND) == []

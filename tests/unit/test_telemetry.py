@@ -108,6 +108,19 @@ def test_a_thread_that_starts_or_ends_says_how_many_threads_are_left(run: RunFix
     assert sorted(threads[2:]) == [("end", base), ("end", base + 1)]
 
 
+def test_a_queues_feeder_thread_is_counted_as_a_helper(run: RunFixture) -> None:
+    run.activate()
+    base = threading.active_count()
+    queue: multiprocessing.Queue[int] = multiprocessing.Queue()
+    queue.put(1)  # starts the queue's feeder thread
+    assert queue.get(timeout=10) == 1
+    queue.close()
+    queue.join_thread()  # the feeder ends once it has flushed
+    events = run.drain_until(lambda ev: len([e for e in ev if e["kind"] == "thread"]) == 2)
+    threads = [(e["op"], e["threads"], e["helpers"]) for e in events if e["kind"] == "thread"]
+    assert threads == [("start", base + 1, 1), ("end", base, 0)]
+
+
 def _child_prints(activator: Connection) -> None:
     print("hello")
     print("two\nlines", flush=True)
