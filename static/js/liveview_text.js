@@ -31,6 +31,7 @@ export const LIVEVIEW_TEXT = {
   received: 'received',
   'gauge.partial': '{capacity} full of the frame being sent',
   'gauge.partial.queued': '{capacity} full: {queued} queued + the frame being sent',
+  'gauge.full.short': '{capacity} full: send waits',
 };
 
 // The same keys in 中文 (i18n.js adds them to the page's labels).
@@ -46,6 +47,7 @@ export const LIVEVIEW_TEXT_ZH = {
   seq_clock: '按其进程自己的时钟，早于上一行：各行按因果排列，发送在接收之上',
   'gauge.partial': '{capacity} 已满：正在发送的帧',
   'gauge.partial.queued': '{capacity} 已满：{queued} 排队 + 正在发送的帧',
+  'gauge.full.short': '{capacity} 已满：send 等待',
 };
 
 /** `text` with each {name} that `vars` has replaced by its value. */

@@ -24,19 +24,29 @@ export function drawGauge(ctx, geom, dir, pipe, t, pad) {
     ctx.textBaseline = side > 0 ? 'top' : 'bottom';
     // Cut to the lane's length: past it the label runs into the end markers.
     const x = geom.flowsRight[dir] ? geom.len - pad : pad;
-    ctx.fillText(fitText(ctx, gaugeLabel(gauge, t), room), x, y + side * 4);
+    ctx.fillText(fitText(ctx, gaugeText(ctx, gauge, t, room), room), x, y + side * 4);
   }
+}
+
+/** The gauge's label, or its short form when the long one is wider than `room` (px, in the
+ *  font set on ctx): a short lane still says how full the buffer is and that a send waits. */
+export function gaugeText(ctx, gauge, t, room) {
+  const long = gaugeLabel(gauge, t);
+  return ctx.measureText(long).width <= room ? long : gaugeLabel(gauge, t, true);
 }
 
 /** The gauge's label: "queued 1.0 KiB / 64 KiB", "… · full: send waits" once a send waits; and
  *  when the frames sent leave room that the waiting send's frame fills (`partial`), that this
- *  frame fills it: "64 KiB full of the frame being sent" (no "queued 0 B" beside a full bar). */
-export function gaugeLabel(gauge, t) {
+ *  frame fills it: "64 KiB full of the frame being sent" (no "queued 0 B" beside a full bar).
+ *  `short`: for a short lane, "1.0 KiB / 64 KiB" and "64 KiB full: send waits". */
+export function gaugeLabel(gauge, t, short = false) {
   const [queued, capacity] = [formatBytes(gauge.queued), formatBytes(gauge.capacity)];
+  if (gauge.partial && short) return t('gauge.full.short', { capacity });
   if (gauge.partial) {
     return t(gauge.queued > 0 ? 'gauge.partial.queued' : 'gauge.partial', { capacity, queued });
   }
-  const counted = gauge.counted > gauge.queued ? ` · ${t('kernel_counts')} ≥ ${formatBytes(gauge.counted)}` : '';
+  const counted = gauge.counted > gauge.queued && !short
+    ? ` · ${t('kernel_counts')} ≥ ${formatBytes(gauge.counted)}` : '';
   const full = gauge.waits ? ` · ${t('full_send_waits')}` : '';
-  return `${t('queued')} ${queued}${counted} / ${capacity}${full}`;
+  return `${short ? '' : `${t('queued')} `}${queued}${counted} / ${capacity}${full}`;
 }

@@ -1044,6 +1044,48 @@ def test_the_gauge_of_a_waiting_send_counts_the_part_of_its_frame_in_the_buffer(
     )
 
 
+GAUGE_TEXT = """async ({ events, lang, rooms }) => {
+  const { createRunModel } = await import('/static/js/model.js');
+  const { gaugeOf } = await import('/static/js/model_lanes.js');
+  const { gaugeText } = await import('/static/js/render_gauge.js');
+  const { createI18n } = await import('/static/js/i18n.js');
+  const { withDefaults } = await import('/static/js/liveview_text.js');
+  const model = createRunModel();
+  model.apply(events);
+  const pipe = model.state.pipes['1.1'];
+  const gauge = gaugeOf(pipe, pipe.lanes['a>b'] ? 'a>b' : 'b>a');
+  const ctx = document.createElement('canvas').getContext('2d');
+  ctx.font = '10px system-ui, sans-serif';  // as the live view draws it
+  const t = withDefaults(createI18n(lang).t);
+  return rooms.map((room) => gaugeText(ctx, gauge, t, room));
+}"""
+
+
+def test_a_short_lane_says_the_gauge_in_its_short_form_not_cut_off(lv_page: Any) -> None:
+    pipe = pipe_event(duplex=False, capacity=65_536, transport="os.pipe")
+    sent = [call(2 + n, 2, "b", "send_bytes", nbytes=16_384) for n in range(3)]
+    waiting = call(5, 2, "b", "send_bytes", phase="begin")
+    # The back-pressure scenario at 1366 x 768: three 16 KiB frames queued, the fourth's
+    # send waits with part of its frame in the buffer.
+    # A laptop's two-process lane is about 200 px long; a wide window's, 500.
+    rooms = [500, 200, 90]
+
+    def texts(events: list[dict[str, Any]], lang: str = "en") -> list[str]:
+        said: list[str] = lv_page.evaluate(
+            GAUGE_TEXT, {"events": events, "lang": lang, "rooms": rooms}
+        )
+        return said
+
+    assert texts([pipe, *sent, waiting]) == [
+        "64 KiB full: 48 KiB queued + the frame being sent",
+        "64 KiB full: send waits",
+        "64 KiB full: send waits",
+    ]
+    assert texts([pipe, *sent, waiting], "zh")[2] == "64 KiB 已满：send 等待"
+    # A label that fits stays whole; a shorter one drops its words, not its figures.
+    assert texts([pipe, *sent]) == ["queued 48 KiB / 64 KiB"] * 2 + ["48 KiB / 64 KiB"]
+
+
 DEADLOCK_TEXT = """async ({ events, lang }) => {
   const { createRunModel } = await import('/static/js/model.js');
   const { bannersFor } = await import('/static/js/banner.js');
