@@ -1,6 +1,6 @@
 // Pure layout: where process boxes and pipe tubes go, in columns for pipelines, else on a circle.
 
-import { edgesOf, endPid, processOrder, ranksOf } from './topology.js';
+import { byName, edgesOf, endPid, ranksOf } from './topology.js';
 
 const MAX_COLUMNS = 6;
 const MAX_PER_COLUMN = 8;
@@ -15,8 +15,8 @@ export { endPid, processOrder } from './topology.js';
  * Parallel pipes between one pair of processes get slots so they can be drawn side by side.
  */
 export function layoutRun(state, width, height) {
-  // As the sequence chart has them: along the pipes, and by name within a column.
-  const pids = processOrder(state).map((p) => p.pid);
+  const pids = Object.values(state.processes)
+    .sort((p, q) => p.order - q.order).map((p) => p.pid);
   const edges = edgesOf(state);
   const linked = new Set(edges.flat());
   // Processes with no pipe to another process (a parent that only starts and joins) go in a
@@ -29,7 +29,7 @@ export function layoutRun(state, width, height) {
     const w = Math.min(150, (width - 16) / strip.length - 12);
     boxes[pid] = { x: ((i + 0.5) * width) / strip.length, y: stripH / 2 + 2, w, h: 48 };
   });
-  const kind = placeMain(boxes, main, edges, width, height - stripH, stripH);
+  const kind = placeMain(boxes, main, edges, width, height - stripH, stripH, byName(state));
   const pipes = {};
   const pairs = new Map();
   for (const pipe of Object.values(state.pipes).sort((p, q) => p.order - q.order)) {
@@ -97,7 +97,7 @@ function snakeShape(n, width, height) {
   return best;
 }
 
-function placeMain(boxes, pids, edges, width, height, top) {
+function placeMain(boxes, pids, edges, width, height, top, named) {
   const n = pids.length;
   const rank = ranksOf(pids, edges);
   const columns = [];
@@ -131,6 +131,7 @@ function placeMain(boxes, pids, edges, width, height, top) {
   if (kind === 'columns') {
     const padX = w / 2 + 16;
     cols.forEach((col, i) => {
+      col.sort(named); // by name, as the sequence chart lists them (topology.processOrder)
       const x = cols.length === 1 ? width / 2 : padX + (i * (width - 2 * padX)) / (cols.length - 1);
       col.forEach((pid, j) => {
         boxes[pid] = { x, y: top + ((j + 1) * height) / (col.length + 1), w, h };

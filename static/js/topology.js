@@ -68,5 +68,12 @@ export function processOrder(state) {
   const linked = new Set(edges.flat());
   const rank = ranksOf(procs.map((p) => p.pid), edges);
   const key = (p) => (linked.has(p.pid) ? 1 + rank.get(p.pid) : 0);
-  return procs.sort((p, q) => key(p) - key(q) || p.name.localeCompare(q.name, 'en', { numeric: true }));
+  const named = byName(state);
+  return procs.sort((p, q) => key(p) - key(q) || named(p.pid, q.pid));
+}
+
+/** Compare two pids by their processes' names, as people count: "worker-2" before "worker-10". */
+export function byName(state) {
+  const name = (pid) => state.processes[pid]?.name ?? '';
+  return (p, q) => name(p).localeCompare(name(q), 'en', { numeric: true });
 }
