@@ -80,7 +80,11 @@ def format_event(event: Event, t0: int) -> str:
         extra = f" exitcode={event.get('exitcode')}" if event.get("op") == "exit" else ""
         return f"{at} {who} process {event.get('op')}{extra}"
     if kind == "thread":
-        return f"{at} {who} thread {event.get('op')} ({event.get('threads')} threads)"
+        n = event.get("helpers") or 0
+        feeders = f": {n} Queue feeder{'s' if n > 1 else ''}" if n else ""
+        threads = event.get("threads")
+        plural = "" if threads == 1 else "s"
+        return f"{at} {who} thread {event.get('op')} ({threads} thread{plural}{feeders})"
     if kind == "pipe":
         return (
             f"{at} {who} pipe {event.get('pipe_name')} ({event.get('pipe')}) "

@@ -26,7 +26,8 @@ export function describeEvent(event, t0) {
     detail = event.exitcode != null ? `exitcode ${event.exitcode}` : '';
   } else if (event.kind === 'thread') {
     what = `thread ${event.op}`;
-    detail = `${event.threads} threads`;
+    const feeders = event.helpers > 1 ? `: ${event.helpers} Queue feeders` : ': 1 Queue feeder';
+    detail = `${event.threads} thread${event.threads === 1 ? '' : 's'}${event.helpers ? feeders : ''}`;
   } else if (event.kind === 'verdict') {
     what = event.verdict;
     detail = event.message ?? '';

@@ -1044,6 +1044,31 @@ def test_the_gauge_of_a_waiting_send_counts_the_part_of_its_frame_in_the_buffer(
     )
 
 
+THREAD_ROWS = """async (events) => {
+  const { describeEvent } = await import('/static/js/eventlog.js');
+  return events.map((event) => describeEvent(event, 0).slice(4));
+}"""
+
+
+def test_the_event_log_says_how_many_threads_are_queue_feeders(lv_page: Any) -> None:
+    event = {"run": "r1", "seq": 5, "kind": "thread", "t": 0, "pid": 7, "process": "left"}
+    rows = lv_page.evaluate(
+        THREAD_ROWS,
+        [
+            event | {"op": "start", "threads": 2, "helpers": 1},
+            event | {"op": "start", "threads": 4, "helpers": 2},
+            event | {"op": "end", "threads": 1, "helpers": 0},
+            event | {"op": "end", "threads": 1},  # a stream from before the field
+        ],
+    )
+    assert rows == [
+        ["thread start", "2 threads: 1 Queue feeder"],
+        ["thread start", "4 threads: 2 Queue feeders"],
+        ["thread end", "1 thread"],
+        ["thread end", "1 thread"],
+    ]
+
+
 GAUGE_TEXT = """async ({ events, lang, rooms }) => {
   const { createRunModel } = await import('/static/js/model.js');
   const { gaugeOf } = await import('/static/js/model_lanes.js');

@@ -66,6 +66,18 @@ def test_text_prints_one_line_per_event_of_a_run_with_the_chosen_start_method(
     assert lines[-1].endswith("RUN completed: the scenario ran to completion")
 
 
+def test_a_thread_line_says_how_many_of_the_threads_are_queue_feeders() -> None:
+    event = {"kind": "thread", "t": 2_500_000_000, "pid": 7, "process": "left", "op": "start"}
+    assert format_event(event | {"threads": 2, "helpers": 1}, 0) == (
+        "   2.500s left(7) thread start (2 threads: 1 Queue feeder)"
+    )
+    assert format_event(event | {"threads": 4, "helpers": 2}, 0).endswith(
+        "(4 threads: 2 Queue feeders)"
+    )
+    assert format_event(event | {"threads": 2, "helpers": 0}, 0).endswith("(2 threads)")
+    assert format_event(event | {"threads": 1}, 0).endswith("thread start (1 thread)")
+
+
 def test_text_prints_readable_lines_with_params() -> None:
     out = io.StringIO()
     assert run_command(parse("one-way", "--param", "messages=2"), out) == 0
