@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -10,6 +13,7 @@ from typing import Any
 import pytest
 
 from bench.page import CHROMIUM, launch_chromium
+from tests.e2e.liveview import REPO, StaticOnly
 
 VIEWPORT = {"width": 1366, "height": 768}
 
@@ -101,3 +105,32 @@ def page(browser: Any, live_server: str) -> Iterator[Any]:
     finally:
         context.close()
     assert not errors, f"expected no errors in the page, got {errors}"
+
+
+@pytest.fixture(scope="module")
+def lv_origin() -> Iterator[str]:
+    """A blank page at / that serves the repository's static/ (the live view's modules)."""
+    handler = functools.partial(StaticOnly, directory=str(REPO))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="liveview-static", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def lv_page(browser: Any, lv_origin: str) -> Iterator[Any]:
+    # The session's chromium (conftest.py): one Playwright per test session.
+    page = browser.new_page(viewport={"width": 920, "height": 540}, device_scale_factor=2)
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(f"{lv_origin}/")
+    try:
+        yield page
+    finally:
+        page.close()
+    assert errors == [], f"expected no page errors, got {errors}"
