@@ -195,17 +195,22 @@ def test_a_process_box_tells_a_kill_from_the_runs_own_end(
     assert lv_page.evaluate(STATUS, {"proc": proc, "teardownT": teardown_t}) == expected
 
 
-GAUGE_LABEL = """async ({ events, lang }) => {
+GAUGE_LABEL = """async ({ events, lang, rooms }) => {
   const { createRunModel } = await import('/static/js/model.js');
   const { gaugeOf } = await import('/static/js/model_lanes.js');
-  const { gaugeLabel } = await import('/static/js/render_gauge.js');
+  const { gaugeLabel, gaugeText } = await import('/static/js/render_gauge.js');
   const { createI18n } = await import('/static/js/i18n.js');
   const { withDefaults } = await import('/static/js/liveview_text.js');
   const model = createRunModel();
   model.apply(events);
   const pipe = model.state.pipes['1.1'];
-  const dir = pipe.lanes['a>b'] ? 'a>b' : 'b>a';
-  return gaugeLabel(gaugeOf(pipe, dir), withDefaults(createI18n(lang).t));
+  const gauge = gaugeOf(pipe, pipe.lanes['a>b'] ? 'a>b' : 'b>a');
+  const t = withDefaults(createI18n(lang).t);
+  if (!rooms) return gaugeLabel(gauge, t);
+  // The label drawn in a lane `room` pixels long, in the live view's font.
+  const ctx = document.createElement('canvas').getContext('2d');
+  ctx.font = '10px system-ui, sans-serif';
+  return rooms.map((room) => gaugeText(ctx, gauge, t, room));
 }"""
 
 
@@ -262,23 +267,6 @@ def test_the_event_log_says_how_many_threads_are_queue_feeders(lv_page: Any) -> 
     ]
 
 
-GAUGE_TEXT = """async ({ events, lang, rooms }) => {
-  const { createRunModel } = await import('/static/js/model.js');
-  const { gaugeOf } = await import('/static/js/model_lanes.js');
-  const { gaugeText } = await import('/static/js/render_gauge.js');
-  const { createI18n } = await import('/static/js/i18n.js');
-  const { withDefaults } = await import('/static/js/liveview_text.js');
-  const model = createRunModel();
-  model.apply(events);
-  const pipe = model.state.pipes['1.1'];
-  const gauge = gaugeOf(pipe, pipe.lanes['a>b'] ? 'a>b' : 'b>a');
-  const ctx = document.createElement('canvas').getContext('2d');
-  ctx.font = '10px system-ui, sans-serif';  // as the live view draws it
-  const t = withDefaults(createI18n(lang).t);
-  return rooms.map((room) => gaugeText(ctx, gauge, t, room));
-}"""
-
-
 def test_a_short_lane_says_the_gauge_in_its_short_form_not_cut_off(lv_page: Any) -> None:
     pipe = pipe_event(duplex=False, capacity=65_536, transport="os.pipe")
     sent = [call(2 + n, 2, "b", "send_bytes", nbytes=16_384) for n in range(3)]
@@ -290,7 +278,7 @@ def test_a_short_lane_says_the_gauge_in_its_short_form_not_cut_off(lv_page: Any)
 
     def texts(events: list[dict[str, Any]], lang: str = "en") -> list[str]:
         said: list[str] = lv_page.evaluate(
-            GAUGE_TEXT, {"events": events, "lang": lang, "rooms": rooms}
+            GAUGE_LABEL, {"events": events, "lang": lang, "rooms": rooms}
         )
         return said
 
