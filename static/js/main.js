@@ -110,11 +110,12 @@ function beginRun(summary, scenario) {
 
 function onSnapshot(frame) {
   // A snapshot of the run already followed resynchronises a page that fell behind: the
-  // calls and output lines it leaves out count with those left out before it.
+  // calls and output lines it leaves out count with those left out before it. A first
+  // snapshot's count is told by its notice, and counts in the totals that follow.
   const resync = model.state.lastSeq != null && model.state.run?.id === frame.run?.id;
   reset(frame.run);
   const { events, missing } = orderSnapshot(frame.events);
-  if (resync) onSkip(frame.missing ?? missing, 'server');
+  skips.add(frame.missing ?? missing, 'server', !resync);
   feed.push(events);
   // A run already over when asked for (back to live after a replay) shows its end at once.
   if (!ACTIVE.has(run.summary?.state) && !ACTIVE.has(frame.run?.state)) playback.releaseAtNextFrame();

@@ -12,8 +12,10 @@ export function createSkips({ onShow = () => {}, everyMs = 1000 } = {}) {
   let shownAt = -Infinity;
   const total = () => by.server + by.page;
   return {
-    add(count, who = 'page') {
+    // `quiet`: told in other words already (a snapshot's notice): no new count shows for it.
+    add(count, who = 'page', quiet = false) {
       by[who === 'server' ? 'server' : 'page'] += count;
+      if (quiet) said += count;
     },
     reset() {
       by.server = 0;

@@ -112,8 +112,14 @@ function runWorker({ maxWaiting = 20000, keep = 2000 } = {}) {
 
   const count = (f) => (f.type === 'events' ? f.events.length : 0);
   function flush() {
-    while (inFlight < IN_FLIGHT && queue.length) {
+    // A count of skipped events goes in its place in the queue, not ahead of it: the page
+    // starts its counts over at a snapshot, and must not do so after counting what follows.
+    while (queue.length && (inFlight < IN_FLIGHT || queue[0].type === 'skipped')) {
       const part = queue.shift();
+      if (part.type === 'skipped') {
+        postMessage({ event: 'skipped', run: part.run, skipped: part.skipped, by: part.by });
+        continue;
+      }
       waiting -= count(part);
       inFlight += 1;
       // As JSON text: the page parses it faster than it would copy the objects.
@@ -138,7 +144,7 @@ function runWorker({ maxWaiting = 20000, keep = 2000 } = {}) {
     }
     // Left out by the server for this page: counted as the page's own skips are.
     if (frame.type === 'events' && frame.skipped > 0) {
-      postMessage({ event: 'skipped', run: frame.run, skipped: frame.skipped, by: 'server' });
+      queue.push({ type: 'skipped', run: frame.run, skipped: frame.skipped, by: 'server' });
     }
     const ask = thinning.take(frame, waiting, performance.now());
     if (ask && ws?.readyState === 1) ws.send(JSON.stringify(ask));
@@ -146,7 +152,7 @@ function runWorker({ maxWaiting = 20000, keep = 2000 } = {}) {
       const { frames, gone } = thin(queue, keep);
       queue = frames;
       waiting = queue.reduce((n, f) => n + count(f), 0);
-      for (const [run, skipped] of gone) postMessage({ event: 'skipped', run, skipped });
+      for (const [run, skipped] of gone) queue.push({ type: 'skipped', run, skipped, by: 'page' });
     }
     flush();
   }
