@@ -227,8 +227,8 @@ if __name__ == "__main__":
     for worker in workers:
         worker.start()
     print(sorted(ready.get(timeout=30) for _ in workers), flush=True)
+    workers[0].join(6)  # long past the deadlock's second of silence
     for worker in workers:
-        worker.join(6)  # long past the deadlock's second of silence
         worker.terminate()
         worker.join()
 """
