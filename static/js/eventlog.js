@@ -26,8 +26,9 @@ export function describeEvent(event, t0) {
     detail = event.exitcode != null ? `exitcode ${event.exitcode}` : '';
   } else if (event.kind === 'thread') {
     what = `thread ${event.op}`;
-    const feeders = event.helpers > 1 ? `: ${event.helpers} Queue feeders` : ': 1 Queue feeder';
-    detail = `${event.threads} thread${event.threads === 1 ? '' : 's'}${event.helpers ? feeders : ''}`;
+    const n = event.helpers ?? 0;
+    const feeders = n ? `: ${n} Queue feeder${n > 1 ? 's' : ''}` : '';
+    detail = `${event.threads} thread${event.threads === 1 ? '' : 's'}${feeders}`;
   } else if (event.kind === 'verdict') {
     what = event.verdict;
     detail = event.message ?? '';
