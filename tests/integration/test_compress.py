@@ -2,6 +2,7 @@
 `events` frame made once."""
 
 import json
+import random
 import threading
 import zlib
 
@@ -191,3 +192,17 @@ def test_a_part_asked_for_by_two_threads_at_once_is_deflated_once(
     second.join(30)
     assert len(made) == 1
     assert len(got) == 2 and got[0] is got[1]
+
+
+def test_pieces_of_any_data_join_into_one_stream_that_zlib_inflates() -> None:
+    # Empty, one byte, incompressible (stored blocks) and longer than DEFLATE's window:
+    # each piece ends on a byte boundary without a final block, so any of them joins on.
+    datas = [b"", b",", bytes(range(256)) * 300, random.Random(7).randbytes(100_000), b"x" * 5]
+    pieces = [parts.deflated(data) for data in datas]
+    inflater = zlib.decompressobj(-15)
+    for piece, data in zip(pieces, datas, strict=True):
+        assert inflater.decompress(piece) == data
+        assert not inflater.eof
+    assert inflater.decompress(parts.DEFLATE_END) == b"" and inflater.eof
+    assert zlib.decompress(b"".join(pieces) + parts.DEFLATE_END, -15) == b"".join(datas)
+    assert zlib.decompress(parts.deflated_whole(b"abc"), -15) == b"abc"
