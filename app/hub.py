@@ -155,7 +155,7 @@ class LiveHub:
         if channel.viewers:
             for part in batch:
                 channel.open.append(part)
-                channel.open_bytes += len(part.json())
+                channel.open_bytes += part.size
             self._cut_when_due(run_id, channel)
         else:
             channel.epoch += 1

@@ -1,10 +1,12 @@
-"""The messages a run's collector process sends its server: a header and the parts' JSON.
+"""The messages a run's collector process sends its server: a header and the parts.
 
-A message is `<II` (header length, body length), the header (JSON) and the body: the
-JSON text of each part, one after the other. The header says:
+A message is `<II` (header length, body length), the header (JSON) and the body: each
+part's JSON as a compressed piece (`pipecore.parts.deflated`), one after the other. The
+header says:
 
 - `seq`: the last `seq` the collector has given out;
-- `parts`: `[first, last, count, others, nbytes]` for each part of the body, in order;
+- `parts`: `[first, last, count, others, nbytes, size, check]` for each part of the body,
+  in order: `nbytes` of compressed piece, and the `size` and `array_check` of its JSON;
 - `kept`: the events of those parts that a run keeps for its whole life (`parts.is_kept`);
 - `amended`: events published earlier that the analysis has since annotated;
 - `killed`: `[pid, process, signal, message]` of processes a signal ended, new ones only;
@@ -30,20 +32,20 @@ HEAD = struct.Struct("<II")
 MAX_MESSAGE = 1 << 30
 
 
-def encode(header: dict[str, Any], texts: list[bytes]) -> list[bytes]:
+def encode(header: dict[str, Any], pieces: list[bytes]) -> list[bytes]:
     """One message, in pieces to write one after the other: the head and header, then
-    the parts' texts (not joined: drains are bounded, but the final drain takes all that
+    the parts' pieces (not joined: drains are bounded, but the final drain takes all that
     is left and its message can be large)."""
     try:
         head = orjson.dumps(header)
     except TypeError:
         head = json.dumps(header, ensure_ascii=False).encode()
-    return [HEAD.pack(len(head), sum(len(t) for t in texts)) + head, *texts]
+    return [HEAD.pack(len(head), sum(len(p) for p in pieces)) + head, *pieces]
 
 
 @dataclass
 class Message:
-    """A decoded message: its header's fields, and its parts holding their JSON."""
+    """A decoded message: its header's fields, and its parts holding their pieces."""
 
     seq: int
     parts: list[Part]
@@ -87,8 +89,9 @@ class MessageReader:
 def _message(header: dict[str, Any], body: bytes) -> Message:
     parts: list[Part] = []
     at = 0
-    for first, last, count, others, nbytes in header.get("parts", ()):
-        parts.append(Part(first, last, count, others, text=body[at : at + nbytes]))
+    for first, last, count, others, nbytes, size, check in header.get("parts", ()):
+        piece = (body[at : at + nbytes], size, check)
+        parts.append(Part(first, last, count, others, piece=piece))
         at += nbytes
     if at != len(body):
         raise ValueError(f"expected a body of {at} bytes from the header, got {len(body)}")

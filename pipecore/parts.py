@@ -1,9 +1,10 @@
-"""Published events in parts: consecutive in `seq`, held as dicts, as JSON, or both."""
+"""Published events in parts: consecutive in `seq`, held as dicts, as JSON or compressed."""
 
 from __future__ import annotations
 
 import json
 import threading
+import zlib
 from typing import Any
 
 import orjson
@@ -67,15 +68,33 @@ def decode_events(text: bytes) -> list[Event]:
     return events
 
 
+def array_check(text: bytes) -> int:
+    """The Adler-32 of the JSON array of encode_events' `text` (with its brackets): the
+    check a zlib stream of that array ends with."""
+    return zlib.adler32(b"]", zlib.adler32(text, zlib.adler32(b"[")))
+
+
 class Part:
     """Events `first` … `last` of a run (`count` of them, `others` not `is_kept`).
 
     A part made in this process holds the events themselves and encodes them once, when
-    first asked; a part that arrived as JSON (from a run's collector process) decodes them
-    each time they are asked for, so that holding it costs only its text.
+    first asked. A part that arrived from a run's collector process holds only its
+    compressed piece (see `deflated`), about 1/20 of the JSON: its JSON is inflated, and
+    its events decoded, each time they are asked for.
     """
 
-    __slots__ = ("_deflated", "_events", "_json", "count", "first", "last", "others", "states")
+    __slots__ = (
+        "_check",
+        "_deflated",
+        "_events",
+        "_json",
+        "_size",
+        "count",
+        "first",
+        "last",
+        "others",
+        "states",
+    )
 
     def __init__(
         self,
@@ -86,10 +105,13 @@ class Part:
         *,
         events: list[Event] | None = None,
         text: bytes | None = None,
+        piece: tuple[bytes, int, int] | None = None,
         states: tuple[str, ...] = (),
     ) -> None:
-        if events is None and text is None:
-            raise ValueError("a part needs its events or their JSON text, got neither")
+        """`piece`: the part's compressed JSON (`deflated`), the JSON's length and its
+        `array_check`, in place of its events or its JSON `text`."""
+        if events is None and text is None and piece is None:
+            raise ValueError("a part needs its events, their JSON or its piece, got none")
         self.first = first
         self.last = last
         self.count = count
@@ -99,24 +121,42 @@ class Part:
         self._events = events
         self._json = text
         self._deflated: bytes | None = None
+        self._size: int | None = None
+        self._check: int | None = None
+        if piece is not None:
+            self._deflated, self._size, self._check = piece
 
     def events(self) -> list[Event]:
         """The part's events, in `seq` order."""
         if self._events is not None:
             return self._events
-        assert self._json is not None
-        return decode_events(self._json)
+        return decode_events(self.json())
 
     def json(self) -> bytes:
         """The part's events as a JSON array without its brackets."""
         text = self._json
         if text is None:
+            if self._events is None:
+                assert self._deflated is not None
+                return zlib.decompress(self._deflated + DEFLATE_END, -15)
             with self._making():
                 text = self._json
                 if text is None:
-                    assert self._events is not None
                     text = self._json = encode_events(self._events)
         return text
+
+    @property
+    def size(self) -> int:
+        """The length of json()."""
+        if self._size is None:
+            self._size = len(self.json())
+        return self._size
+
+    def check(self) -> int:
+        """The `array_check` of json()."""
+        if self._check is None:
+            self._check = array_check(self.json())
+        return self._check
 
     def deflated(self) -> bytes:
         """json() as a piece of raw DEFLATE stream (`deflated`), made once: the store's

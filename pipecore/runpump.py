@@ -11,7 +11,7 @@ from pipecore.analysis import Analysis
 from pipecore.baserun import MAX_UNSETTLED
 from pipecore.collector import Collector, drain_last
 from pipecore.eventpump import BUSY_EVENTS
-from pipecore.parts import PART_EVENTS, encode_events, is_kept
+from pipecore.parts import PART_EVENTS, array_check, deflated, encode_events, is_kept
 
 Event = dict[str, Any]
 # a drain this large means the collector is behind the run's processes
@@ -90,16 +90,20 @@ class RunPump:
             self._analysis_at, self._analysis_changed = now, False
         if not (batch or amended or killed or final or "analysis" in header):
             return None
-        texts: list[bytes] = []
+        pieces: list[bytes] = []
         parts: list[list[int]] = []
         kept_seqs = [e["seq"] for e in kept]
         for start in range(0, len(batch), PART_EVENTS):
             chunk = batch[start : start + PART_EVENTS]
             text = encode_events(chunk)
-            texts.append(text)
+            # Compressed here, once: the server stores and sends the piece as it comes.
+            piece = deflated(text)
+            pieces.append(piece)
             first, last = chunk[0]["seq"], chunk[-1]["seq"]
             others = len(chunk) - bisect_right(kept_seqs, last) + bisect_left(kept_seqs, first)
-            parts.append([first, last, len(chunk), others, len(text)])
+            parts.append(
+                [first, last, len(chunk), others, len(piece), len(text), array_check(text)]
+            )
         header["parts"] = parts
         header["kept"] = kept
         if amended:
@@ -108,7 +112,7 @@ class RunPump:
             header["killed"] = killed
         if final:
             header["final"] = True
-        return collectwire.encode(header, texts)
+        return collectwire.encode(header, pieces)
 
     def _number(self, events: list[Event]) -> None:
         seq = self._seq

@@ -206,3 +206,18 @@ def test_pieces_of_any_data_join_into_one_stream_that_zlib_inflates() -> None:
     assert inflater.decompress(parts.DEFLATE_END) == b"" and inflater.eof
     assert zlib.decompress(b"".join(pieces) + parts.DEFLATE_END, -15) == b"".join(datas)
     assert zlib.decompress(parts.deflated_whole(b"abc"), -15) == b"abc"
+
+
+def test_a_part_that_came_compressed_is_stored_and_sent_as_it_came() -> None:
+    # A run's collector process sends each part as its compressed piece, with the length
+    # and Adler-32 of its JSON: the server neither inflates nor compresses it again.
+    events = [{"seq": s, "kind": "output", "text": f"行 {s}"} for s in range(1, 501)]
+    text = parts.encode_events(events)
+    piece = parts.deflated(text)
+    part = parts.Part(1, 500, 500, 500, piece=(piece, len(text), parts.array_check(text)))
+    assert part.deflated() is piece and part.size == len(text)
+    record = packed(part)
+    assert piece in record
+    assert json.loads(zlib.decompress(record)) == events  # zlib verifies the check
+    assert json.loads(zlib.decompress(Slice("r1", [part]).sent(True), -15))["events"] == events
+    assert part.json() == text and part.events() == events

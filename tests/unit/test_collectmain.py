@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pipecore import collectwire
-from pipecore.parts import decode_events, encode_events
+from pipecore.parts import array_check, decode_events, deflated, encode_events
 
 Event = dict[str, Any]
 
@@ -24,14 +24,16 @@ def test_messages_survive_being_cut_anywhere() -> None:
     first = [_call(3), {"kind": "pipe", "pipe": "p1", "seq": 4}, _call(5, text="进程 ☃")]
     second = [_call(6, big=1 << 70)]  # past 64 bits: orjson refuses it, the fallback takes it
     texts = [encode_events(first), encode_events(second)]
+    pieces = [deflated(text) for text in texts]
+    sizes = [[len(p), len(t), array_check(t)] for p, t in zip(pieces, texts, strict=True)]
     header = {
         "seq": 6,
-        "parts": [[3, 5, 3, 2, len(texts[0])], [6, 6, 1, 1, len(texts[1])]],
+        "parts": [[3, 5, 3, 2, *sizes[0]], [6, 6, 1, 1, *sizes[1]]],
         "kept": [first[1]],
         "killed": [[42, "Process-1", "SIGKILL", "killed by SIGKILL"]],
         "final": True,
     }
-    wire = b"".join(collectwire.encode(header, texts) + collectwire.encode({"seq": 6}, []))
+    wire = b"".join(collectwire.encode(header, pieces) + collectwire.encode({"seq": 6}, []))
     reader = collectwire.MessageReader()
     got: list[collectwire.Message] = []
     for at in range(0, len(wire), 7):
@@ -39,6 +41,10 @@ def test_messages_survive_being_cut_anywhere() -> None:
     assert len(got) == 2
     message = got[0]
     assert [p.events() for p in message.parts] == [first, second]
+    # Each part holds its piece as it came, and its JSON inflated from it.
+    assert [p.deflated() for p in message.parts] == pieces
+    assert [p.json() for p in message.parts] == texts
+    assert [(p.size, p.check()) for p in message.parts] == [tuple(s[1:]) for s in sizes]
     assert [(p.first, p.last, p.count, p.others) for p in message.parts] == [
         (3, 5, 3, 2),
         (6, 6, 1, 1),
@@ -51,7 +57,8 @@ def test_messages_survive_being_cut_anywhere() -> None:
 def test_a_stream_that_is_not_messages_is_refused() -> None:
     with pytest.raises(ValueError, match="expected a collector message under"):
         collectwire.MessageReader().feed(b"\xff" * 16)
-    lying = b"".join(collectwire.encode({"seq": 1, "parts": [[1, 1, 1, 1, 99]]}, [b"{}"]))
+    part = [1, 1, 1, 1, 99, 2, 0]
+    lying = b"".join(collectwire.encode({"seq": 1, "parts": [part]}, [b"{}"]))
     with pytest.raises(ValueError, match="expected a body of 99 bytes from the header, got 2"):
         collectwire.MessageReader().feed(lying)
 
