@@ -16,22 +16,19 @@ from pipecore.preview import describe_pickle
 from pipecore.recorddecoder import Event
 from pipecore.ring import (
     HEADER_BYTES,
-    MIN_WINDOW,
     POSITION,
     READ_POS_OFFSET,
     RING_HEAD,
     RING_MAGIC,
     RING_SUFFIX,
     WAITING_OFFSET,
-    WINDOW_OFFSET,
     ensure_layout,
 )
+from pipecore.ringpace import RingPace
 from pipecore.ringreader import RingReader
 from pipecore.ringstate import Ring
 from pipecore.stepping import StepControl
 
-# With a lag bound: how much work (ns) sizes the windows again.
-PACE_NS = 50_000_000
 # Events younger than this wait for the next drain: a record is stamped under its ring's
 # lock just before it is published (nanoseconds in C, microseconds in Python), so a ring
 # read after the drain began cannot bring an older one unless its writer was descheduled
@@ -81,8 +78,7 @@ class Collector(RingReader):
         self._exits = ExitWatch()
         # pid -> its exit status, told by the caller (its parent), or None until told
         self._told: dict[int, int | None] = {}
-        self._lag_ns = 0  # see bound_lag; 0: each ring's whole data area may be unread
-        self._busy_ns = 0  # work counted by pace() since the windows were last sized
+        self._pace = RingPace()  # see bound_lag
         self.behind = False  # the last drain left records unread (its budget ran out)
 
     # -- step mode ----------------------------------------------------------------
@@ -202,32 +198,12 @@ class Collector(RingReader):
         so no record waits much longer than that to be read. The pace is measured by
         `pace()`; until then each ring keeps the window it started with (see
         `ensure_layout`)."""
-        self._lag_ns = lag_ns
+        self._pace.lag_ns = lag_ns
 
     def pace(self, busy_ns: int) -> None:
-        """Count `busy_ns` of work on what was read since the last call; every PACE_NS of
-        it, size each ring's window from the bytes read per nanosecond of work and the
-        ring's share of them (see `bound_lag`)."""
-        if not self._lag_ns:
-            return
-        self._busy_ns += busy_ns
-        if self._busy_ns < PACE_NS:
-            return
-        rings = list(self._rings.values())
-        read = {ring.path: ring.read_bytes - ring.paced_bytes for ring in rings}
-        total = sum(read.values())
-        if total >= MIN_WINDOW:  # enough to tell the pace from the cost of a drain
-            drained = total * self._lag_ns / self._busy_ns
-            for ring in rings:
-                self._set_window(ring, int(drained * read[ring.path] / total))
-        for ring in rings:
-            ring.paced_bytes = ring.read_bytes
-        self._busy_ns = 0
-
-    @staticmethod
-    def _set_window(ring: Ring, nbytes: int) -> None:
-        window = min(max(MIN_WINDOW, nbytes & ~7), ring.capacity)
-        POSITION.pack_into(ring.mm, WINDOW_OFFSET, window)
+        """Count `busy_ns` of work on what was read since the last call, towards sizing
+        the rings' windows (`RingPace.pace`)."""
+        self._pace.pace(busy_ns, list(self._rings.values()))
 
     @staticmethod
     def _remove(ring: Ring) -> None:

@@ -281,8 +281,8 @@ def _output(events: list[Event]) -> list[Event]:
 
 
 def test_pace_sizes_each_window_from_the_bytes_drained_per_unit_of_work() -> None:
-    from pipecore.collector import PACE_NS
     from pipecore.ring import POSITION, WINDOW_OFFSET
+    from pipecore.ringpace import PACE_NS
 
     run = make_run(window=256 * 1024)
     run.activate()
