@@ -172,7 +172,7 @@ def packed(part: Part) -> bytes:
     calls shrinks about twentyfold). The stream is made of the part's own compressed
     piece (Part.deflated), which the compressed websocket frames that carry the part
     share: the part is compressed once for both."""
-    check = part.check().to_bytes(4, "big")
+    check = part.array_check().to_bytes(4, "big")
     body = (ZLIB_HEADER, _OPEN, part.deflated(), _CLOSE, DEFLATE_END, check)
     return b"".join(body)
 

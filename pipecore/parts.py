@@ -152,7 +152,7 @@ class Part:
             self._size = len(self.json())
         return self._size
 
-    def check(self) -> int:
+    def array_check(self) -> int:
         """The `array_check` of json()."""
         if self._check is None:
             self._check = array_check(self.json())
