@@ -10,7 +10,7 @@ import time
 
 import pipecore
 from pipecore import telemetry
-from pipecore.ring import HEADER_BYTES, ensure_layout
+from pipecore.ring import HEAD_STORE, HEADER_BYTES, ensure_layout
 
 
 def _pin(cpu: int) -> None:
@@ -26,7 +26,8 @@ def hot_path(calls: int = 100_000, size: int = 100) -> dict[str, float]:
     _pin(0)
     payload = b"x" * size
     run_dir = tempfile.mkdtemp(prefix="pipescope-hot-", dir="/dev/shm")
-    ensure_layout(run_dir, 8 * calls * (200 + size) + (1 << 20))
+    # A call's records hold at most HEAD_STORE bytes of its frame, whatever its size.
+    ensure_layout(run_dir, 8 * calls * (200 + min(size, HEAD_STORE)) + (1 << 20))
     telemetry.activate(run_dir, "hot")
     rec = telemetry.recorder()
     if rec is not None:
